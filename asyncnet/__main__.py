@@ -1,0 +1,5 @@
+"""``python -m asyncnet``."""
+
+from asyncnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``asyncnet`` CLI, one module each (discovered automatically)."""

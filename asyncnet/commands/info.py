@@ -1,0 +1,78 @@
+"""``asyncnet info NET``: describe a NetDef without running it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from asyncnet.net import net_inputs
+from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.registry import default_registry
+from asyncnet.serde import arguments_to_dict, read_net
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("info", help="describe a net: ops, inputs/outputs, devices, arguments")
+    p.add_argument("net", help="NetDef file (.pb or .pbtxt)")
+    p.add_argument("--graph", action="store_true", help="also print the dependency graph and chains")
+    p.set_defaults(func=run)
+
+
+def _device(opt: pb.DeviceOption) -> str:
+    text = f"type {opt.device_type} id {opt.device_id}"
+    if opt.HasField("numa_node_id"):
+        text += f" numa {opt.numa_node_id}"
+    return text
+
+
+def describe_net(net: pb.NetDef, source: str = "") -> list[str]:
+    """Lines describing ``net`` (works for op types that are not implemented)."""
+    reg = default_registry()
+    lines = [f"net '{net.name}'" + (f" from {source}" if source else "")]
+    lines.append(f"  type: '{net.type}'" + (f", num_workers {net.num_workers}" if net.HasField("num_workers") else ""))
+    if net.HasField("device_option"):
+        lines.append(f"  net device_option: {_device(net.device_option)}")
+    if net.arg:
+        args = arguments_to_dict(net.arg, owner=f"net '{net.name}'")
+        lines.append("  net args: " + ", ".join(f"{k}={_short(v)}" for k, v in args.items()))
+    lines.append(f"  {len(net.op)} operators")
+    counts = Counter(op.type for op in net.op)
+    for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        mark = "" if reg.has(t) else "   [unsupported]"
+        lines.append(f"    {t:32s} {n:5d}{mark}")
+    unsupported = sorted(t for t in counts if not reg.has(t))
+    if unsupported:
+        lines.append(f"  unsupported op types: {', '.join(unsupported)}")
+    ext_in = list(net.external_input)
+    lines.append(f"  external inputs ({len(ext_in)}): {', '.join(ext_in) if ext_in else '-'}")
+    implicit = [n for n in net_inputs(net) if n not in set(ext_in)]
+    if implicit:
+        lines.append(f"  undeclared inputs ({len(implicit)}): {', '.join(implicit)}")
+    lines.append(f"  external outputs ({len(net.external_output)}): {', '.join(net.external_output) or '-'}")
+    devices = Counter(_device(op.device_option) for op in net.op if op.HasField("device_option"))
+    if devices:
+        lines.append("  op device options: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items())))
+    engines = Counter(op.engine for op in net.op if op.engine)
+    if engines:
+        lines.append("  engines: " + ", ".join(f"{e} x{n}" for e, n in sorted(engines.items())))
+    arg_names: Counter[str] = Counter(a.name for op in net.op for a in op.arg)
+    if arg_names:
+        lines.append("  op arguments: " + ", ".join(f"{a} x{n}" for a, n in sorted(arg_names.items())))
+    return lines
+
+
+def _short(v: object) -> str:
+    text = repr(v) if not isinstance(v, pb.NetDef) else f"<NetDef '{v.name}' {len(v.op)} ops>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def run(args: argparse.Namespace) -> int:
+    net = read_net(args.net)
+    out = describe_net(net, args.net)
+    if args.graph:
+        from asyncnet.graph import describe_graph  # provided by the executor layer
+
+        out.extend(describe_graph(net))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0

@@ -1,0 +1,67 @@
+"""``asyncnet run NET``: run a net (after its init net) and save its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from asyncnet.commands._common import describe_array, load_npz, save_npz
+from asyncnet.errors import NetDefinitionError
+from asyncnet.executors import ExecutorOptions, executor_names
+from asyncnet.net import net_inputs
+from asyncnet.serde import read_net
+from asyncnet.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a net and write its outputs to .npz")
+    p.add_argument("net", help="NetDef to run (.pb or .pbtxt)")
+    p.add_argument("--init", metavar="INIT_NET", help="net run once before NET (parameters)")
+    p.add_argument("--inputs", metavar="IN.npz", help="arrays to feed, keyed by blob name")
+    p.add_argument("--outputs", metavar="OUT.npz", help="write the fetched blobs here")
+    p.add_argument("--fetch", nargs="+", metavar="BLOB", help="blobs to fetch (default: external outputs)")
+    p.add_argument("--executor", metavar="NAME", help=f"override NetDef.type ({', '.join(executor_names())})")
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="run NET N times (default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeat < 1:
+        raise NetDefinitionError(f"--repeat must be at least 1, got {args.repeat}")
+    net_def = read_net(args.net)
+    init_def = read_net(args.init) if args.init else None
+    feeds = load_npz(args.inputs) if args.inputs else {}
+    accepted = set(net_inputs(net_def))
+    unknown = sorted(k for k in feeds if k not in accepted)
+    if unknown:
+        raise NetDefinitionError(
+            f"{args.inputs}: key(s) {unknown} are not inputs of net '{net_def.name}' "
+            f"from {args.net}; its inputs: {', '.join(sorted(accepted)) or 'none'}"
+        )
+    options = ExecutorOptions(threads=args.threads)
+    with Workspace() as ws:
+        if init_def is not None:
+            ws.run_net_once(init_def, options=options)
+        for name, value in feeds.items():
+            ws.feed(name, value)
+        net = ws.create_net(net_def, executor=args.executor, options=options)
+        t0 = time.perf_counter()
+        for _ in range(args.repeat):
+            net.run()
+        elapsed = time.perf_counter() - t0
+        names = args.fetch or list(net_def.external_output)
+        if not names:
+            names = [o for o in net_def.op[-1].output] if net_def.op else []
+        fetched = {n: ws.fetch(n) for n in names}
+    if args.outputs:
+        save_npz(args.outputs, fetched)
+    lines = [f"ran net '{net.name}' ({len(net.ops)} ops, executor {net.executor.name}) {args.repeat} time(s)"]
+    lines.append(f"  time: {elapsed * 1000:.3f} ms total, {elapsed * 1000 / args.repeat:.3f} ms per run")
+    lines.append("outputs:")
+    lines.extend(describe_array(n, v) for n, v in fetched.items())
+    if args.outputs:
+        lines.append(f"wrote {len(fetched)} array(s) to {args.outputs}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

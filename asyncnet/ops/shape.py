@@ -1,0 +1,172 @@
+"""Shape and data movement: Copy, Reshape, Flatten, Concat."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from asyncnet.errors import ArgumentError, ShapeInferenceError
+from asyncnet.opinfo import OpInfo
+from asyncnet.ops._util import canonical_axis, order_arg, prod, prod_known
+from asyncnet.registry import register_op
+from asyncnet.schema import Arg, TensorInfo, same_as_input
+
+
+@register_op("Copy", allow_inplace=[(0, 0)], infer=same_as_input(), doc="Y = a copy of X.")
+def copy(op: OpInfo) -> Callable[..., Any]:
+    return lambda x: (np.array(x, copy=True),)
+
+
+def resolve_reshape(op: OpInfo, old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
+    """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred."""
+    out: list[int] = []
+    for i, d in enumerate(new):
+        if d == 0:
+            if i >= len(old):
+                raise ArgumentError(f"{op.label()}: shape {new} copies dim {i} (0) but the input has rank {len(old)}")
+            out.append(old[i])
+        elif d < -1:
+            raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {d}")
+        else:
+            out.append(d)
+    total = prod(old)
+    if out.count(-1) > 1:
+        raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
+    if -1 in out:
+        known = prod(d for d in out if d != -1)
+        if known == 0 or total % known:
+            raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
+        out[out.index(-1)] = total // known
+    if prod(out) != total:
+        raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
+    return tuple(out)
+
+
+def _reshape_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    old_shape = TensorInfo((None if x.shape is None else len(x.shape),), np.dtype(np.int64))
+    if len(op.inputs) > 1 or x.shape is None or not op.has("shape"):
+        return [TensorInfo(None, x.dtype), old_shape]
+    new = op.ints_arg("shape")
+    if any(d is None for d in x.shape):
+        out = [x.shape[i] if d == 0 and i < len(x.shape) else (None if d == -1 else d) for i, d in enumerate(new)]
+        return [TensorInfo(tuple(out), x.dtype), old_shape]
+    try:
+        shape = resolve_reshape(op, tuple(int(d) for d in x.shape), new)  # type: ignore[arg-type]
+    except ArgumentError as e:
+        raise ShapeInferenceError(str(e)) from e
+    return [TensorInfo(shape, x.dtype), old_shape]
+
+
+@register_op(
+    "Reshape",
+    inputs=(1, 2),
+    outputs=(1, 2),
+    allow_inplace=[(0, 0)],
+    args=(Arg("shape", [], "new shape; 0 copies the input dim, -1 is inferred"),),
+    infer=_reshape_infer,
+    doc="Reshape X to `shape` (or to the values of input 1); output 1 is X's old shape (int64).",
+    input_names=("data", "new_shape"),
+    output_names=("reshaped", "old_shape"),
+)
+def reshape(op: OpInfo) -> Callable[..., Any]:
+    static = op.ints_arg("shape") if op.has("shape") else None
+    if len(op.inputs) == 1 and static is None:
+        raise ArgumentError(f"{op.label()}: Reshape needs the `shape` argument or a shape input")
+    if len(op.inputs) == 2 and static is not None and static:
+        raise ArgumentError(f"{op.label()}: Reshape takes the shape from the argument or from input 1, not both")
+
+    def run(x: Any, shape_in: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x)
+        new = static if shape_in is None else [int(v) for v in np.asarray(shape_in).reshape(-1)]
+        out = x.reshape(resolve_reshape(op, x.shape, list(new or [])))
+        return out, np.asarray(x.shape, dtype=np.int64)
+
+    return run
+
+
+def _flatten_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    if x.shape is None:
+        return [TensorInfo(None, x.dtype)]
+    axis = canonical_axis(op.int_arg("axis"), len(x.shape) + 1, op) if x.shape else 0
+    return [TensorInfo((prod_known(x.shape[:axis]), prod_known(x.shape[axis:])), x.dtype)]
+
+
+@register_op(
+    "Flatten",
+    allow_inplace=[(0, 0)],
+    args=(Arg("axis", 1, "dims before `axis` form the rows, the rest the columns"),),
+    infer=_flatten_infer,
+    doc="Flatten X to 2-D: [prod(dims[:axis]), prod(dims[axis:])].",
+)
+def flatten(op: OpInfo) -> Callable[..., Any]:
+    axis_arg = op.int_arg("axis")
+
+    def run(x: np.ndarray) -> tuple[np.ndarray]:
+        axis = canonical_axis(axis_arg, x.ndim + 1, op)
+        return (x.reshape(prod(x.shape[:axis]), prod(x.shape[axis:])),)
+
+    return run
+
+
+def concat_axis(op: OpInfo, ndim: int) -> tuple[int, bool]:
+    """(axis, add_axis) from `axis`/`order`/`add_axis`."""
+    add_axis = op.bool_arg("add_axis", 0)
+    if op.has("axis"):
+        axis = op.int_arg("axis")
+    elif op.has("order"):
+        axis = 3 if order_arg(op) == "NHWC" else 1
+    else:
+        axis = 1
+    return canonical_axis(axis, ndim + (1 if add_axis else 0), op), add_axis
+
+
+def _concat_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    split = TensorInfo((len(ins),), np.dtype(np.int32))
+    first = ins[0]
+    if any(t.shape is None for t in ins) or first.shape is None:
+        return [TensorInfo(None, first.dtype), split]
+    axis, add_axis = concat_axis(op, len(first.shape))
+    if add_axis:
+        return [TensorInfo(first.shape[:axis] + (len(ins),) + first.shape[axis:], first.dtype), split]
+    total: int | None = 0
+    for t in ins:
+        assert t.shape is not None
+        if len(t.shape) != len(first.shape):
+            raise ShapeInferenceError(f"{op.label()}: inputs have different ranks: {first} vs {t}")
+        for i, (a, b) in enumerate(zip(first.shape, t.shape)):
+            if i != axis and a is not None and b is not None and a != b:
+                raise ShapeInferenceError(f"{op.label()}: inputs differ off the concat axis {axis}: {first} vs {t}")
+        total = None if total is None or t.shape[axis] is None else total + t.shape[axis]  # type: ignore[operator]
+    return [TensorInfo(first.shape[:axis] + (total,) + first.shape[axis + 1 :], first.dtype), split]
+
+
+@register_op(
+    "Concat",
+    inputs=(1, -1),
+    outputs=(1, 2),
+    args=(
+        Arg("axis", 1, "concatenation axis"),
+        Arg("order", "NCHW", "NHWC sets axis 3 when `axis` is absent"),
+        Arg("add_axis", 0, "stack along a new axis instead"),
+    ),
+    infer=_concat_infer,
+    doc="Concatenate inputs along `axis`; output 1 gives each input's size along it (int32).",
+    output_names=("concat_result", "split_info"),
+)
+def concat(op: OpInfo) -> Callable[..., Any]:
+    def run(*xs: Any) -> tuple[np.ndarray, np.ndarray]:
+        arrays = [np.asarray(x) for x in xs]
+        axis, add_axis = concat_axis(op, arrays[0].ndim)
+        if add_axis:
+            out = np.stack(arrays, axis=axis)
+            sizes = np.ones(len(arrays), dtype=np.int32)
+        else:
+            out = np.concatenate(arrays, axis=axis)
+            sizes = np.asarray([a.shape[axis] for a in arrays], dtype=np.int32)
+        return out, sizes
+
+    return run
