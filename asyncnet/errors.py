@@ -155,3 +155,7 @@ class OperatorError(AsyncNetError, RuntimeError):
 
 class CheckpointError(AsyncNetError, ValueError):
     """A checkpoint file is truncated, corrupt or cannot be written."""
+
+
+class GradientError(AsyncNetError, ValueError):
+    """Gradient operators cannot be made: no gradient maker, a missing output gradient, bad versions."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +51,53 @@ class Blob:
         return f"Blob({self.name!r})"
 
 
-class PreparedOp:
-    """An operator ready to run: kernel plus input/output cells."""
+def _make_step(kernel: Any, inputs: Sequence[Blob], outputs: Sequence[Blob]) -> Callable[[], None]:
+    """A no-argument closure running a sync kernel on pre-bound cells.
 
-    __slots__ = ("index", "info", "kernel", "inputs", "outputs", "is_async")
+    Specialised by arity because the generic form (argument list comprehension, star
+    call, zip over outputs) costs several times the closure call on tiny ops.
+    """
+    n_in, n_out = len(inputs), len(outputs)
+    if n_out == 1:
+        o = outputs[0]
+        if n_in == 1:
+            a = inputs[0]
+
+            def step1() -> None:
+                o.value = kernel(a.value)[0]
+
+            return step1
+        if n_in == 2:
+            a, b = inputs
+
+            def step2() -> None:
+                o.value = kernel(a.value, b.value)[0]
+
+            return step2
+        if n_in == 3:
+            a, b, c = inputs
+
+            def step3() -> None:
+                o.value = kernel(a.value, b.value, c.value)[0]
+
+            return step3
+    ins, outs = tuple(inputs), tuple(outputs)
+
+    def step() -> None:
+        result = kernel(*[x.value for x in ins])
+        for cell, value in zip(outs, result):
+            cell.value = value
+
+    return step
+
+
+class PreparedOp:
+    """An operator ready to run: kernel plus input/output cells.
+
+    ``step`` runs a sync kernel and stores its outputs (the executors' hot path).
+    """
+
+    __slots__ = ("index", "info", "kernel", "inputs", "outputs", "is_async", "step")
 
     def __init__(
         self, index: int, info: OpInfo, kernel: Any, inputs: list[Blob], outputs: list[Blob], is_async: bool
@@ -65,6 +108,7 @@ class PreparedOp:
         self.inputs = inputs
         self.outputs = outputs
         self.is_async = is_async
+        self.step: Callable[[], None] = self.run if is_async else _make_step(kernel, inputs, outputs)
 
     def run(self) -> None:
         """Run synchronously (an async kernel's future is waited for)."""
@@ -220,7 +264,14 @@ class Net:
         missing_out = [o for o in net_def.external_output if o not in produced and o not in self.input_names]
         if missing_out:
             raise NetDefinitionError(f"net '{self.name}': external output(s) {missing_out} are produced by no operator")
-        self._input_cells = [workspace.cell(n) for n in self.input_names]
+        # A declared external input that an op of the net writes before anything reads it (init
+        # nets exported by onnx-caffe2 declare their own outputs) needs no feed; Caffe2 ran them.
+        read_first: set[str] = set()
+        written: set[str] = set()
+        for i in self.infos:
+            read_first.update(n for n in (*i.inputs, *i.control_inputs) if n not in written)
+            written.update(i.outputs)
+        self._input_cells = [workspace.cell(n) for n in self.input_names if n in read_first or n not in produced]
         self._first_reader = self._first_readers()
         self.options = options or ExecutorOptions()
         self.executor_name = executor if executor is not None else net_def.type

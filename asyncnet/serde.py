@@ -93,11 +93,14 @@ def caffe2_data_type(dtype: np.dtype[Any] | type) -> int:
 def checked_numel(dims: Sequence[int], what: str = "tensor") -> int:
     """Element count of ``dims``, refusing negative dims and absurd sizes."""
     n = 1
+    # A zero dim makes the count 0, but numpy still refuses shapes whose other dims overflow.
+    nonzero = 1
     for d in dims:
         if d < 0:
             raise TensorError(f"{what} has a negative dimension in dims {list(dims)}")
         n *= d
-        if n > MAX_TENSOR_ELEMENTS:
+        nonzero *= max(d, 1)
+        if nonzero > MAX_TENSOR_ELEMENTS:
             raise TensorError(
                 f"{what} claims dims {list(dims)} (over {MAX_TENSOR_ELEMENTS} elements); refusing to allocate"
             )
@@ -392,6 +395,14 @@ def _check_unknown(msg: Message, where: str, depth: int = 0) -> None:
             source=where,
         )
     for field, value in msg.ListFields():
+        if field.type == field.TYPE_STRING:
+            # upb hands proto2 strings that are not UTF-8 back as bytes; names must be text.
+            values = value if field.is_repeated else [value]
+            if any(not isinstance(v, str) for v in values):
+                raise ParseError(
+                    f"{where}: {type(msg).DESCRIPTOR.full_name}.{field.name} is not valid UTF-8 text", source=where
+                )
+            continue
         if field.message_type is None:
             continue
         if field.is_repeated:

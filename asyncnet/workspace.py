@@ -138,6 +138,14 @@ class Workspace:
         with Net(net_def, self, executor=executor, options=options) as net:
             net.run(timeout=timeout)
 
+    def run_plan(
+        self, plan_def: pb.PlanDef, *, executor: str | None = None, options: ExecutorOptions | None = None
+    ) -> None:
+        """Run a PlanDef (execution steps of nets, see asyncnet.plan); its nets stay in the workspace."""
+        from asyncnet.plan import run_plan
+
+        run_plan(self, plan_def, executor=executor, options=options)
+
     def run_operator_once(self, op_def: pb.OperatorDef) -> None:
         """Run one OperatorDef against this workspace."""
         op = prepare_op(op_info(op_def, workspace=self), self)

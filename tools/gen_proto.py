@@ -1,4 +1,4 @@
-"""Regenerate asyncnet/proto/caffe2_pb2.py and caffe2_pb2.pyi from proto/caffe2.proto.
+"""Regenerate asyncnet/proto/*_pb2.py and *_pb2.pyi from proto/caffe2.proto and proto/caffe.proto.
 
 Usage: python tools/gen_proto.py [--check]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "asyncnet" / "proto"
-SCHEMAS = ("caffe2.proto",)
+SCHEMAS = ("caffe2.proto", "caffe.proto")
 
 
 def generate(proto_dir: Path = PROTO_DIR, schemas: tuple[str, ...] = SCHEMAS) -> dict[str, bytes]:

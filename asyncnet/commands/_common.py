@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asyncnet.errors import AsyncNetError, ParseError
+from asyncnet.errors import AsyncNetError, NetDefinitionError, ParseError
 
-# Error types numpy/zipfile raise on unreadable .npz files.
-_NPZ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError)
+if TYPE_CHECKING:
+    from asyncnet.executors import ExecutorOptions
+    from asyncnet.proto import caffe2_pb2 as pb
+    from asyncnet.workspace import Workspace
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -21,15 +24,43 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise ParseError(f"{p}: no such file", source=str(p))
+    if not zipfile.is_zipfile(p):
+        raise ParseError(f"{p}: not an .npz archive (expected a zip of .npy arrays)", source=str(p))
     try:
+        _check_npz_members(p)
         with np.load(p, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ParseError(f"{p}: expected an .npz archive of named arrays, found a single array", source=str(p))
             return {k: data[k] for k in data.files}
     except AsyncNetError:
         raise
-    except _NPZ_ERRORS as e:
-        raise ParseError(f"{p}: not a readable .npz file (object arrays are refused): {e}", source=str(p)) from e
+    except Exception as e:
+        # numpy/zipfile/zlib raise a wide, version-dependent set of types on damaged archives.
+        raise ParseError(
+            f"{p}: not a readable .npz file (object arrays are refused): {type(e).__name__}: {e}", source=str(p)
+        ) from e
+
+
+def _check_npz_members(p: Path) -> None:
+    """Refuse members whose .npy header claims more data than the member holds, before reading it."""
+    from asyncnet.serde import checked_numel
+
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.hasobject:
+                    raise ParseError(
+                        f"{p}: member '{info.filename}' holds Python objects (object arrays are refused)", source=str(p)
+                    )
+                need = checked_numel(shape, f"{p} member '{info.filename}'") * dtype.itemsize
+                if need > info.file_size:
+                    raise ParseError(
+                        f"{p}: member '{info.filename}' claims {need} bytes of data, holds {info.file_size}",
+                        source=str(p),
+                    )
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
@@ -63,3 +94,72 @@ def parse_shape_specs(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"--input-shape '{spec}': dims must be integers") from None
     return out
+
+
+@dataclass
+class NetSetup:
+    """A net to run and what to feed it, read and checked from ``run``/``bench`` options.
+
+    Attributes:
+        net_def: the net to run.
+        init_def: the net run once before it (parameters), or None.
+        feeds: arrays from ``--inputs``, keyed by input name.
+        data_shapes: ``--input-shape`` shapes, keyed by input name.
+    """
+
+    net_def: pb.NetDef
+    init_def: pb.NetDef | None
+    feeds: dict[str, np.ndarray]
+    data_shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def data_inputs(self) -> list[str]:
+        """Names the user supplied as data (``--inputs`` keys and ``--input-shape`` names)."""
+        return list(dict.fromkeys([*self.feeds, *self.data_shapes]))
+
+    def fill(self, workspace: Workspace, *, random_init: bool, seed: int, options: ExecutorOptions) -> None:
+        """Run the init net, feed ``feeds`` and generate ``--input-shape`` data (and, with ``random_init``,
+        every other missing input) into ``workspace``."""
+        from asyncnet.randinit import fill_workspace
+
+        if self.init_def is not None:
+            workspace.run_net_once(self.init_def, options=options)
+        for name, value in self.feeds.items():
+            workspace.feed(name, value)
+        if self.data_shapes or random_init:
+            fill_workspace(self.net_def, workspace, self.data_shapes, params=random_init, seed=seed)
+
+
+def read_net_setup(
+    net_path: str, init_path: str | None, inputs_path: str | None, shape_specs: Iterable[str]
+) -> NetSetup:
+    """Read the nets and inputs named on the command line and check that every fed name is a net input.
+
+    Raises:
+        ParseError: a file is unreadable.
+        NetDefinitionError: a bad ``--input-shape`` spec, or a fed / shaped name the net does not read.
+    """
+    from asyncnet.net import net_inputs
+    from asyncnet.serde import read_net
+
+    net_def = read_net(net_path)
+    init_def = read_net(init_path) if init_path else None
+    feeds = load_npz(inputs_path) if inputs_path else {}
+    try:
+        data_shapes = parse_shape_specs(shape_specs)
+    except argparse.ArgumentTypeError as e:
+        raise NetDefinitionError(str(e)) from None
+    accepted = set(net_inputs(net_def))
+    listing = ", ".join(sorted(accepted)) or "none"
+    bad_shapes = sorted(k for k in data_shapes if k not in accepted)
+    if bad_shapes:
+        raise NetDefinitionError(
+            f"--input-shape names {bad_shapes}, which are not inputs of net '{net_def.name}' "
+            f"from {net_path}; its inputs: {listing}"
+        )
+    unknown = sorted(k for k in feeds if k not in accepted)
+    if unknown:
+        raise NetDefinitionError(
+            f"{inputs_path}: key(s) {unknown} are not inputs of net '{net_def.name}' from {net_path}; its inputs: {listing}"
+        )
+    return NetSetup(net_def, init_def, feeds, data_shapes)

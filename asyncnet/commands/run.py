@@ -6,11 +6,10 @@ import argparse
 import sys
 import time
 
-from asyncnet.commands._common import describe_array, load_npz, save_npz
+from asyncnet.commands._common import describe_array, read_net_setup, save_npz
 from asyncnet.errors import NetDefinitionError
 from asyncnet.executors import ExecutorOptions, executor_names
-from asyncnet.net import net_inputs
-from asyncnet.serde import read_net
+from asyncnet.profiling import profile_report
 from asyncnet.workspace import Workspace
 
 
@@ -24,29 +23,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--executor", metavar="NAME", help=f"override NetDef.type ({', '.join(executor_names())})")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run NET N times (default 1)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="feed seeded random float32 data of this shape to input NAME (repeatable)",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="fill every other unfed input (parameters) with seeded random values shaped by shape inference",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for --input-shape/--random-init (default 0)")
+    p.add_argument("--profile", action="store_true", help="print per-op timings (count, total, mean, share of run)")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome trace-event JSON of the runs (Perfetto)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise NetDefinitionError(f"--repeat must be at least 1, got {args.repeat}")
-    net_def = read_net(args.net)
-    init_def = read_net(args.init) if args.init else None
-    feeds = load_npz(args.inputs) if args.inputs else {}
-    accepted = set(net_inputs(net_def))
-    unknown = sorted(k for k in feeds if k not in accepted)
-    if unknown:
-        raise NetDefinitionError(
-            f"{args.inputs}: key(s) {unknown} are not inputs of net '{net_def.name}' "
-            f"from {args.net}; its inputs: {', '.join(sorted(accepted)) or 'none'}"
-        )
+    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
+    net_def = setup.net_def
     options = ExecutorOptions(threads=args.threads)
     with Workspace() as ws:
-        if init_def is not None:
-            ws.run_net_once(init_def, options=options)
-        for name, value in feeds.items():
-            ws.feed(name, value)
-        net = ws.create_net(net_def, executor=args.executor, options=options)
+        setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
+        profiling = args.profile or bool(args.trace)
+        net_options = ExecutorOptions(threads=args.threads, profile=profiling)
+        net = ws.create_net(net_def, executor=args.executor, options=net_options)
         t0 = time.perf_counter()
         for _ in range(args.repeat):
             net.run()
@@ -63,5 +68,7 @@ def run(args: argparse.Namespace) -> int:
     lines.extend(describe_array(n, v) for n, v in fetched.items())
     if args.outputs:
         lines.append(f"wrote {len(fetched)} array(s) to {args.outputs}")
+    if profiling:
+        lines.extend(profile_report(net, profile=args.profile, trace=args.trace))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -32,11 +32,15 @@ class ExecutorOptions:
         threads: worker threads per device pool (None: NetDef.num_workers, else CPU count).
         shared_pools: use the process-wide pools (False: pools owned by the net).
         profile: collect per-op timings (see asyncnet.profiling).
+        blas_threads: while a run executes, limit BLAS libraries to this many threads per op
+            (needs threadpoolctl; the limit is process-wide while it lasts). Concurrent ops with
+            multi-threaded BLAS oversubscribe the cores; None leaves BLAS alone.
     """
 
     threads: int | None = None
     shared_pools: bool = True
     profile: bool = False
+    blas_threads: int | None = None
 
 
 class Executor(abc.ABC):

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from asyncnet.errors import NetBusyError, RunCancelledError, RunTimeoutError
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
-from asyncnet.net import Net
+from asyncnet.executors.pools import blas_limit, check_blas_limit
+from asyncnet.net import Net, PreparedOp
+from asyncnet.profiling import Profiler
 
 
 @register_executor
@@ -23,48 +28,89 @@ class SimpleExecutor(Executor):
         super().__init__(net, options)
         self._busy = threading.Lock()
         self._cancelled = False
+        self._has_async = any(op.is_async for op in net.ops)
+        self._pending: Future[Any] | None = None
+        self.profiler: Profiler | None = Profiler() if options.profile else None
+        check_blas_limit(options.blas_threads)
 
     def run(self, *, timeout: float | None = None) -> None:
         if not self._busy.acquire(blocking=False):
             raise NetBusyError(f"net '{self.net.name}' is already running; runs of one net cannot overlap")
         try:
             self._cancelled = False
-            if timeout is None:
-                self._run_plain()
-            else:
-                self._run_checked(time.monotonic() + timeout, timeout)
+            t0 = time.perf_counter()
+            with blas_limit(self.options.blas_threads):
+                if timeout is None and self.profiler is None and not self._has_async:
+                    self._run_plain()
+                else:
+                    deadline = time.monotonic() + timeout if timeout is not None else None
+                    self._run_checked(deadline, timeout)
+            if self.profiler is not None:
+                self.profiler.run(t0, time.perf_counter())
         finally:
             self._busy.release()
 
     def _run_plain(self) -> None:
-        op = None
+        op: PreparedOp | None = None
         try:
             for op in self.net.ops:
                 if self._cancelled:
                     raise RunCancelledError(f"net '{self.net.name}' was cancelled before {op.info.label()}")
-                op.run()
+                op.step()
         except RunCancelledError:
             raise
         except Exception as e:
             assert op is not None
             raise op.error(e) from e
 
-    def _run_checked(self, deadline: float, timeout: float) -> None:
-        op = None
+    def _run_checked(self, deadline: float | None, timeout: float | None) -> None:
+        op: PreparedOp | None = None
+        prof = self.profiler
         try:
             for op in self.net.ops:
                 if self._cancelled:
                     raise RunCancelledError(f"net '{self.net.name}' was cancelled before {op.info.label()}")
-                if time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() > deadline:
                     raise RunTimeoutError(
                         f"net '{self.net.name}' exceeded its timeout of {timeout:g} s before {op.info.label()}"
                     )
-                op.run()
+                s = time.perf_counter()
+                if op.is_async:
+                    self._wait_async(op, deadline, timeout)
+                else:
+                    op.step()
+                if prof is not None:
+                    prof.op(op.index, s, time.perf_counter())
         except RunCancelledError:
             raise
         except Exception as e:
             assert op is not None
             raise op.error(e) from e
 
+    def _wait_async(self, op: PreparedOp, deadline: float | None, timeout: float | None) -> None:
+        """Wait for an async op's future; cancel() and the deadline cancel it."""
+        fut = op.start()
+        assert fut is not None
+        self._pending = fut
+        try:
+            if self._cancelled:
+                fut.cancel()
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                result = fut.result(timeout=remaining)
+            except FutureTimeout:
+                fut.cancel()
+                raise RunTimeoutError(
+                    f"net '{self.net.name}' exceeded its timeout of {timeout:g} s in {op.info.label()}"
+                ) from None
+            except CancelledError:
+                raise RunCancelledError(f"net '{self.net.name}' was cancelled in {op.info.label()}") from None
+        finally:
+            self._pending = None
+        op.store(result)
+
     def cancel(self) -> None:
         self._cancelled = True
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()

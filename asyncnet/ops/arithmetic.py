@@ -1,4 +1,4 @@
-"""Binary arithmetic (Add, Sub, Mul, Div) with numpy and legacy Caffe2 broadcasting, and Sum."""
+"""Binary arithmetic (Add, Sub, Mul, Div) with numpy and legacy Caffe2 broadcasting; n-ary Sum, Mean, Max, Min."""
 
 from __future__ import annotations
 
@@ -142,9 +142,94 @@ def sum_op(op: OpInfo) -> Callable[..., Any]:
                 raise ArgumentError(f"Sum inputs must have one shape: {first.shape} vs {np.shape(x)}")
         if len(xs) == 1:
             return (first.copy(),)
-        out = np.add(first, xs[1])
+        out = np.asarray(np.add(first, xs[1]))
         for x in xs[2:]:
             np.add(out, x, out=out)
         return (out.astype(first.dtype, copy=False),)
+
+    return run
+
+
+def _nary_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    shape = ins[0].shape
+    try:
+        for t in ins[1:]:
+            shape = broadcast_shapes(shape, t.shape)
+    except Exception as e:
+        raise ShapeInferenceError(f"{op.label()}: inputs {', '.join(map(str, ins))} do not broadcast: {e}") from e
+    return [TensorInfo(shape, ins[0].dtype)]
+
+
+@register_op(
+    "Mean",
+    inputs=(1, -1),
+    outputs=1,
+    allow_inplace=lambda i, o: o == 0,
+    infer=_sum_infer,
+    doc="Elementwise mean of any number of inputs of one shape.",
+)
+def mean_op(op: OpInfo) -> Callable[..., Any]:
+    def run(*xs: Any) -> tuple[np.ndarray]:
+        first = np.asarray(xs[0])
+        out = first.astype(np.result_type(first.dtype, np.float32) if first.dtype.kind != "f" else first.dtype)
+        for x in xs[1:]:
+            if np.shape(x) != first.shape:
+                raise ArgumentError(f"Mean inputs must have one shape: {first.shape} vs {np.shape(x)}")
+            out = out + x
+        out = out / len(xs)
+        return (out.astype(first.dtype, copy=False),)
+
+    return run
+
+
+def _nary_kernel(fn: Callable[[Any, Any], Any]) -> Callable[[OpInfo], Callable[..., Any]]:
+    def factory(op: OpInfo) -> Callable[..., Any]:
+        def run(*xs: Any) -> tuple[np.ndarray]:
+            first = np.asarray(xs[0])
+            out = first
+            for x in xs[1:]:
+                out = fn(out, x)
+            if len(xs) == 1:
+                return (first.copy(),)
+            return (np.asarray(out).astype(first.dtype, copy=False),)
+
+        return run
+
+    return factory
+
+
+for _mm_name, _mm_fn in (("Max", np.maximum), ("Min", np.minimum)):
+    register_op(
+        _mm_name,
+        inputs=(1, -1),
+        outputs=1,
+        allow_inplace=lambda i, o: o == 0,
+        infer=_nary_infer,
+        doc=f"Elementwise {_mm_name.lower()}imum of any number of inputs (numpy broadcasting).",
+    )(_nary_kernel(_mm_fn))
+
+
+@register_op(
+    "SquareRootDivide",
+    inputs=2,
+    outputs=1,
+    allow_inplace=[(0, 0)],
+    infer=lambda op, ins: [ins[0]],
+    doc="Divide each row i of `data` (N, ...) by sqrt(scale[i]); rows with scale 0 are kept as they are.",
+    input_names=("data", "scale"),
+    output_names=("result",),
+)
+def square_root_divide(op: OpInfo) -> Callable[..., Any]:
+    def run(data: Any, scale: Any) -> tuple[np.ndarray]:
+        data, scale = np.asarray(data), np.asarray(scale)
+        n = data.shape[0] if data.ndim else 1
+        if scale.size != n:
+            raise ArgumentError(f"{op.label()}: scale has {scale.size} values for {n} rows of data {data.shape}")
+        s = scale.reshape(-1).astype(data.dtype)
+        factor = np.ones_like(s)
+        nz = s != 0
+        factor[nz] = 1 / np.sqrt(s[nz])
+        out = data * factor.reshape((n,) + (1,) * max(data.ndim - 1, 0))
+        return (out.reshape(data.shape).astype(data.dtype, copy=False),)
 
     return run

@@ -1,4 +1,4 @@
-"""Fully connected layers: FC."""
+"""Fully connected layers: FC, FCTransposed."""
 
 from __future__ import annotations
 
@@ -58,6 +58,49 @@ def fc(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(f"bias has {b.size} values, W gives N={n}")
         y = x.reshape(m, k) @ w.reshape(n, k).T
         y += b.reshape(1, n)
+        return (y.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)
+
+    return run
+
+
+def _fct_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x, w = ins[0], ins[1]
+    if x.shape is None or w.shape is None:
+        return [TensorInfo(None, x.dtype)]
+    axis = canonical_axis(op.int_arg("axis"), len(x.shape), op)
+    axis_w = canonical_axis(op.int_arg("axis_w"), len(w.shape), op, "axis_w")
+    k_x, k_w = prod_known(x.shape[axis:]), prod_known(w.shape[:axis_w])
+    if k_x is not None and k_w is not None and k_x != k_w:
+        raise ShapeInferenceError(f"{op.label()}: X {x} flattened at axis {axis} has K={k_x} but W {w} gives K={k_w}")
+    return [TensorInfo(tuple(x.shape[:axis]) + (prod_known(w.shape[axis_w:]),), x.dtype)]
+
+
+@register_op(
+    "FCTransposed",
+    inputs=3,
+    outputs=1,
+    args=FC_ARGS,
+    infer=_fct_infer,
+    doc="Y = X W + b: FC with W stored transposed, W flattened to [K, N] at `axis_w`.",
+    input_names=("X", "W", "b"),
+    output_names=("Y",),
+)
+def fc_transposed(op: OpInfo) -> Callable[..., Any]:
+    axis_arg, axis_w_arg = op.int_arg("axis"), op.int_arg("axis_w")
+
+    def run(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
+        axis = canonical_axis(axis_arg, x.ndim, op)
+        axis_w = canonical_axis(axis_w_arg, w.ndim, op, "axis_w")
+        m, k = prod(x.shape[:axis]), prod(x.shape[axis:])
+        n = prod(w.shape[axis_w:])
+        if prod(w.shape[:axis_w]) != k:
+            raise ArgumentError(
+                f"X {x.shape} flattened at axis {axis} has K={k}, W {w.shape} has K={prod(w.shape[:axis_w])}"
+            )
+        if b.size != n:
+            raise ArgumentError(f"bias has {b.size} values, W gives N={n}")
+        y = x.reshape(m, k) @ w.reshape(k, n)
+        y = y + b.reshape(1, n)
         return (y.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)
 
     return run

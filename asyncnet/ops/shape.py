@@ -1,4 +1,5 @@
-"""Shape and data movement: Copy, Reshape, Flatten, Concat."""
+"""Shape and data movement: Copy, Alias, Reshape, Flatten, FlattenToVec, Transpose, Squeeze, ExpandDims,
+Concat, Shape, Size."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, order_arg, prod, prod_known
 from asyncnet.registry import register_op
-from asyncnet.schema import Arg, TensorInfo, same_as_input
+from asyncnet.schema import REQUIRED, Arg, TensorInfo, same_as_input
 
 
 @register_op("Copy", allow_inplace=[(0, 0)], infer=same_as_input(), doc="Y = a copy of X.")
@@ -170,3 +171,183 @@ def concat(op: OpInfo) -> Callable[..., Any]:
         return out, sizes
 
     return run
+
+
+@register_op(
+    "FlattenToVec",
+    allow_inplace=[(0, 0)],
+    infer=lambda op, ins: [TensorInfo(None if ins[0].shape is None else (prod_known(ins[0].shape),), ins[0].dtype)],
+    doc="Flatten X to 1-D.",
+)
+def flatten_to_vec(op: OpInfo) -> Callable[..., Any]:
+    return lambda x: (np.asarray(x).reshape(-1),)
+
+
+def _alias_factory(op: OpInfo) -> Callable[..., Any]:
+    # The output is the very same object: an alias, as in Caffe2 (no copy).
+    return lambda x: (x,)
+
+
+for _name, _doc, _args in (
+    ("Alias", "Y is X itself (no copy).", ()),
+    (
+        "AliasWithName",
+        "Y is X itself (no copy); the arguments only label the blob for graph rewrites.",
+        (Arg("name", "", "a label"), Arg("is_backward", 0, "whether this marks a backward blob")),
+    ),
+    ("EnsureDense", "Y is X (asyncnet tensors are always dense).", ()),
+):
+    register_op(_name, allow_inplace=[(0, 0)], args=_args, infer=same_as_input(), doc=_doc)(_alias_factory)
+
+
+@register_op(
+    "EnsureCPUOutput",
+    allow_inplace=[(0, 0)],
+    infer=same_as_input(),
+    doc="Y = a copy of X on the CPU (every asyncnet tensor already is).",
+)
+def ensure_cpu_output(op: OpInfo) -> Callable[..., Any]:
+    return lambda x: (np.array(x, copy=True),)
+
+
+def _perm(op: OpInfo, ndim: int) -> list[int]:
+    axes = op.ints_arg("axes") if op.has("axes") else []
+    if not axes:
+        return list(range(ndim))[::-1]
+    canon = [canonical_axis(a, ndim, op, "axes") for a in axes]
+    if len(axes) != ndim or sorted(canon) != list(range(ndim)):
+        raise ArgumentError(f"{op.label()}: axes {axes} are not a permutation of the {ndim} dims")
+    return canon
+
+
+def _transpose_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    if x.shape is None:
+        return [x]
+    return [x.with_shape([x.shape[a] for a in _perm(op, len(x.shape))])]
+
+
+@register_op(
+    "Transpose",
+    args=(Arg("axes", [], "the permutation (default: reverse the dims)"),),
+    infer=_transpose_infer,
+    doc="Permute the dims of X by `axes` (reversed by default).",
+    input_names=("X",),
+    output_names=("Y",),
+)
+def transpose(op: OpInfo) -> Callable[..., Any]:
+    def run(x: Any) -> tuple[np.ndarray]:
+        x = np.asarray(x)
+        return (np.ascontiguousarray(np.transpose(x, _perm(op, x.ndim))),)
+
+    return run
+
+
+def _squeeze_dims(op: OpInfo, shape: tuple[Any, ...]) -> list[int]:
+    if not op.ints_arg("dims"):
+        raise ArgumentError(f"{op.label()}: Squeeze needs a non-empty `dims`")
+    dims = sorted({canonical_axis(d, len(shape), op, "dims") for d in op.ints_arg("dims")})
+    for d in dims:
+        if shape[d] is not None and shape[d] != 1:
+            raise ArgumentError(f"{op.label()}: cannot squeeze dim {d} of size {shape[d]} in shape {shape}")
+    return dims
+
+
+def _squeeze_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    if x.shape is None:
+        return [x]
+    try:
+        dims = _squeeze_dims(op, x.shape)
+    except ArgumentError as e:
+        raise ShapeInferenceError(str(e)) from e
+    return [x.with_shape([d for i, d in enumerate(x.shape) if i not in dims])]
+
+
+@register_op(
+    "Squeeze",
+    allow_inplace=[(0, 0)],
+    args=(Arg("dims", REQUIRED, "the size-1 dims to drop"),),
+    infer=_squeeze_infer,
+    doc="Drop the size-1 dims listed in `dims`.",
+    input_names=("data",),
+    output_names=("squeezed",),
+)
+def squeeze(op: OpInfo) -> Callable[..., Any]:
+    if not op.ints_arg("dims"):
+        raise ArgumentError(f"{op.label()}: Squeeze needs a non-empty `dims`")
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        x = np.asarray(x)
+        dims = _squeeze_dims(op, x.shape)
+        return (x.reshape([d for i, d in enumerate(x.shape) if i not in dims]),)
+
+    return run
+
+
+def _expand_dims(op: OpInfo, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+    dims = op.ints_arg("dims")
+    if not dims:
+        raise ArgumentError(f"{op.label()}: ExpandDims needs a non-empty `dims`")
+    out = list(shape)
+    for d in sorted(set(dims)):
+        if not 0 <= d <= len(out):
+            raise ArgumentError(f"{op.label()}: dim {d} is out of range for inserting into a tensor of rank {len(out)}")
+        out.insert(d, 1)
+    return tuple(out)
+
+
+@register_op(
+    "ExpandDims",
+    allow_inplace=[(0, 0)],
+    args=(Arg("dims", REQUIRED, "positions (in the output) of the new size-1 dims"),),
+    infer=lambda op, ins: [ins[0] if ins[0].shape is None else ins[0].with_shape(_expand_dims(op, ins[0].shape))],
+    doc="Insert size-1 dims at the positions listed in `dims` (sorted, counted in the output).",
+    input_names=("data",),
+    output_names=("expanded",),
+)
+def expand_dims(op: OpInfo) -> Callable[..., Any]:
+    op.ints_arg("dims")
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        x = np.asarray(x)
+        return (x.reshape(_expand_dims(op, x.shape)),)
+
+    return run
+
+
+def _shape_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    n = (
+        len(op.ints_arg("axes"))
+        if op.has("axes") and op.ints_arg("axes")
+        else (None if x.shape is None else len(x.shape))
+    )
+    return [TensorInfo((n,), np.dtype(np.int64))]
+
+
+@register_op(
+    "Shape",
+    args=(Arg("axes", [], "only report these dims"),),
+    infer=_shape_infer,
+    doc="The shape of X as a 1-D int64 tensor (only the dims in `axes` when given).",
+)
+def shape_op(op: OpInfo) -> Callable[..., Any]:
+    axes = op.ints_arg("axes") if op.has("axes") else []
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        shape = np.shape(x)
+        if axes:
+            return (np.asarray([shape[canonical_axis(a, len(shape), op, "axes")] for a in axes], dtype=np.int64),)
+        return (np.asarray(shape, dtype=np.int64),)
+
+    return run
+
+
+@register_op(
+    "Size",
+    infer=lambda op, ins: [TensorInfo((), np.dtype(np.int64))],
+    doc="The number of elements of X, as an int64 scalar.",
+)
+def size_op(op: OpInfo) -> Callable[..., Any]:
+    return lambda x: (np.asarray(np.size(x), dtype=np.int64),)

@@ -1,0 +1,136 @@
+"""``asyncnet bench NET``: time a net (Caffe2 speed_benchmark style), per op type, optionally against onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from asyncnet.benchmark import (
+    BenchReport,
+    NetTiming,
+    bench_net,
+    bench_onnxruntime,
+    describe_inputs,
+    profile_net,
+    progress_bar,
+)
+from asyncnet.commands._common import read_net_setup
+from asyncnet.errors import ArgumentError
+from asyncnet.executors import ExecutorOptions, executor_names
+from asyncnet.serde import atomic_write_bytes
+from asyncnet.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark a net: time per iteration, per-op-type table, optional onnxruntime comparison",
+        description="Time NET after its init net: WARMUP untimed then ITERS timed runs (profiling off), then a "
+        "separate profiled pass for the per-op-type table. Inputs come as in 'asyncnet run'.",
+    )
+    p.add_argument("net", help="NetDef to benchmark (.pb or .pbtxt)")
+    p.add_argument("--init", metavar="INIT_NET", help="net run once before NET (parameters)")
+    p.add_argument("--inputs", metavar="IN.npz", help="arrays to feed, keyed by blob name")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="feed seeded random float32 data of this shape to input NAME (repeatable)",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="fill every other unfed input (parameters) with seeded random values shaped by shape inference",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for --input-shape/--random-init (default 0)")
+    p.add_argument(
+        "--executor",
+        action="append",
+        metavar="NAME",
+        help=f"executor, default NetDef.type; repeat to compare several in one process ({', '.join(executor_names())})",
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="limit BLAS to N threads per op while the net runs (needs threadpoolctl; not applied to onnxruntime)",
+    )
+    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed iterations first (default 2)")
+    p.add_argument("--iters", type=int, default=10, metavar="N", help="timed iterations (default 10)")
+    p.add_argument(
+        "--profile-iters",
+        type=int,
+        metavar="N",
+        help="iterations of the profiled pass for the per-op-type table (default: --iters; 0: no table)",
+    )
+    p.add_argument(
+        "--compare-onnxruntime",
+        action="store_true",
+        help="also export the net to ONNX and time it in onnxruntime (CPU, default session options)",
+    )
+    p.add_argument("--json", metavar="FILE", help="write the numbers as JSON here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iters < 1:
+        raise ArgumentError(f"--iters must be at least 1, got {args.iters}")
+    if args.warmup < 0:
+        raise ArgumentError(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        raise ArgumentError(f"--threads must be at least 1, got {args.threads}")
+    profile_iters = args.iters if args.profile_iters is None else args.profile_iters
+    if profile_iters < 0:
+        raise ArgumentError(f"--profile-iters must be 0 or more, got {profile_iters}")
+    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
+    net_def = setup.net_def
+    executors: list[str | None] = list(args.executor) if args.executor else [None]
+    options = ExecutorOptions(threads=args.threads, blas_threads=args.blas_threads)
+    show = not args.quiet
+    per_pass = args.warmup + args.iters
+    with Workspace() as ws:
+        setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
+        runs: list[NetTiming] = []
+        for name in executors:
+            with progress_bar(f"asyncnet {name or net_def.type or 'simple'}", per_pass, enabled=show) as tick:
+                runs.append(
+                    bench_net(
+                        ws, net_def, executor=name, options=options, warmup=args.warmup, iters=args.iters, progress=tick
+                    )
+                )
+        report = BenchReport(
+            net=net_def.name or Path(args.net).name,
+            ops=len(net_def.op),
+            inputs=describe_inputs(ws, setup.data_inputs),
+            warmup=args.warmup,
+            iters=args.iters,
+            runs=runs,
+        )
+        if args.compare_onnxruntime:
+            with progress_bar("onnxruntime", per_pass, enabled=show) as tick:
+                report.ort = bench_onnxruntime(
+                    ws, net_def, setup.data_inputs, warmup=args.warmup, iters=args.iters, progress=tick
+                )
+        if profile_iters:
+            with progress_bar("profiled pass", args.warmup + profile_iters, enabled=show) as tick:
+                report.profile = profile_net(
+                    ws,
+                    net_def,
+                    executor=executors[0],
+                    options=options,
+                    warmup=args.warmup,
+                    iters=profile_iters,
+                    progress=tick,
+                )
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(report.as_dict(), indent=1).encode())
+    lines = report.lines()
+    if args.json:
+        lines.append(f"wrote {args.json}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,238 @@
+"""Caffe2's ``workspace`` module on asyncnet: a process-wide current workspace.
+
+Global state is deliberate here (Caffe2 scripts rely on it): workspaces are kept
+by name, ``"default"`` is current at start. Each is an :class:`asyncnet.Workspace`
+(``CurrentWorkspaceObject()`` hands it out for use with the idiomatic API).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from asyncnet.compat.core import BlobReference, CompatError, Net
+from asyncnet.errors import BlobNotFoundError, did_you_mean
+from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.serde import tensor_to_numpy
+from asyncnet.workspace import Workspace
+
+__all__ = [
+    "Blobs",
+    "CreateNet",
+    "CurrentWorkspace",
+    "CurrentWorkspaceObject",
+    "FeedBlob",
+    "FetchBlob",
+    "FetchBlobs",
+    "GlobalInit",
+    "HasBlob",
+    "RemoveBlob",
+    "ResetWorkspace",
+    "RunNet",
+    "RunNetOnce",
+    "RunOperatorOnce",
+    "RunOperatorsOnce",
+    "SwitchWorkspace",
+    "Workspaces",
+    "blobs",
+    "has_cuda_support",
+    "has_gpu_support",
+]
+
+has_gpu_support = False
+has_cuda_support = False
+has_hip_support = False
+
+
+class WorkspaceError(CompatError):
+    """Misuse of the compat workspace (RuntimeError, as Caffe2 raised)."""
+
+
+class MissingBlobError(BlobNotFoundError, RuntimeError):
+    """FetchBlob of a blob the workspace lacks (a KeyError and, as in Caffe2, a RuntimeError)."""
+
+
+_lock = threading.RLock()
+_workspaces: dict[str, Workspace] = {"default": Workspace("default")}
+_current = "default"
+
+
+def CurrentWorkspaceObject() -> Workspace:
+    """The asyncnet Workspace behind the current Caffe2-style workspace."""
+    return _workspaces[_current]
+
+
+def CurrentWorkspace() -> str:
+    """Name of the current workspace."""
+    return _current
+
+
+def Workspaces() -> list[str]:
+    return sorted(_workspaces)
+
+
+def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
+    """Make workspace ``name`` current (created when missing and ``create_if_missing``)."""
+    global _current
+    name = str(name)
+    with _lock:
+        if name not in _workspaces:
+            if not create_if_missing:
+                raise WorkspaceError(
+                    f"workspace '{name}' does not exist{did_you_mean(name, _workspaces)}; "
+                    "pass create_if_missing=True to create it"
+                )
+            _workspaces[name] = Workspace(name)
+        _current = name
+
+
+def ResetWorkspace(root_folder: str | None = None) -> bool:
+    """Drop every blob and net of the current workspace."""
+    CurrentWorkspaceObject().reset()
+    return True
+
+
+def GlobalInit(args: Sequence[str] = ()) -> bool:
+    """Accepted for compatibility; asyncnet has no global flags."""
+    return True
+
+
+def _name(blob: Any) -> str:
+    if isinstance(blob, bytes):
+        return blob.decode("utf-8")
+    return str(blob)
+
+
+def FeedBlob(name: Any, arr: Any, device_option: pb.DeviceOption | None = None) -> bool:
+    """Store ``arr`` as blob ``name`` (a TensorProto is converted; text arrays become objects)."""
+    if isinstance(arr, pb.TensorProto):
+        arr = tensor_to_numpy(arr)
+    if isinstance(arr, np.ndarray) and arr.dtype.kind in "SU":
+        arr = arr.astype(object)
+    CurrentWorkspaceObject().feed(_name(name), arr)
+    return True
+
+
+def FetchBlob(name: Any) -> Any:
+    """The value of blob ``name``."""
+    ws = CurrentWorkspaceObject()
+    key = _name(name)
+    if not ws.has(key):
+        raise MissingBlobError(f"Can't find blob: {key} (workspace '{_current}'){did_you_mean(key, ws.blobs())}")
+    return ws.fetch(key)
+
+
+def FetchBlobs(names: Sequence[Any]) -> list[Any]:
+    return [FetchBlob(n) for n in names]
+
+
+def HasBlob(name: Any) -> bool:
+    return CurrentWorkspaceObject().has(_name(name))
+
+
+def Blobs() -> list[str]:
+    """Names of the blobs of the current workspace."""
+    return CurrentWorkspaceObject().blobs()
+
+
+def RemoveBlob(name: Any) -> bool:
+    ws = CurrentWorkspaceObject()
+    key = _name(name)
+    if not ws.has(key):
+        return False
+    ws.remove(key)
+    return True
+
+
+def _net_def(net: Net | pb.NetDef) -> pb.NetDef:
+    if isinstance(net, Net):
+        return net.ToNetDef()
+    if isinstance(net, pb.NetDef):
+        return net
+    raise WorkspaceError(f"expected a core.Net or a NetDef, got {type(net).__name__}")
+
+
+def _net_name(net: Any) -> str:
+    if isinstance(net, Net):
+        return net.Name()
+    if isinstance(net, pb.NetDef):
+        return net.name
+    return _name(net)
+
+
+def CreateNet(net: Net | pb.NetDef, overwrite: bool = False, input_blobs: Sequence[Any] | None = None) -> bool:
+    """Prepare ``net`` in the current workspace under its name.
+
+    As in Caffe2, an existing net of the same name is replaced only with ``overwrite``.
+    """
+    ws = CurrentWorkspaceObject()
+    nd = _net_def(net)
+    if not overwrite and nd.name in ws.nets():
+        raise WorkspaceError(f"workspace '{_current}' already has a net '{nd.name}'; pass overwrite=True to replace it")
+    # input_blobs is accepted for compatibility: asyncnet checks inputs when the net runs.
+    ws.create_net(nd)
+    return True
+
+
+def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
+    """Run the net created under ``name`` (a name, Net or NetDef) ``num_iter`` times."""
+    ws = CurrentWorkspaceObject()
+    key = _net_name(name)
+    if key not in ws.nets():
+        raise WorkspaceError(
+            f"workspace '{_current}' has no net '{key}'{did_you_mean(key, ws.nets())}; call CreateNet first"
+        )
+    prepared = ws.net(key)
+    try:
+        for _ in range(num_iter):
+            prepared.run()
+    except Exception:
+        if allow_fail:
+            return False
+        raise
+    return True
+
+
+def RunNetOnce(net: Net | pb.NetDef) -> bool:
+    """Prepare, run and discard ``net``."""
+    CurrentWorkspaceObject().run_net_once(_net_def(net))
+    return True
+
+
+def RunOperatorOnce(operator: pb.OperatorDef) -> bool:
+    CurrentWorkspaceObject().run_operator_once(operator)
+    return True
+
+
+def RunOperatorsOnce(operators: Sequence[pb.OperatorDef]) -> bool:
+    for op in operators:
+        RunOperatorOnce(op)
+    return True
+
+
+class _BlobsView:
+    """``workspace.blobs[name]`` reads, ``workspace.blobs[name] = value`` feeds."""
+
+    def __getitem__(self, name: Any) -> Any:
+        return FetchBlob(name)
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        FeedBlob(name, value)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, (str, bytes, BlobReference)) and HasBlob(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(Blobs())
+
+    def __len__(self) -> int:
+        return len(Blobs())
+
+    def keys(self) -> list[str]:
+        return Blobs()
+
+
+blobs = _BlobsView()

@@ -1,0 +1,427 @@
+"""The async_scheduling executor: a net as a DAG of chains run concurrently.
+
+Each chain (see :mod:`asyncnet.graph`) is a task with a count of unfinished parent
+chains; when the count reaches zero the task is ready. Ready tasks are run by:
+
+* the thread that made them ready (it keeps one expensive child for itself and
+  runs *cheap* children inline: a measured chain time below the hand-off cost),
+* the calling thread, which works on the run instead of only waiting,
+* the worker pool of the chain's device, woken only when there is queued work
+  and fewer drainers than workers.
+
+An async op (kernel returns a Future) ends its chain; it holds no thread while
+pending and its children are released by the future's completion callback.
+
+The first failure (or a cancel / timeout) stops scheduling; running chains stop
+at their next op boundary; pending async futures are cancelled; ``run`` returns
+only when nothing of the run is still executing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
+from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
+from asyncnet.executors.pools import (
+    WorkerPool,
+    blas_limit,
+    check_blas_limit,
+    default_threads,
+    private_pool,
+    shared_pool,
+    shared_timer,
+)
+from asyncnet.graph import OpNode, build_graph
+from asyncnet.net import Net, PreparedOp
+from asyncnet.opinfo import DeviceKey
+from asyncnet.profiling import Profiler
+
+log = logging.getLogger(__name__)
+
+# A chain measured faster than this runs inline on the thread that made it ready:
+# waking a worker on the other core costs ~20-25 us each way.
+DEFAULT_INLINE_SECONDS = 50e-6
+
+
+class _Run:
+    """State of one run (a fresh object per run, so stale callbacks cannot touch the next)."""
+
+    __slots__ = (
+        "cond",
+        "counts",
+        "remaining",
+        "active",
+        "stop",
+        "reason",
+        "finished",
+        "errors",
+        "queues",
+        "drainers",
+        "caller_idle",
+        "futures",
+    )
+
+    def __init__(self, counts: list[int], devices: list[DeviceKey]) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.counts = counts
+        self.remaining = len(counts)
+        self.active = 0
+        self.stop = False
+        self.reason = ""
+        self.finished = False
+        self.errors: list[OperatorError] = []
+        self.queues: dict[DeviceKey, deque[int]] = {d: deque() for d in devices}
+        self.drainers: dict[DeviceKey, int] = dict.fromkeys(devices, 0)
+        self.caller_idle = False
+        self.futures: set[Future[Any]] = set()
+
+
+@register_executor
+class AsyncSchedulingExecutor(Executor):
+    """Runs independent chains of a net concurrently on per-device worker pools."""
+
+    name = "async_scheduling"
+
+    def __init__(self, net: Net, options: ExecutorOptions) -> None:
+        super().__init__(net, options)
+        ops = net.ops
+        nodes = [OpNode(i.inputs, i.outputs, i.control_inputs, i.device, i.label()) for i in net.infos]
+        self.graph = build_graph(nodes, chain_breaks=[k for k, op in enumerate(ops) if op.is_async])
+        g = self.graph
+        self._chain_ops: list[tuple[PreparedOp, ...]] = [tuple(ops[k] for k in c) for c in g.chains]
+        self._children = [tuple(c) for c in g.chain_children]
+        self._nparents = [len(p) for p in g.chain_parents]
+        self._roots = g.roots()
+        self._device = [net.infos[c[0]].device for c in g.chains]
+        self._devices = sorted(set(self._device), key=lambda d: (d.type, d.id, d.numa))
+        self._ends_async = [ops[c[-1]].is_async for c in g.chains]
+        self._cost = [math.inf] * len(g.chains)
+        num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
+        self.threads = num_workers if num_workers > 0 else (options.threads or default_threads())
+        if self.threads < 1:
+            raise ExecutorError(f"net '{net.name}': executor threads must be at least 1, got {self.threads}")
+        self.inline_seconds = DEFAULT_INLINE_SECONDS
+        self._handoff = DEFAULT_INLINE_SECONDS / 2
+        self._inline_limit = DEFAULT_INLINE_SECONDS
+        # The calling thread works on the run too: on its own device (cpu:0) at most threads - 1
+        # pool workers join it, so a run keeps ``threads`` busy, not threads + 1 on threads cores.
+        self._cap = {d: (self.threads - 1 if d == DeviceKey() else self.threads) for d in self._devices}
+        self._pools: dict[DeviceKey, WorkerPool] = {}
+        self._pool_lock = threading.Lock()
+        self._busy = threading.Lock()
+        self._current: _Run | None = None
+        self._closed = False
+        self.profiler: Profiler | None = Profiler() if options.profile else None
+        check_blas_limit(options.blas_threads)
+
+    # -- pools -----------------------------------------------------------------
+
+    def _pool(self, device: DeviceKey) -> WorkerPool:
+        pool = self._pools.get(device)
+        if pool is None:
+            with self._pool_lock:
+                if self._closed:
+                    raise ExecutorError(f"net '{self.net.name}': executor is closed")
+                pool = self._pools.get(device)
+                if pool is None:
+                    if self.options.shared_pools:
+                        pool = shared_pool(device, self.threads)
+                    else:
+                        pool = private_pool(device, self.threads, self.net.name)
+                    self._pools[device] = pool
+        return pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            pools = list(self._pools.values())
+            self._pools.clear()
+        if not self.options.shared_pools:
+            for p in pools:
+                p.close()
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self, *, timeout: float | None = None) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise NetBusyError(f"net '{self.net.name}' is already running; runs of one net cannot overlap")
+        try:
+            if self._closed:
+                raise ExecutorError(f"net '{self.net.name}': executor is closed")
+            if not self._chain_ops:
+                return
+            run = _Run(list(self._nparents), self._devices)
+            self._current = run
+            timer = None
+            if timeout is not None:
+                timer = shared_timer().call_later(max(timeout, 0.0), lambda: self._stop(run, "timeout"))
+            t0 = time.perf_counter()
+            try:
+                try:
+                    with blas_limit(self.options.blas_threads):
+                        self._drive(run)
+                except BaseException:
+                    # KeyboardInterrupt and the like: stop, let running chains end, then propagate.
+                    self._stop(run, "cancel")
+                    with run.cond:
+                        while not run.finished:
+                            run.cond.wait()
+                    raise
+            finally:
+                if timer is not None:
+                    shared_timer().cancel(timer)
+                self._current = None
+            if self.profiler is not None:
+                self.profiler.run(t0, time.perf_counter())
+            self._raise_outcome(run, timeout)
+        finally:
+            self._busy.release()
+
+    def cancel(self) -> None:
+        run = self._current
+        if run is not None:
+            self._stop(run, "cancel")
+
+    def _raise_outcome(self, run: _Run, timeout: float | None) -> None:
+        if run.errors:
+            first, *others = run.errors
+            if others:
+                first.add_others(others)
+            raise first from first.cause
+        if run.remaining:
+            if run.reason == "timeout":
+                raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s")
+            raise RunCancelledError(f"net '{self.net.name}' was cancelled ({run.remaining} chain(s) not run)")
+
+    def _drive(self, run: _Run) -> None:
+        """The calling thread: start the roots, work while there is work, wait for the end."""
+        with run.cond:
+            run.active = len(self._roots)
+        local: list[int] = []
+        self._place(run, list(self._roots), local)
+        if local:
+            self._work(run, local, None)
+        cond = run.cond
+        while True:
+            with cond:
+                item = -1
+                while not run.finished:
+                    if run.stop:
+                        self._drop_queued(run)
+                        if run.finished:
+                            break
+                    else:
+                        for q in run.queues.values():
+                            if q:
+                                item = q.popleft()
+                                break
+                        if item >= 0:
+                            break
+                    run.caller_idle = True
+                    cond.wait()
+                    run.caller_idle = False
+                if item < 0:
+                    return
+            self._work(run, [item], None)
+
+    def _drop_queued(self, run: _Run) -> None:
+        """Forget queued chains of a stopped run (lock held)."""
+        n = 0
+        for q in run.queues.values():
+            n += len(q)
+            q.clear()
+        if n:
+            run.active -= n
+            if run.active == 0:
+                run.finished = True
+                run.cond.notify_all()
+
+    def _stop(self, run: _Run, reason: str) -> None:
+        with run.cond:
+            if run.finished:
+                return
+            if not run.stop:
+                run.stop = True
+                run.reason = reason
+            futures = list(run.futures)
+            self._drop_queued(run)
+            run.cond.notify_all()
+        for f in futures:
+            f.cancel()  # its done callback releases the chain
+
+    def _place(self, run: _Run, ready: list[int], local: list[int] | None) -> None:
+        """Route newly ready chains: cheap ones (and one expensive) to ``local``, the rest to queues."""
+        cost = self._cost
+        limit = self._inline_limit
+        push: list[int] = []
+        keep_one = local is not None and not local
+        for c in ready:
+            if local is not None and cost[c] < limit:
+                local.append(c)
+            elif keep_one:
+                assert local is not None
+                local.append(c)
+                keep_one = False
+            else:
+                push.append(c)
+        if push:
+            self._push(run, push)
+
+    def _push(self, run: _Run, items: list[int]) -> None:
+        device = self._device
+        with run.cond:
+            if run.stop:
+                run.active -= len(items)
+                if run.active == 0:
+                    run.finished = True
+                    run.cond.notify_all()
+                return
+            fresh: dict[DeviceKey, int] = {}
+            for c in items:
+                d = device[c]
+                run.queues[d].append(c)
+                fresh[d] = fresh.get(d, 0) + 1
+            if run.caller_idle:
+                run.caller_idle = False  # one wake-up is enough; the caller takes one item
+                run.cond.notify()
+                d0 = device[items[0]]
+                fresh[d0] -= 1
+            for d, n in fresh.items():
+                pool = None
+                cap = self._cap[d]
+                while n > 0 and run.drainers[d] < cap:
+                    if pool is None:
+                        pool = self._pool(d)
+                    run.drainers[d] += 1
+                    pool.submit(functools.partial(self._drain, run, d, time.perf_counter()))
+                    n -= 1
+
+    def _drain(self, run: _Run, device: DeviceKey, submitted: float) -> None:
+        """A pool task: run queued chains of ``device`` until the queue is empty."""
+        # Hand-off latency (submit to start) sets what counts as a cheap chain: on a loaded
+        # machine waking a worker costs more, so more chains are better run inline.
+        latency = time.perf_counter() - submitted
+        self._handoff += 0.2 * (latency - self._handoff)
+        self._inline_limit = max(self.inline_seconds, 2.0 * self._handoff)
+        q = run.queues[device]
+        while True:
+            with run.cond:
+                if not q or run.stop:
+                    run.drainers[device] -= 1
+                    if run.stop:
+                        self._drop_queued(run)
+                    return
+                item = q.popleft()
+            self._work(run, [item], device)
+
+    def _work(self, run: _Run, local: list[int], device: DeviceKey | None) -> None:
+        """Run ``local`` chains and whatever they make ready that this thread keeps."""
+        while local:
+            c = local.pop()
+            ready = self._exec(run, c)
+            if ready:
+                self._place(run, ready, local)
+
+    def _exec(self, run: _Run, c: int) -> list[int]:
+        """Run chain ``c``; returns the chains it made ready (already counted active)."""
+        ops = self._chain_ops[c]
+        if run.stop:
+            return self._finish(run, c, False)
+        prof = self.profiler
+        op: PreparedOp | None = None
+        t0 = time.perf_counter()
+        try:
+            if prof is None:
+                for op in ops[:-1] if self._ends_async[c] else ops:
+                    if run.stop:
+                        return self._finish(run, c, False)
+                    op.step()
+            else:
+                for op in ops[:-1] if self._ends_async[c] else ops:
+                    if run.stop:
+                        return self._finish(run, c, False)
+                    s = time.perf_counter()
+                    op.step()
+                    prof.op(op.index, s, time.perf_counter())
+            if self._ends_async[c]:
+                op = ops[-1]
+                if run.stop:
+                    return self._finish(run, c, False)
+                started = time.perf_counter()
+                fut = op.start()
+                assert fut is not None
+                self._cost[c] = time.perf_counter() - t0
+                with run.cond:
+                    run.futures.add(fut)
+                fut.add_done_callback(lambda f: self._async_done(run, c, op, f, started))  # type: ignore[arg-type]
+                return []
+        except Exception as e:
+            assert op is not None
+            self._fail(run, op, e)
+            return self._finish(run, c, False)
+        except BaseException:
+            self._stop(run, "cancel")
+            self._finish(run, c, False)
+            raise
+        elapsed = time.perf_counter() - t0
+        # Wall time includes waits for the GIL held by other threads, so noise is upward: follow a
+        # smaller measurement at once, a larger one slowly (a chain that really grew still gets there).
+        old = self._cost[c]
+        self._cost[c] = elapsed if elapsed < old else old + 0.25 * (elapsed - old)
+        return self._finish(run, c, True)
+
+    def _async_done(self, run: _Run, c: int, op: PreparedOp, fut: Future[Any], started: float) -> None:
+        """Completion callback of an async op (on whatever thread completed the future)."""
+        with run.cond:
+            run.futures.discard(fut)
+        ok = False
+        if not fut.cancelled():
+            exc = fut.exception()
+            if exc is not None:
+                self._fail(run, op, exc)
+            else:
+                try:
+                    op.store(fut.result())
+                    ok = True
+                except Exception as e:
+                    self._fail(run, op, e)
+        if ok and self.profiler is not None:
+            self.profiler.op(op.index, started, time.perf_counter())
+        ready = self._finish(run, c, ok)
+        if ready:
+            # Never run children on a timer or I/O thread: hand them to the pools / caller.
+            self._push(run, ready)
+
+    def _fail(self, run: _Run, op: PreparedOp, exc: BaseException) -> None:
+        err = op.error(exc)
+        err.__cause__ = exc
+        with run.cond:
+            run.errors.append(err)
+        log.debug("%s failed in net '%s': %r", op.info.label(), self.net.name, exc)
+        self._stop(run, "error")
+
+    def _finish(self, run: _Run, c: int, ok: bool) -> list[int]:
+        with run.cond:
+            run.active -= 1
+            ready: list[int] = []
+            if ok:
+                run.remaining -= 1
+                if not run.stop:
+                    counts = run.counts
+                    for ch in self._children[c]:
+                        counts[ch] -= 1
+                        if counts[ch] == 0:
+                            ready.append(ch)
+                    run.active += len(ready)
+            if run.remaining == 0 or (run.stop and run.active == 0):
+                run.finished = True
+                run.cond.notify_all()
+        return ready

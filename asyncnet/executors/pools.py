@@ -1,0 +1,257 @@
+"""Worker pools keyed by device, and a shared timer for async operators.
+
+Process-wide pools live as long as the process; their threads are named
+``asyncnet-shared-...``. Per-net pools are owned by one executor and stopped by
+``close()``. Workers block on a queue (no polling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from asyncnet.errors import ExecutorError, UnsupportedError
+from asyncnet.opinfo import DeviceKey
+
+log = logging.getLogger(__name__)
+
+SHARED_PREFIX = "asyncnet-shared"
+
+_STOP: Any = object()
+
+
+def default_threads() -> int:
+    """Worker count when neither the net nor the options say: the usable CPUs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _device_tag(device: DeviceKey) -> str:
+    tag = f"{device.type}.{device.id}"
+    return tag + (f"n{device.numa}" if device.numa >= 0 else "")
+
+
+class WorkerPool:
+    """A fixed set of named worker threads running submitted callables.
+
+    Threads start lazily (one more per submission while fewer than ``size`` run).
+    Callables must not raise; an exception is logged and the worker continues.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        if size < 1:
+            raise ExecutorError(f"worker pool '{name}' needs at least 1 thread, got {size}")
+        self.size = size
+        self.name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Queue ``fn`` to run on a worker."""
+        if len(self._threads) < self.size:
+            self._grow()
+        self._queue.put(fn)
+
+    def _grow(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise ExecutorError(f"worker pool '{self.name}' is closed")
+            if len(self._threads) < self.size:
+                t = threading.Thread(target=self._work, name=f"{self.name}-w{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while True:
+            fn = get()
+            if fn is _STOP:
+                return
+            try:
+                fn()
+            except BaseException:  # a worker must survive anything a task does
+                log.exception("uncaught exception in worker of pool '%s'", self.name)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the workers after the queued work; joins them (not from a worker)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(_STOP)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(timeout)
+
+
+_shared: dict[tuple[DeviceKey, int], WorkerPool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(device: DeviceKey, size: int) -> WorkerPool:
+    """The process-wide pool for ``device`` with ``size`` workers (created on first use)."""
+    key = (device, size)
+    pool = _shared.get(key)
+    if pool is None:
+        with _shared_lock:
+            pool = _shared.get(key)
+            if pool is None:
+                pool = WorkerPool(size, f"{SHARED_PREFIX}-dev{_device_tag(device)}-x{size}")
+                _shared[key] = pool
+    return pool
+
+
+def private_pool(device: DeviceKey, size: int, owner: str) -> WorkerPool:
+    """A pool owned by one net (close it when done)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in owner)[:40]
+    return WorkerPool(size, f"asyncnet-net-{safe}-dev{_device_tag(device)}")
+
+
+class TimerService:
+    """One thread firing callbacks at deadlines, for timer-based async operators.
+
+    Waiting happens on a condition with the next deadline as timeout, never by polling.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, deadline: float, fn: Callable[[], None]) -> int:
+        """Run ``fn`` on the timer thread at ``time.monotonic() >= deadline``; returns a handle."""
+        with self._cond:
+            handle = next(self._ids)
+            heapq.heappush(self._heap, (deadline, handle, fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> int:
+        return self.call_at(time.monotonic() + delay, fn)
+
+    def cancel(self, handle: int) -> None:
+        """Forget a pending callback (no effect when it already ran)."""
+        with self._cond:
+            if any(h == handle for _, h, _ in self._heap):
+                self._cancelled.add(handle)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    deadline, handle, fn = self._heap[0]
+                    wait = deadline - time.monotonic()
+                    if wait > 0:
+                        self._cond.wait(wait)
+                        continue
+                    heapq.heappop(self._heap)
+                    if handle in self._cancelled:
+                        self._cancelled.discard(handle)
+                        continue
+                    break
+            try:
+                fn()
+            except BaseException:
+                log.exception("uncaught exception in timer callback")
+
+
+_timer: TimerService | None = None
+_io: ThreadPoolExecutor | None = None
+
+
+def shared_timer() -> TimerService:
+    """The process-wide timer thread."""
+    global _timer
+    if _timer is None:
+        with _shared_lock:
+            if _timer is None:
+                _timer = TimerService(f"{SHARED_PREFIX}-timer")
+    return _timer
+
+
+def shared_io() -> ThreadPoolExecutor:
+    """The process-wide pool for blocking I/O of async operators."""
+    global _io
+    if _io is None:
+        with _shared_lock:
+            if _io is None:
+                _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{SHARED_PREFIX}-io")
+    return _io
+
+
+def timer_future(delay: float, value: Any) -> Future[Any]:
+    """A future resolving to ``value`` after ``delay`` seconds; cancellable until then."""
+    fut: Future[Any] = Future()
+
+    def fire() -> None:
+        if fut.set_running_or_notify_cancel():
+            fut.set_result(value)
+
+    handle = shared_timer().call_later(delay, fire)
+
+    def forget(f: Future[Any]) -> None:
+        if f.cancelled():
+            shared_timer().cancel(handle)
+
+    fut.add_done_callback(forget)
+    return fut
+
+
+_blas_controller: Any = None
+
+
+def check_blas_limit(threads: int | None) -> None:
+    """Raise unless ``ExecutorOptions.blas_threads`` can be honoured."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ExecutorError(f"blas_threads must be at least 1, got {threads}")
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        raise UnsupportedError("blas_threads needs the threadpoolctl package (pip install threadpoolctl)") from None
+
+
+@contextlib.contextmanager
+def blas_limit(threads: int | None) -> Iterator[None]:
+    """Limit BLAS threads for the duration (no-op for None); the controller is built once."""
+    if threads is None:
+        yield
+        return
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        # Building a controller scans the loaded libraries (milliseconds); limiting with it is cheap.
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=threads, user_api="blas"):
+        yield

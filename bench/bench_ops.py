@@ -1,0 +1,340 @@
+"""Vision-op speed against onnxruntime, measured as ratios within one process.
+
+Two parts:
+
+* ``ops``: single Conv / MaxPool / AveragePool / FC shapes taken from ResNet-50, each run
+  through asyncnet's kernel and through an equivalent one-node onnxruntime model.
+* ``resnet50``: the Caffe2 model-zoo ``resnet50/predict_net.pbtxt`` against the ONNX
+  ``light_resnet50.onnx`` of the same architecture. The ONNX file stores only weight
+  shapes (ConstantOfShape nodes); both runtimes get the same seeded random weights made
+  from those shapes, the outputs are compared, then timed. ``--profile`` adds a per-op-type
+  breakdown of asyncnet's time.
+
+Usage::
+
+    .venv/bin/python bench/bench_ops.py [ops|resnet50|all] [--repeat N] [--threads T] [--profile]
+
+Needs onnx and onnxruntime, and the realnets corpus (../shared/realnets or $ASYNCNET_REALNETS)
+for the resnet50 part. Machines are noisy: compare the ratio, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+REALNETS = Path(os.environ.get("ASYNCNET_REALNETS", ROOT.parent / "shared" / "realnets"))
+
+
+def _ort_session(model: Any, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # Spinning pool threads would steal the cores from numpy's BLAS threads between runs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+def _best(fn: Callable[[], Any], repeat: int) -> float:
+    """Best of ``repeat`` timed calls after one warm-up (best-of is the least noisy on shared machines)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        times.append(CLOCK() - t0)
+    return min(times)
+
+
+def _best_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Best times of ``a`` and ``b`` timed alternately, so that load changes hit both alike."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        a()
+        t1 = CLOCK()
+        b()
+        t2 = CLOCK()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return min(ta), min(tb)
+
+
+# ---------------------------------------------------------------------------
+# Single ops
+
+
+def _one_node_model(op_type: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> Any:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op_type, list(inputs), ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "bench",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _asyncnet_kernel(op_type: str, inputs: Sequence[str], args: dict[str, Any]) -> Callable[..., Any]:
+    from asyncnet.net import op_info, prepare_op
+    from asyncnet.proto import caffe2_pb2 as pb
+    from asyncnet.serde import make_argument
+    from asyncnet.workspace import Workspace
+
+    op = pb.OperatorDef(type=op_type, input=list(inputs), output=["y"])
+    op.arg.extend(make_argument(k, v) for k, v in args.items())
+    ws = Workspace()
+    return prepare_op(op_info(op, workspace=ws), ws).kernel  # type: ignore[no-any-return]
+
+
+def bench_ops(repeat: int, threads: int) -> list[tuple[str, float, float]]:
+    """(name, asyncnet seconds, onnxruntime seconds) for ResNet-50-like single ops."""
+    rng = np.random.default_rng(0)
+    cases: list[tuple[str, str, dict[str, np.ndarray], dict[str, Any], str, dict[str, Any]]] = []
+
+    def conv(name: str, n: int, c: int, hw: int, m: int, k: int, s: int, p: int) -> None:
+        x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
+        w = rng.standard_normal((m, c, k, k), dtype=np.float32) * np.float32(0.05)
+        cases.append(
+            (
+                name,
+                "Conv",
+                {"x": x, "w": w},
+                {"kernel": k, "stride": s, "pad": p},
+                "Conv",
+                {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4},
+            )
+        )
+
+    conv("conv1 7x7/2 3->64 @224", 1, 3, 224, 64, 7, 2, 3)
+    conv("3x3 64->64 @56", 1, 64, 56, 64, 3, 1, 1)
+    conv("1x1 64->256 @56", 1, 64, 56, 256, 1, 1, 0)
+    conv("1x1/2 512->1024 @28", 1, 512, 28, 1024, 1, 2, 0)
+    conv("3x3 256->256 @14", 1, 256, 14, 256, 3, 1, 1)
+    conv("3x3 64->64 @56 batch 4", 4, 64, 56, 64, 3, 1, 1)
+    x = rng.standard_normal((1, 64, 112, 112), dtype=np.float32)
+    cases.append(
+        (
+            "maxpool 3x3/2 @112",
+            "MaxPool",
+            {"x": x},
+            {"kernel": 3, "stride": 2, "pad": 1},
+            "MaxPool",
+            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4},
+        )
+    )
+    cases.append(
+        (
+            "avgpool 3x3/1 @112",
+            "AveragePool",
+            {"x": x},
+            {"kernel": 3, "stride": 1, "pad": 1},
+            "AveragePool",
+            {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4},
+        )
+    )
+    xf = rng.standard_normal((1, 2048), dtype=np.float32)
+    wf = rng.standard_normal((1000, 2048), dtype=np.float32)
+    bf = rng.standard_normal((1000,), dtype=np.float32)
+    cases.append(("FC 2048->1000", "FC", {"x": xf, "w": wf, "b": bf}, {}, "Gemm", {"transB": 1}))
+
+    results = []
+    for name, c2_type, inputs, c2_args, onnx_type, onnx_attrs in cases:
+        kernel = _asyncnet_kernel(c2_type, list(inputs), c2_args)
+        sess = _ort_session(_one_node_model(onnx_type, inputs, onnx_attrs), threads)
+        values = list(inputs.values())
+        ours = kernel(*values)[0]
+        ref = sess.run(None, inputs)[0]
+        np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
+        t_ours, t_ort = _best_pair(
+            lambda k=kernel, v=values: k(*v),  # type: ignore[misc]
+            lambda s=sess, i=inputs: s.run(None, i),  # type: ignore[misc]
+            repeat,
+        )
+        results.append((name, t_ours, t_ort))
+    return results
+
+
+# ---------------------------------------------------------------------------
+# ResNet-50
+
+
+def _seeded_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    """Random weights scaled so activations stay O(1) through 50 layers."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        base = name[:-2] if name.endswith("_0") else name
+        if len(shape) >= 2:
+            fan_in = int(np.prod(shape[1:]))
+            v = rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
+        elif base.endswith(("_riv", "_var")):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif base.endswith("_s"):
+            v = rng.uniform(0.5, 1.0, shape)
+        else:
+            v = rng.standard_normal(shape) * 0.1
+        out[name] = np.asarray(v, dtype=np.float32)
+    return out
+
+
+def prepare_zoo_pair(
+    name: str, threads: int = 0, seed: int = 0
+) -> tuple[Callable[[], np.ndarray], Callable[[], np.ndarray], Any]:
+    """(run asyncnet, run onnxruntime, asyncnet Net) for a model-zoo net and its ONNX light model,
+    both given the same seeded weights (ONNX blob ``X_0`` is Caffe2 blob ``X``)."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from asyncnet import serde
+    from asyncnet.workspace import Workspace
+
+    model = onnx.load(str(REALNETS / "onnx_light_models" / f"light_{name}.onnx"))
+    zoo = REALNETS / "caffe2_model_zoo" / name
+    net_path = zoo / "predict_net.pbtxt"
+    net_def = serde.read_net(net_path if net_path.exists() else zoo / "predict_net.pb")
+    (c2_data, (_, data_shape)), *_ = json.loads((zoo / "value_info.json").read_text()).items()
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # The light model makes each big weight with ConstantOfShape(shape initializer).
+    shapes: dict[str, tuple[int, ...]] = {}
+    keep_nodes = []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            shapes[node.output[0]] = tuple(int(d) for d in inits[node.input[0]])
+        else:
+            keep_nodes.append(node)
+    names = [i.name for i in model.graph.input]
+    data_name = f"{c2_data}_0" if f"{c2_data}_0" in names else names[0]
+    for inp in model.graph.input:
+        if inp.name != data_name and inp.name not in inits:
+            shapes[inp.name] = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
+    weights = _seeded_weights(shapes, seed)
+    real = {n: a for n, a in inits.items() if not n.endswith("__SHAPE") and a.dtype == np.float32}
+    del model.graph.node[:]
+    model.graph.node.extend(keep_nodes)
+    used_inits = [t for t in model.graph.initializer if not t.name.endswith("__SHAPE")]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(used_inits)
+    model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in weights.items() if n not in real)
+    graph_inputs = [i for i in model.graph.input if i.name == data_name]
+    del model.graph.input[:]
+    model.graph.input.extend(graph_inputs)
+    # IR 3 demanded every initializer be a graph input; from IR 4 on they need not be.
+    model.ir_version = max(model.ir_version, 4)
+    sess = _ort_session(model, threads)
+
+    onnx_dims = [
+        d.dim_value for d in next(i for i in model.graph.input if i.name == data_name).type.tensor_type.shape.dim
+    ]
+    if all(onnx_dims):
+        # The zoo's squeezenet value_info says 227 x 227 where its ONNX export fixed 224 x 224.
+        data_shape = onnx_dims
+    count = int(np.prod(data_shape))
+    data = np.arange(count, dtype=np.float32).reshape(data_shape) / np.float32(count)
+    ws = Workspace()
+    for blob, arr in {**weights, **real}.items():
+        ws.feed(blob[:-2] if blob.endswith("_0") else blob, arr)
+    ws.feed(c2_data, data)
+    missing = [n for n in net_def.external_input if not ws.has(n)]
+    if missing:
+        raise SystemExit(f"no weights for {missing[:5]}")
+    net = ws.create_net(net_def)
+    out_name = net_def.external_output[0]
+
+    def run_ours() -> np.ndarray:
+        net.run()
+        return ws.fetch(out_name)  # type: ignore[no-any-return]
+
+    def run_ort() -> np.ndarray:
+        return sess.run(None, {data_name: data})[0]  # type: ignore[no-any-return]
+
+    return run_ours, run_ort, net
+
+
+def profile_net(net: Any, repeat: int) -> dict[str, float]:
+    """Seconds per op type for one pass (best of ``repeat`` per op)."""
+    per_type: dict[str, float] = defaultdict(float)
+    for op in net.ops:
+        op.run()
+    for op in net.ops:
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = CLOCK()
+            op.run()
+            best = min(best, CLOCK() - t0)
+        per_type[op.info.type] += best
+    return dict(per_type)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("what", nargs="?", default="all", choices=("ops", "resnet50", "all"))
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread each (BLAS and onnxruntime) and process CPU time instead of wall time: "
+        "stable on a loaded machine",
+    )
+    parser.add_argument("--profile", action="store_true", help="per-op-type breakdown of the asyncnet ResNet-50 pass")
+    args = parser.parse_args(argv)
+    limiter = None
+    if args.cpu_time:
+        from threadpoolctl import threadpool_limits
+
+        global CLOCK
+        CLOCK = time.process_time
+        args.threads = 1
+        limiter = threadpool_limits(1)
+    print(f"clock: {'process CPU time, 1 thread each' if args.cpu_time else 'wall time'}; best of {args.repeat}")
+    if args.what in ("ops", "all"):
+        print(f"{'op':32s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}")
+        for name, ours, ort_t in bench_ops(args.repeat, args.threads):
+            print(f"{name:32s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+    if args.what in ("resnet50", "all"):
+        run_ours, run_ort, net = prepare_zoo_pair("resnet50", args.threads)
+        a, b = run_ours(), run_ort()
+        diff = float(np.abs(a - b).max())
+        print(
+            f"resnet50 output {a.shape}: max |asyncnet - onnxruntime| = {diff:.2e}, argmax {a.argmax()} vs {b.argmax()}"
+        )
+        t_ours, t_ort = _best_pair(run_ours, run_ort, args.repeat)
+        print(
+            f"resnet50 batch 1: asyncnet {t_ours * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} ms, ratio {t_ours / t_ort:.2f}"
+        )
+        if args.profile:
+            for op_type, secs in sorted(profile_net(net, 3).items(), key=lambda kv: -kv[1]):
+                print(f"  {op_type:14s} {secs * 1e3:8.2f} ms")
+        net.close()
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
