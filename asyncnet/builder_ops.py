@@ -10,14 +10,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from asyncnet.errors import UnknownOperatorError, did_you_mean
+from asyncnet.errors import UnknownOpAttributeError, did_you_mean
 
 if TYPE_CHECKING:
     from asyncnet.builder import NetBuilder
-
-
-class UnknownOpAttributeError(UnknownOperatorError, AttributeError):
-    """An op type looked up as an attribute is not registered (also an AttributeError)."""
 
 
 class OpNamespace:

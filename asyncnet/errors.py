@@ -159,3 +159,19 @@ class CheckpointError(AsyncNetError, ValueError):
 
 class GradientError(AsyncNetError, ValueError):
     """Gradient operators cannot be made: no gradient maker, a missing output gradient, bad versions."""
+
+
+class UnknownOpAttributeError(UnknownOperatorError, AttributeError):
+    """An op type looked up as an attribute (``builder.ops.X``) is not registered."""
+
+
+class CompatError(AsyncNetError, RuntimeError):
+    """Misuse of the Caffe2-style API where Caffe2 raised RuntimeError (call order, workspaces)."""
+
+
+class WorkspaceError(CompatError):
+    """Misuse of the compat workspace (RuntimeError, as Caffe2 raised)."""
+
+
+class MissingBlobError(BlobNotFoundError, RuntimeError):
+    """FetchBlob of a blob the workspace lacks (a KeyError and, as in Caffe2, a RuntimeError)."""

@@ -262,9 +262,9 @@ def argument_value(arg: pb.Argument) -> Any:
     if arg.HasField("n"):
         return arg.n
     if arg.floats:
-        return [float(v) for v in arg.floats]
+        return list(arg.floats)
     if arg.ints:
-        return [int(v) for v in arg.ints]
+        return list(arg.ints)
     if arg.strings:
         return [_decode(v) for v in arg.strings]
     if arg.tensors:
@@ -310,6 +310,13 @@ def make_argument(name: str, value: Any) -> pb.Argument:
 
     arg = pb.Argument(name=name)
     if isinstance(value, np.ndarray):
+        # Whole-array fast paths: weight tensors can hold tens of millions of values.
+        if value.dtype.kind == "f":
+            arg.floats.extend(value.reshape(-1).tolist())
+            return arg
+        if value.dtype.kind in "iub":
+            arg.ints.extend(value.reshape(-1).astype(np.int64).tolist())
+            return arg
         value = value.reshape(-1).tolist()
     if isinstance(value, (bool, np.bool_)) or _is_int(value):
         arg.i = int(value)

@@ -657,23 +657,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=float, default=10.0, help="seconds before a case counts as a hang")
     ap.add_argument("--crashes", type=Path, help="folder to save crashing inputs in")
     ap.add_argument("--json", type=Path, help="also write the report as JSON")
+    ap.add_argument("--max-seed-kb", type=int, default=48, help="skip seed files larger than this (text parses slowly)")
     args = ap.parse_args(argv)
     only = args.only.split(",") if args.only else None
     if only is None and not args.importers:
         only = sorted(n for n in build_targets() if n not in _optional_targets())
     t0 = time.perf_counter()
-    reports = run_fuzz(args.cases, args.seed, only, args.limit, args.crashes)
+    global MAX_SEED_BYTES
+    MAX_SEED_BYTES = args.max_seed_kb * 1024
+    targets = build_targets()
+    names = only or sorted(targets)
+    reports: dict[str, TargetReport] = {}
     total_bad = 0
-    for name, r in reports.items():
+    for name in names:
+        if name not in targets:
+            raise SystemExit(f"unknown fuzz target '{name}'; known: {', '.join(sorted(targets))}")
+        t1 = time.perf_counter()
+        r = reports[name] = run_target(targets[name], args.cases, args.seed, args.limit, args.crashes)
         bad = len(r.crashes) + len(r.hangs)
         total_bad += bad
         errors = ", ".join(f"{k} {v}" for k, v in r.errors.most_common())
         sys.stdout.write(
             f"{name:14s} cases {r.cases:6d}  ok {r.ok:6d}  crashes {len(r.crashes)}  hangs {len(r.hangs)}  "
-            f"max {r.max_seconds:.2f}s  errors: {errors}\n"
+            f"max {r.max_seconds:.2f}s  {time.perf_counter() - t1:.0f}s  errors: {errors}\n"
         )
         for c in r.crashes[:5] + r.hangs[:5]:
             sys.stdout.write(f"    {c}\n")
+        sys.stdout.flush()
     sys.stdout.write(f"total {sum(r.cases for r in reports.values())} cases in {time.perf_counter() - t0:.1f} s\n")
     if args.json:
         args.json.write_text(json.dumps({k: v.as_dict() for k, v in reports.items()}, indent=1))

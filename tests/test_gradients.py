@@ -283,10 +283,8 @@ OUT_OF_SCOPE = {
     "BatchMoments", "BatchSparseToDense", "SequenceMask", "SplitByLengths", "CosineEmbeddingCriterion", "Pow",
     "FlexibleTopK", "BatchGather", "GRUUnit", "IntegralImage", "BernoulliJSD", "LengthsTile", "LengthsTopK", "LC",
     "MarginRankingCriterion", "PackSegments", "PackRNNSequence", "UnpackRNNSequence", "PairWiseLoss",
-    "RecurrentNetwork", "ReversePackedSegs", "SpatialSoftmaxWithLoss", "SquareRootDivide", "NanCheck",
+    "RecurrentNetwork", "ReversePackedSegs", "SquareRootDivide", "NanCheck",
     "NegateGradient",
-    # MatMul: Caffe2's gradient MatMul ops take a third input (the shape to restore), which asyncnet's MatMul lacks.
-    "MatMul",
 }  # fmt: skip
 
 
@@ -329,6 +327,7 @@ EMITS: list[tuple[str, int, int, dict[str, Any], list[str]]] = [
     ("Clip", 1, 1, {"min": 0.0}, ["ClipGradient"]),
     ("FC", 3, 1, {}, ["FCGradient"]),
     ("BatchMatMul", 2, 1, {}, ["BatchMatMul", "BatchMatMul"]),
+    ("MatMul", 2, 1, {}, ["MatMul", "MatMul"]),
     ("Add", 2, 1, {}, ["AddGradient"]),
     ("Sub", 2, 1, {}, ["SubGradient"]),
     ("Mul", 2, 1, {}, ["MulGradient"]),
@@ -351,6 +350,7 @@ EMITS: list[tuple[str, int, int, dict[str, Any], list[str]]] = [
     ("SpatialBN", 5, 5, {}, ["SpatialBNGradient"]),
     ("Dropout", 1, 2, {}, ["DropoutGrad"]),
     ("SoftmaxWithLoss", 2, 2, {}, ["SoftmaxWithLossGradient"]),
+    ("SpatialSoftmaxWithLoss", 3, 2, {}, ["SpatialSoftmaxWithLossGradient"]),
     ("LabelCrossEntropy", 2, 1, {}, ["LabelCrossEntropyGradient"]),
     ("CrossEntropy", 2, 1, {}, ["CrossEntropyGradient"]),
     ("AveragedLoss", 1, 1, {}, ["AveragedLossGradient"]),

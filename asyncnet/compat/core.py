@@ -26,7 +26,7 @@ from asyncnet.compat.blob_reference import (
     unknown_operator,
 )
 from asyncnet.compat.scope import CurrentDeviceScope, DeviceScope, EmptyNameScope, NameScope
-from asyncnet.errors import ArgumentError, AsyncNetError, NetDefinitionError
+from asyncnet.errors import ArgumentError, CompatError, NetDefinitionError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import default_registry
 from asyncnet.serde import make_argument
@@ -49,10 +49,6 @@ __all__ = [
 ]
 
 caffe2_pb2 = pb
-
-
-class CompatError(AsyncNetError, RuntimeError):
-    """Misuse of the Caffe2-style API where Caffe2 raised RuntimeError (call order, workspaces)."""
 
 
 DataType = pb.TensorProto.DataType

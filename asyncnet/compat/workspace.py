@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.compat.core import BlobReference, CompatError, Net
-from asyncnet.errors import BlobNotFoundError, did_you_mean
+from asyncnet.compat.core import BlobReference, Net
+from asyncnet.errors import MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
 from asyncnet.workspace import Workspace
@@ -45,14 +45,6 @@ __all__ = [
 has_gpu_support = False
 has_cuda_support = False
 has_hip_support = False
-
-
-class WorkspaceError(CompatError):
-    """Misuse of the compat workspace (RuntimeError, as Caffe2 raised)."""
-
-
-class MissingBlobError(BlobNotFoundError, RuntimeError):
-    """FetchBlob of a blob the workspace lacks (a KeyError and, as in Caffe2, a RuntimeError)."""
 
 
 _lock = threading.RLock()

@@ -84,6 +84,8 @@ class WorkerPool:
                 fn()
             except BaseException:  # a worker must survive anything a task does
                 log.exception("uncaught exception in worker of pool '%s'", self.name)
+            # An idle worker must not keep its last task (and the run state it closes over) alive.
+            del fn
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -136,7 +138,6 @@ class TimerService:
     def __init__(self, name: str) -> None:
         self.name = name
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cancelled: set[int] = set()
         self._cond = threading.Condition()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
@@ -156,10 +157,17 @@ class TimerService:
         return self.call_at(time.monotonic() + delay, fn)
 
     def cancel(self, handle: int) -> None:
-        """Forget a pending callback (no effect when it already ran)."""
+        """Forget a pending callback (no effect when it already ran).
+
+        The entry leaves the heap at once so that the callback, and whatever run state it
+        closes over, is released now rather than at its (possibly distant) deadline.
+        """
         with self._cond:
-            if any(h == handle for _, h, _ in self._heap):
-                self._cancelled.add(handle)
+            kept = [e for e in self._heap if e[1] != handle]
+            if len(kept) != len(self._heap):
+                heapq.heapify(kept)
+                self._heap = kept
+                self._cond.notify()
 
     def _loop(self) -> None:
         while True:
@@ -168,20 +176,19 @@ class TimerService:
                     if not self._heap:
                         self._cond.wait()
                         continue
-                    deadline, handle, fn = self._heap[0]
-                    wait = deadline - time.monotonic()
+                    # Peek at the deadline only: holding the callback while waiting would keep it alive
+                    # after a cancel.
+                    wait = self._heap[0][0] - time.monotonic()
                     if wait > 0:
                         self._cond.wait(wait)
                         continue
-                    heapq.heappop(self._heap)
-                    if handle in self._cancelled:
-                        self._cancelled.discard(handle)
-                        continue
+                    fn = heapq.heappop(self._heap)[2]
                     break
             try:
                 fn()
             except BaseException:
                 log.exception("uncaught exception in timer callback")
+            del fn
 
 
 _timer: TimerService | None = None

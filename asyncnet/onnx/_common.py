@@ -43,4 +43,5 @@ def onnx_elem_type(dtype: np.dtype[Any]) -> int:
 def numpy_of_onnx(elem_type: int) -> np.dtype[Any]:
     """numpy dtype of an ONNX elem_type."""
     onnx = require_onnx()
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    dt: np.dtype[Any] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    return dt

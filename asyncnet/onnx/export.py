@@ -563,13 +563,13 @@ def export_onnx(
     outputs = list(predict.external_output) or list(predict.op[-1].output)
     graph_outputs = []
     for name in outputs:
-        final = current.get(name)
-        if final is None:
+        last = current.get(name)
+        if last is None:
             raise UnsupportedError(f"net '{predict.name}': external output '{name}' is never produced")
-        if final != name:
-            ctx.node("Identity", [final], [name + "__out"])
-            final = name + "__out"
-        graph_outputs.append(value_info(name, final))
+        if last != name:
+            ctx.node("Identity", [last], [name + "__out"])
+            last = name + "__out"
+        graph_outputs.append(value_info(name, last))
     graph = onnx.helper.make_graph(ctx.nodes, predict.name or "asyncnet", graph_inputs, graph_outputs, initializers)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)], producer_name="asyncnet")
     model.ir_version = min(model.ir_version, 10)

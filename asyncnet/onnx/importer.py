@@ -614,6 +614,12 @@ def _fill_op(name: str, value: np.ndarray) -> pb.OperatorDef:
         np.dtype(np.bool_): "GivenTensorBoolFill", np.dtype(np.int16): "GivenTensorInt16Fill",
     }
     v = np.asarray(value)
+    if v.size >= 64 and v.dtype in CAFFE2_TYPE_OF_NUMPY and v.dtype != np.float16:
+        first = v.reshape(-1)[0]
+        if (v == first).all():
+            # Uniform tensors (ONNX "light" models' ConstantOfShape weights) stay one value, not millions.
+            scalar: Any = float(first) if v.dtype.kind == "f" else int(first)
+            return _op("ConstantFill", [], [name], shape=list(v.shape), value=scalar, dtype=int(CAFFE2_TYPE_OF_NUMPY[v.dtype]))
     kind = kinds.get(v.dtype)
     if kind is None:
         if v.dtype.kind in "iu":
@@ -622,7 +628,7 @@ def _fill_op(name: str, value: np.ndarray) -> pb.OperatorDef:
             kind, v = "GivenTensorFill", v.astype(np.float32)
         else:
             raise UnsupportedError(f"constant '{name}' of dtype {v.dtype} has no Caffe2 fill op")
-    return _op(kind, [], [name], shape=list(v.shape), values=v.reshape(-1).tolist())
+    return _op(kind, [], [name], shape=list(v.shape), values=v.reshape(-1))
 
 
 def _fold(ops: list[pb.OperatorDef], consts: dict[str, np.ndarray]) -> None:

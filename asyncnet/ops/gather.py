@@ -235,3 +235,26 @@ def unique(op: OpInfo) -> Callable[..., Any]:
         return values.astype(a.dtype), inverse.reshape(a.shape).astype(np.int32)
 
     return run
+
+
+@register_op(
+    "FindDuplicateElements",
+    infer=lambda op, ins: [TensorInfo((None,), INT64)],
+    doc="Indices (int64) of the elements of the 1-D input equal to an earlier element.",
+    input_names=("data",),
+    output_names=("indices",),
+)
+def find_duplicate_elements(op: OpInfo) -> Callable[..., Any]:
+    def run(data: Any) -> tuple[np.ndarray]:
+        d = np.asarray(data)
+        if d.ndim != 1:
+            raise ArgumentError(f"{op.label()}: data must be 1-D, got shape {d.shape}")
+        seen: set[Any] = set()
+        dup = []
+        for i, v in enumerate(d.tolist()):
+            if v in seen:
+                dup.append(i)
+            seen.add(v)
+        return (np.asarray(dup, dtype=INT64),)
+
+    return run

@@ -147,3 +147,28 @@ def elementwise_linear_gradient(op: OpInfo) -> Callable[..., Any]:
         )
 
     return run
+
+
+@register_gradient("MatMul", copy_arguments=False)
+def _matmul_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    # Caffe2's table. Each gradient MatMul gets the original operand as a third input: the
+    # shape its result takes (A and B may be N-D, flattened at axis_a / axis_b).
+    g = GradientContext(op, g_out)
+    if len(op.input) != 2:
+        raise GradientError(f"MatMul takes 2 inputs for its gradient, got {len(op.input)}")
+    ta, tb = bool(g.arg("trans_a", 0)), bool(g.arg("trans_b", 0))
+    axis_a, axis_b = int(g.arg("axis_a", 1)), int(g.arg("axis_b", 1))
+    a, b, dy, da, db = g.I(0), g.I(1), g.GO(0), g.GI(0), g.GI(1)
+    defs: list[tuple[list[str], str, dict[str, int]]]
+    if ta and tb:
+        defs = [
+            ([b, dy, a], da, {"trans_a": 1, "trans_b": 1, "axis_a": axis_b}),
+            ([dy, a, b], db, {"trans_a": 1, "trans_b": 1, "axis_b": axis_a}),
+        ]
+    elif ta:
+        defs = [([b, dy, a], da, {"trans_b": 1, "axis_a": axis_b}), ([a, dy, b], db, {"axis_a": axis_a})]
+    elif tb:
+        defs = [([dy, b, a], da, {"axis_b": axis_b}), ([dy, a, b], db, {"trans_a": 1, "axis_b": axis_a})]
+    else:
+        defs = [([dy, b, a], da, {"trans_b": 1, "axis_b": axis_b}), ([a, dy, b], db, {"trans_a": 1, "axis_a": axis_a})]
+    return g.spec([g.op_def("MatMul", ins, [out], args) for ins, out, args in defs])

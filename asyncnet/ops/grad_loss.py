@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.errors import ArgumentError, UnsupportedError
+from asyncnet.errors import ArgumentError
 from asyncnet.gradients import GradientContext, GradientSpec, no_gradient, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, prod
@@ -21,11 +21,17 @@ LOG_THRESHOLD = 1e-20
 no_gradient("Accuracy", "StopGradient", "ArgMax", "ArgMin", "Iter", "LearningRate")
 
 
-@register_gradient("SoftmaxWithLoss")
-def _softmax_with_loss_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    ins = [g.I(0), g.I(1)] + ([g.I(2)] if len(op.input) == 3 else []) + [g.O(0), g.GO(1)]
-    return g.spec([g.op_def("SoftmaxWithLossGradient", ins, [g.GI(0)])])
+def _softmax_with_loss_maker(grad_type: str) -> Callable[[pb.OperatorDef, list[str | None]], GradientSpec]:
+    def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+        g = GradientContext(op, g_out)
+        ins = [g.I(0), g.I(1)] + ([g.I(2)] if len(op.input) == 3 else []) + [g.O(0), g.GO(1)]
+        return g.spec([g.op_def(grad_type, ins, [g.GI(0)])])
+
+    return maker
+
+
+register_gradient("SoftmaxWithLoss")(_softmax_with_loss_maker("SoftmaxWithLossGradient"))
+register_gradient("SpatialSoftmaxWithLoss")(_softmax_with_loss_maker("SpatialSoftmaxWithLossGradient"))
 
 
 def _labels_1d(label: np.ndarray, n: int, d: int) -> np.ndarray:
@@ -39,6 +45,25 @@ def _labels_1d(label: np.ndarray, n: int, d: int) -> np.ndarray:
     return lab.astype(np.int64, copy=False)
 
 
+def spatial_softmax_loss_grad(
+    x: np.ndarray, label: np.ndarray, weights: np.ndarray | None, p: np.ndarray, dl: float, scale: float
+) -> np.ndarray:
+    """dX of the per-pixel softmax loss: (P - onehot) * w / total_w * dL * scale; label -1 pixels get 0."""
+    if x.ndim != 4 or label.shape != (x.shape[0], *x.shape[2:]):
+        raise ArgumentError(f"X must be (N, D, H, W) and label (N, H, W); got {x.shape} and {label.shape}")
+    lab = label.astype(np.int64)
+    care = lab != -1
+    w = np.ones(lab.shape) if weights is None else weights.astype(np.float64).reshape(lab.shape)
+    w = np.where(care, w, 0.0)
+    dx = p.astype(np.float64).copy()
+    onehot = np.arange(x.shape[1]).reshape(1, -1, 1, 1) == np.where(care, lab, -2)[:, None]
+    dx -= onehot
+    dx *= w[:, None]
+    total = float(w.sum())
+    factor = scale * dl / total if total > 0 else 0.0
+    return np.asarray(dx * factor)
+
+
 @register_op(
     "SoftmaxWithLossGradient",
     inputs=(4, 5),
@@ -46,7 +71,7 @@ def _labels_1d(label: np.ndarray, n: int, d: int) -> np.ndarray:
     args=(
         Arg("scale", 1.0, "the forward loss scale"),
         Arg("label_prob", 0, "labels are probability rows"),
-        Arg("spatial", 0, "spatial (per pixel) mode: not supported"),
+        Arg("spatial", 0, "per-pixel mode: X (N, D, H, W), labels (N, H, W), label -1 ignored"),
         Arg("axis", 1, "the forward axis"),
         Arg("order", "NCHW", "the forward order"),
         Arg("only_loss", 0, "the forward only_loss flag"),
@@ -57,17 +82,20 @@ def _labels_1d(label: np.ndarray, n: int, d: int) -> np.ndarray:
     output_names=("dX",),
 )
 def softmax_with_loss_gradient(op: OpInfo) -> Callable[..., Any]:
-    if op.bool_arg("spatial", 0):
-        raise UnsupportedError(f"{op.label()}: spatial SoftmaxWithLoss gradient is not supported")
     scale = op.float_arg("scale")
     label_prob = op.bool_arg("label_prob", 0)
-    axis_arg = op.int_arg("axis")
+    spatial = op.bool_arg("spatial", 0) or op.type == "SpatialSoftmaxWithLossGradient"
+    axis_arg = op.int_arg("axis", 1)
 
     def run(*ins: Any) -> tuple[np.ndarray]:
         x = np.asarray(ins[0])
         label = np.asarray(ins[1])
         weights = np.asarray(ins[2]).reshape(-1) if len(ins) == 5 else None
         p, dl = np.asarray(ins[-2]), np.asarray(ins[-1])
+        dl_value = float(dl.reshape(-1)[0])
+        if spatial:
+            w = None if weights is None else np.asarray(ins[2])
+            return (spatial_softmax_loss_grad(x, label, w, p, dl_value, scale).astype(x.dtype, copy=False),)
         axis = canonical_axis(axis_arg, x.ndim, op)
         n, d = prod(x.shape[:axis]), prod(x.shape[axis:])
         dx = p.reshape(n, d).astype(np.float64)
@@ -80,10 +108,23 @@ def softmax_with_loss_gradient(op: OpInfo) -> Callable[..., Any]:
             total = float(weights.sum())
         else:
             total = float(n)
-        factor = scale * float(dl.reshape(-1)[0]) / total if total > 0 else 0.0
+        factor = scale * dl_value / total if total > 0 else 0.0
         return ((dx * factor).reshape(x.shape).astype(x.dtype, copy=False),)
 
     return run
+
+
+register_op(
+    "SpatialSoftmaxWithLossGradient",
+    inputs=(4, 5),
+    outputs=1,
+    args=(Arg("scale", 1.0, "multiplies the gradient"), Arg("order", "NCHW", "only NCHW")),
+    infer=same_as_input(0),
+    doc="Inputs X (N, D, H, W), label (N, H, W), [weights (N, H, W)], P, d_avg_loss; "
+    "dX = (P - onehot(label)) * w * scale * dL / total_weight, zero where label is -1.",
+    input_names=("X", "label", "weights", "P", "d_avg_loss"),
+    output_names=("dX",),
+)(softmax_with_loss_gradient)
 
 
 @register_gradient("LabelCrossEntropy")

@@ -15,7 +15,9 @@ from asyncnet.schema import Arg, TensorInfo, broadcast_shapes
 
 
 def _matmul_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    a, b = ins
+    a, b = ins[0], ins[1]
+    if len(ins) > 2:
+        return [TensorInfo(ins[2].shape, a.dtype)]
     if a.shape is None or b.shape is None:
         return [TensorInfo((None, None), a.dtype)]
     ax_a = canonical_axis(op.int_arg("axis_a"), len(a.shape), op, "axis_a")
@@ -33,7 +35,7 @@ def _matmul_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
 
 @register_op(
     "MatMul",
-    inputs=2,
+    inputs=(2, 3),
     args=(
         Arg("axis_a", 1, "A is flattened to 2-D at this axis"),
         Arg("axis_b", 1, "B is flattened to 2-D at this axis"),
@@ -41,15 +43,16 @@ def _matmul_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
         Arg("trans_b", 0, "transpose B (after flattening)"),
     ),
     infer=_matmul_infer,
-    doc="Y = A B for 2-D views of A and B (flattened at `axis_a`/`axis_b`, optionally transposed).",
-    input_names=("A", "B"),
+    doc="Y = A B for 2-D views of A and B (flattened at `axis_a`/`axis_b`, optionally transposed); "
+    "with a third input Y takes that input's shape (Caffe2's gradient makers use it).",
+    input_names=("A", "B", "shape_like"),
     output_names=("Y",),
 )
 def matmul(op: OpInfo) -> Callable[..., Any]:
     ax_a_arg, ax_b_arg = op.int_arg("axis_a"), op.int_arg("axis_b")
     ta, tb = op.bool_arg("trans_a"), op.bool_arg("trans_b")
 
-    def run(a: Any, b: Any) -> tuple[np.ndarray]:
+    def run(a: Any, b: Any, like: Any = None) -> tuple[np.ndarray]:
         a, b = np.asarray(a), np.asarray(b)
         ax_a = canonical_axis(ax_a_arg, a.ndim, op, "axis_a")
         ax_b = canonical_axis(ax_b_arg, b.ndim, op, "axis_b")
@@ -63,7 +66,12 @@ def matmul(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(
                 f"{op.label()}: A {a.shape} as {a2.shape} and B {b.shape} as {b2.shape} do not multiply"
             )
-        return (np.matmul(a2, b2).astype(a.dtype, copy=False),)
+        y = np.matmul(a2, b2).astype(a.dtype, copy=False)
+        if like is not None:
+            if y.size != np.size(like):
+                raise ArgumentError(f"{op.label()}: product {y.shape} cannot take the shape {np.shape(like)} of input 2")
+            y = y.reshape(np.shape(like))
+        return (y,)
 
     return run
 

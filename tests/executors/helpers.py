@@ -43,6 +43,7 @@ def _register() -> None:
         allow_inplace=True,
         infer=_identity_infer,
         args=(Arg("ms", 0.0, "sleep (holds the thread)"), Arg("tag", "", "event tag")),
+        doc="Test only: sleeps `ms` holding its thread, records (tag, thread, start, end), passes inputs through.",
     )
     def sleep_op(op: OpInfo) -> Callable[..., Any]:
         delay = op.float_arg("ms") / 1000.0
@@ -66,6 +67,7 @@ def _register() -> None:
         allow_inplace=True,
         infer=_identity_infer,
         args=(Arg("ms", 0.0, "sleep before raising"), Arg("message", "boom", "error text")),
+        doc="Test only: raises ValueError(message) after `ms`.",
     )
     def fail_op(op: OpInfo) -> Callable[..., Any]:
         delay = op.float_arg("ms") / 1000.0
@@ -86,6 +88,7 @@ def _register() -> None:
         infer=_identity_infer,
         is_async=True,
         args=(Arg("ms", 0.0, "delay before failing"), Arg("message", "async boom", "error text")),
+        doc="Test only: async; its future fails with ValueError(message) after `ms`.",
     )
     def async_fail_op(op: OpInfo) -> Callable[..., Any]:
         delay = op.float_arg("ms") / 1000.0
@@ -104,7 +107,14 @@ def _register() -> None:
 
         return run
 
-    @register_op("ExecTestBlasProbe", inputs=(0, -1), outputs=(0, -1), allow_inplace=True, infer=_identity_infer)
+    @register_op(
+        "ExecTestBlasProbe",
+        inputs=(0, -1),
+        outputs=(0, -1),
+        allow_inplace=True,
+        infer=_identity_infer,
+        doc="Test only: records the BLAS thread limit seen while it runs.",
+    )
     def blas_probe(op: OpInfo) -> Callable[..., Any]:
         from threadpoolctl import threadpool_info
 

@@ -125,3 +125,13 @@ def test_lengths_to_ranges_naive(lengths: np.ndarray) -> None:
     for i, n in enumerate(lengths):
         assert list(y[i]) == [offset, n]
         offset += int(n)
+
+
+@SETTINGS
+@given(x=ints(shapes(1, 1, 0, 8), 0, 3))
+def test_find_duplicate_elements_naive(x: np.ndarray) -> None:
+    y = run1("FindDuplicateElements", x)
+    assert y.dtype == np.int64
+    assert y.tolist() == [i for i in range(x.size) if x[i] in x[:i].tolist()]
+    words = np.array([b"a", b"b", b"a"], dtype=object)
+    assert run1("FindDuplicateElements", words).tolist() == [2]

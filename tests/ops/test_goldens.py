@@ -72,9 +72,16 @@ OUT_OF_SCOPE = frozenset(
     }
 )  # fmt: skip
 
-# Outputs that are random by design are checked for shape/dtype only (none of the recorded goldens
-# needs it today: the Dropout golden runs with is_test=1).
-RANDOM_OUTPUTS: dict[str, set[int]] = {}
+
+def random_outputs(op: pb.OperatorDef) -> set[int]:
+    """Outputs that are random by design: only their shape is compared.
+
+    (No recorded golden needs it today: the Dropout golden runs with is_test=1.)
+    """
+    args = {a.name: a for a in op.arg}
+    if op.type == "Dropout" and not ("is_test" in args and args["is_test"].i):
+        return {0, 1}
+    return set()
 
 
 def load_golden(path: Path) -> tuple[pb.OperatorDef, list[Any], list[Any]]:
@@ -136,11 +143,11 @@ def test_golden(path: Path | None) -> None:
     for name, value in zip(op.input, inputs):
         ws.feed(name, value)
     ws.run_operator_once(op)
-    random = RANDOM_OUTPUTS.get(op.type, set())
+    random = random_outputs(op)
     for i, (name, want) in enumerate(zip(op.output, outputs)):
         got = ws.fetch(name)
         if i in random:
-            assert np.shape(got) == np.shape(want)
+            assert np.shape(got) == np.shape(want), f"{path.name} output {i}: shape {np.shape(got)}"
             continue
         assert_matches(f"{path.name} output {i} '{name}'", got, want)
     # Shape inference from the recorded inputs must agree with Caffe2's outputs.
@@ -169,3 +176,14 @@ def test_list_not_runnable_goldens(capsys: pytest.CaptureFixture[str]) -> None:
             print(f"  {t:40s} {z}")
     missing = sorted({t for t in not_runnable.values() if t in IN_SCOPE})
     assert not missing, f"in-scope op types not registered: {missing}"
+
+
+def test_random_outputs_only_for_training_dropout() -> None:
+    from asyncnet.serde import make_argument
+
+    train = pb.OperatorDef(type="Dropout", input=["x"], output=["y", "mask"])
+    assert random_outputs(train) == {0, 1}
+    test_mode = pb.OperatorDef(type="Dropout", input=["x"], output=["y"])
+    test_mode.arg.append(make_argument("is_test", 1))
+    assert random_outputs(test_mode) == set()
+    assert random_outputs(pb.OperatorDef(type="Relu")) == set()

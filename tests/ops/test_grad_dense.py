@@ -70,3 +70,36 @@ def test_elementwise_linear_gradient(axis: int) -> None:
     op = make_op("ElementwiseLinear", ["x", "a", "b"], ["y"], axis=axis)
     res = check_gradient(op, ins, threshold=1e-6, stepsize=1e-6)
     assert res.ok, res.describe()
+
+
+def _matmul_takes_a_shape_input() -> bool:
+    from asyncnet.registry import default_registry
+
+    return default_registry().schema("MatMul").inputs[1] >= 3
+
+
+@pytest.mark.xfail(
+    not _matmul_takes_a_shape_input(),
+    reason="Caffe2's gradient MatMul ops pass a third input (the shape of the result); "
+    "asyncnet/ops/matmul.py must accept it (Y reshaped like input 2)",
+    strict=True,
+)
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_matmul_gradient(trans_a: int, trans_b: int) -> None:
+    rng = np.random.default_rng(trans_a * 2 + trans_b)
+    a = rng.normal(size=(4, 3) if trans_a else (3, 4))
+    b = rng.normal(size=(5, 4) if trans_b else (4, 5))
+    op = make_op("MatMul", ["a", "b"], ["y"], trans_a=trans_a, trans_b=trans_b)
+    res = check_gradient(op, {"a": a, "b": b}, threshold=1e-6, stepsize=1e-6)
+    assert res.ok, res.describe()
+
+
+def test_matmul_gradient_defs_follow_caffe2() -> None:
+    op = make_op("MatMul", ["a", "b"], ["y"], trans_a=1, axis_b=2)
+    spec = gradient_for_op(op, ["y_grad"])
+    got = [(g.type, list(g.input), list(g.output), sorted(a.name for a in g.arg)) for g in spec.ops]
+    assert got == [
+        ("MatMul", ["b", "y_grad", "a"], ["a_grad"], ["axis_a", "trans_b"]),
+        ("MatMul", ["a", "y_grad", "b"], ["b_grad"], ["axis_a"]),
+    ]

@@ -97,3 +97,32 @@ def test_weighted_sigmoid_cross_entropy_with_logits_gradient() -> None:
     op = make_op("WeightedSigmoidCrossEntropyWithLogits", ["x", "t", "w"], ["loss"])
     res = check_gradient(op, ins, check=[0], **F32)
     assert res.ok, res.describe()
+
+
+@pytest.mark.parametrize(
+    "op_type,args", [("SpatialSoftmaxWithLoss", {}), ("SoftmaxWithLoss", {"spatial": 1, "scale": 1.5})]
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_spatial_softmax_with_loss_gradient(op_type: str, args: dict[str, float], weighted: bool) -> None:
+    rng = np.random.default_rng(int(weighted))
+    ins = {
+        "x": rng.normal(size=(2, 3, 2, 3)).astype(np.float32),
+        "l": rng.integers(-1, 3, size=(2, 2, 3)).astype(np.int32),  # -1 pixels are ignored
+        "w": rng.uniform(0.5, 2.0, size=(2, 2, 3)).astype(np.float32),
+    }
+    names = ["x", "l", "w"] if weighted else ["x", "l"]
+    op = make_op(op_type, names, ["p", "loss"], **args)
+    res = check_gradient(op, {k: ins[k] for k in names}, check=[0], outputs_with_grad=[1], **F32)
+    assert res.ok, res.describe()
+    assert np.all(res.analytic["x"].transpose(0, 2, 3, 1)[ins["l"] == -1] == 0)
+
+
+def test_spatial_softmax_with_loss_scale_only_scales_the_gradient() -> None:
+    # Caffe2's SpatialSoftmaxWithLoss ignores `scale` in the forward pass and applies it in the gradient.
+    x = np.random.default_rng(0).normal(size=(1, 2, 2, 2)).astype(np.float32)
+    lab = np.array([[[0, 1], [1, 0]]], np.int32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    (g1,) = run_op("SpatialSoftmaxWithLossGradient", [x, lab, p, np.float32(1.0)])
+    (g3,) = run_op("SpatialSoftmaxWithLossGradient", [x, lab, p, np.float32(1.0)], scale=3.0)
+    np.testing.assert_allclose(g3, 3 * g1, rtol=1e-6)

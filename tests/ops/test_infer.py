@@ -109,6 +109,7 @@ OPS: list[tuple[str, int, int, dict[str, Any]]] = [
     ("NegateGradient", 1, 1, {}),
     ("LengthsTopK", 2, 2, {"k": 2}),
     ("FlexibleTopK", 2, 2, {}),
+    ("FindDuplicateElements", 1, 1, {}),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import importlib.util
 import sys
 import weakref
@@ -33,7 +34,7 @@ def _bench() -> ModuleType:
 def test_two_thousand_runs_without_hang_leak_or_lost_failure(no_thread_leak: None) -> None:
     bench = _bench()
     # Hangs are caught by the pytest timeout here; a per-run timeout would keep timer
-    # entries alive (see the xfail below) and blur the memory measurement.
+    # entries alive and blur the memory measurement.
     report = bench.stress(2000, seed=0, hard_timeout=None)
     assert not report.violations, report.violations[:10]
     assert report.runs == 2000
@@ -42,7 +43,10 @@ def test_two_thousand_runs_without_hang_leak_or_lost_failure(no_thread_leak: Non
     assert report.ok_runs > 500
     assert report.cancelled_runs > 10
     assert report.late_cancels > 10  # cancels between runs happened and did not leak into the next run
-    assert max(report.threads) == min(report.threads), report.threads
+    # Shared pools grow lazily at first; after that the live thread count must not creep up,
+    # including after nets with private pools are closed.
+    quarter = len(report.threads) // 4
+    assert max(report.threads[quarter:]) <= max(report.threads[:quarter]) <= 16, report.threads
     assert report.rss[-1] - report.rss[0] < 4 * 2**20, [r / 2**20 for r in report.rss]
 
 
@@ -58,11 +62,6 @@ def _failing_net() -> tuple[Net, Workspace]:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncnet/executors/pools.py TimerService.cancel only marks an entry cancelled: the timeout "
-    "callback, and the run state and errors it closes over, stay alive until the deadline passes",
-)
 def test_finished_runs_with_a_timeout_release_their_state() -> None:
     net, _ = _failing_net()
     refs = []
@@ -72,6 +71,12 @@ def test_finished_runs_with_a_timeout_release_their_state() -> None:
                 net.run(timeout=600)
             except OperatorError as e:
                 refs.append(weakref.ref(e))
-    gc.collect()
-    alive = sum(r() is not None for r in refs)
+    # Workers drop their last task just after the run returns: allow them a moment.
+    deadline = time.monotonic() + 5.0
+    while True:
+        gc.collect()
+        alive = sum(r() is not None for r in refs)
+        if alive == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert alive == 0, f"{alive} of {len(refs)} run errors are still referenced after the runs ended"
