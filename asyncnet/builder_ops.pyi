@@ -217,6 +217,29 @@ class OpNamespace:
         """
         ...
 
+    def AffineChannelGradient(
+        self,
+        dY: BlobLike,
+        scale: BlobLike,
+        X: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        order: str = ...,
+        is_learnable: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of AffineChannel: inputs dY, scale, [X]; dX = dY * scale per channel; with X also dscale = sum(dY * X) and dbias = sum(dY) per channel.
+
+        Args:
+            order: storage order
+            is_learnable: also output dscale, dbias (needs X)
+        """
+        ...
+
     def Alias(
         self,
         in0: BlobLike,
@@ -1054,6 +1077,39 @@ class OpNamespace:
         """float BGR [N, 3, H, W] -> uint8 BGRA [N, H, W, 4]: add the per-channel mean (input 1), clamp to [0, 255], truncate; alpha is 255."""
         ...
 
+    def BatchBucketOneHot(
+        self,
+        X: BlobLike,
+        LENS: BlobLike,
+        BOUNDARIES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32."""
+        ...
+
+    def BatchBucketize(
+        self,
+        FEATURE: BlobLike,
+        INDICES: BlobLike,
+        BOUNDARIES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """For the columns INDICES of FEATURE (N, F), the bucket (number of boundaries below the value) within that column's boundaries (segments of BOUNDARIES cut by LENGTHS): O (N, len(INDICES)) int32."""
+        ...
+
     def BatchGather(
         self,
         DATA: BlobLike,
@@ -1119,6 +1175,61 @@ class OpNamespace:
         Args:
             order: where the channel dim is
         """
+        ...
+
+    def BatchOneHot(
+        self,
+        X: BlobLike,
+        LENS: BlobLike,
+        VALS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """One-hot encode each column j of X (N, D) against its value list (segment j of VALS, cut by LENS): Y (N, sum(LENS)) holds 1 where X[i, j] equals the value."""
+        ...
+
+    def BatchSparseToDense(
+        self,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        VALUES: BlobLike,
+        SHAPE: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        dense_last_dim: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Scatter the sparse rows (LENGTHS, INDICES, VALUES) into a dense (N, D) tensor filled with `default_value`; D is `dense_last_dim` or dim 1 of the optional input 3.
+
+        Args:
+            dense_last_dim: width of the dense rows (or give input 3, whose dim 1 is used)
+            default_value: value of the positions no index names
+        """
+        ...
+
+    def BernoulliJSD(
+        self,
+        X: BlobLike,
+        T: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Jensen-Shannon divergence between Bernoulli distributions with probabilities p and q, elementwise."""
         ...
 
     def BitwiseAnd(
@@ -1214,6 +1325,18 @@ class OpNamespace:
         """The rows of `data` where the 1-D bool `mask` is true; optional output 1 gives their indices (int64)."""
         ...
 
+    def BooleanUnmask(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Merge (mask_k, values_k) pairs: output[i] = values_k[j] where i is the j-th true position of mask_k; the masks must cover every position exactly once."""
+        ...
+
     def BoxWithNMSLimit(
         self,
         scores: BlobLike,
@@ -1292,6 +1415,21 @@ class OpNamespace:
         """Y = cube root of X."""
         ...
 
+    def CbrtGradient(
+        self,
+        dY: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Cbrt: dX = dY / (3 * Y^2)."""
+        ...
+
     def Ceil(
         self,
         X: BlobLike,
@@ -1324,6 +1462,27 @@ class OpNamespace:
         Args:
             group: channels are viewed as [group, C/group] and transposed
             order: storage order: NCHW (channels first) or NHWC (channels last)
+        """
+        ...
+
+    def ChannelShuffleGradient(
+        self,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        group: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of ChannelShuffle: the inverse permutation of the channels (C/group groups of group).
+
+        Args:
+            group: the forward group
+            order: storage order
         """
         ...
 
@@ -1451,6 +1610,22 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """For X of shape (batch, M, N): the maximum of each column, shape (batch, N)."""
+        ...
+
+    def ColwiseMaxGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of ColwiseMax: inputs X, Y, dY; positions equal to their column maximum get dY."""
         ...
 
     def Concat(
@@ -2494,6 +2669,21 @@ class OpNamespace:
         """Y = X * X * X."""
         ...
 
+    def CubeGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Cube: dX = 3 * dY * X^2."""
+        ...
+
     def DBExists(
         self,
         *,
@@ -2582,6 +2772,22 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Row-wise dot product of X and Y of one shape (N, ...): output (N,). 1-D inputs multiply elementwise."""
+        ...
+
+    def DotProductGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dDot: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of the row-wise DotProduct: inputs X, Y, dDot (N,); dX = dDot * Y, dY = dDot * X per row."""
         ...
 
     def Dropout(
@@ -2674,6 +2880,27 @@ class OpNamespace:
         """
         ...
 
+    def ElementwiseLinearGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        a: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of ElementwiseLinear: inputs dY, X, a; outputs dX = dY * a, da = column sums of dY * X, db = column sums of dY (X viewed as (N, D) at `axis`).
+
+        Args:
+            axis: the forward axis
+        """
+        ...
+
     def Elu(
         self,
         in0: BlobLike,
@@ -2755,6 +2982,21 @@ class OpNamespace:
         """Y = erf(X), the Gauss error function."""
         ...
 
+    def ErfGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Erf: dX = dY * 2 / sqrt(pi) * exp(-X^2)."""
+        ...
+
     def Exp(
         self,
         X: BlobLike,
@@ -2801,6 +3043,21 @@ class OpNamespace:
         Args:
             dims: positions (in the output) of the new size-1 dims
         """
+        ...
+
+    def ExpandGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Expand: inputs dY, X; dY summed over the broadcast dims back to X's shape."""
         ...
 
     def FC(
@@ -2898,6 +3155,20 @@ class OpNamespace:
         """
         ...
 
+    def FindDuplicateElements(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Indices (int64) of the elements of the 1-D input equal to an earlier element."""
+        ...
+
     def Flatten(
         self,
         in0: BlobLike,
@@ -2929,6 +3200,21 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Flatten X to 1-D."""
+        ...
+
+    def FlexibleTopK(
+        self,
+        X: BlobLike,
+        K: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
         ...
 
     def Floor(
@@ -3019,6 +3305,21 @@ class OpNamespace:
             match_outer: INDICES share DATA's dims before `axis` (one index set per outer position)
             wrap_indices: negative indices count from the end (default: on for axis 0 only)
         """
+        ...
+
+    def GatherRanges(
+        self,
+        DATA: BlobLike,
+        RANGES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For RANGES (N, M, 2) of (start, length) pairs into the 1-D DATA: output 0 concatenates every range, output 1 gives each example's total length (int32)."""
         ...
 
     def GaussianFill(
@@ -3371,6 +3672,34 @@ class OpNamespace:
         """
         ...
 
+    def GroupNormGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        gamma: BlobLike,
+        beta: BlobLike,
+        mean: BlobLike = ...,
+        inv_std: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        group: int = ...,
+        epsilon: float = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of GroupNorm: inputs dY, X, gamma, beta, [mean, inv_std]; outputs dX, dgamma, dbeta (the statistics are recomputed from X).
+
+        Args:
+            group: the forward group
+            epsilon: the forward epsilon
+            order: storage order
+        """
+        ...
+
     def HardSigmoid(
         self,
         in0: BlobLike,
@@ -3389,6 +3718,28 @@ class OpNamespace:
         Args:
             alpha: slope
             beta: offset
+        """
+        ...
+
+    def HardSigmoidGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        alpha: Any = ...,
+        beta: Any = ...,
+    ) -> Blob:
+        """Gradient of HardSigmoid: dX = dY * alpha where 0 < Y < 1.
+
+        Args:
+            alpha: the forward alpha (default: the forward op's)
+            beta: the forward beta (default: the forward op's)
         """
         ...
 
@@ -3431,6 +3782,32 @@ class OpNamespace:
         Args:
             epsilon: added to the variance
             order: storage order: NCHW (channels first) or NHWC (channels last)
+        """
+        ...
+
+    def InstanceNormGradient(
+        self,
+        X: BlobLike,
+        scale: BlobLike,
+        bias: BlobLike,
+        dY: BlobLike,
+        mean: BlobLike = ...,
+        inv_stdev: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of InstanceNorm: inputs X, scale, bias, dY, [mean, inv_stdev]; outputs dX, dscale, dbias (the statistics are recomputed from X).
+
+        Args:
+            epsilon: the forward epsilon
+            order: storage order
         """
         ...
 
@@ -4217,6 +4594,35 @@ class OpNamespace:
         """
         ...
 
+    def LRNGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        size: int = ...,
+        alpha: float = ...,
+        beta: float = ...,
+        bias: float = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of LRN: inputs X, Y, dY; dX = dY * scale^-beta - 2 alpha beta / size * X * (sum over the windows containing the channel of dY * Y / scale); scale is recomputed from X.
+
+        Args:
+            size: the forward size
+            alpha: the forward alpha
+            beta: the forward beta
+            bias: the forward bias
+            order: storage order
+        """
+        ...
+
     def LT(
         self,
         A: BlobLike,
@@ -4296,6 +4702,34 @@ class OpNamespace:
             axis: dims from `axis` on are normalized together
             epsilon: added to the variance
             elementwise_affine: 1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])
+        """
+        ...
+
+    def LayerNormGradient(
+        self,
+        dY: BlobLike,
+        Y: BlobLike,
+        mean: BlobLike,
+        std: BlobLike,
+        X: BlobLike,
+        gamma: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        epsilon: float = ...,
+        elementwise_affine: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LayerNorm: inputs dY, Y, mean, std, X, [gamma]; outputs dX, [dgamma, dbeta].
+
+        Args:
+            axis: the forward axis
+            epsilon: the forward epsilon (std already includes it)
+            elementwise_affine: the forward op scaled by gamma: input 5 is gamma, outputs dgamma, dbeta
         """
         ...
 
@@ -4433,6 +4867,26 @@ class OpNamespace:
         """Concatenate range(lengths[i]) for every i (int32)."""
         ...
 
+    def LengthsSplit(
+        self,
+        LENGTHS: BlobLike,
+        n_split_: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        n_split: int = ...,
+    ) -> Blob:
+        """Split every length into n_split near-equal parts, the first ones one larger when it does not divide (int32, n_split values per length).
+
+        Args:
+            n_split: number of pieces per length (or give input 1)
+        """
+        ...
+
     def LengthsTile(
         self,
         DATA: BlobLike,
@@ -4460,6 +4914,26 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """For segment lengths (N,) the (offset, length) pair of each segment, shape (N, 2) int32."""
+        ...
+
+    def LengthsTopK(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        k: int = ...,
+    ) -> tuple[Blob, ...]:
+        """The k largest values of every segment of the 1-D DATA (cut by LENGTHS), in descending order (ties: lower index first), and their positions within the segment (int32); short segments are padded with value 0 and index -1.
+
+        Args:
+            k: number of values kept per segment
+        """
         ...
 
     def Load(
@@ -4529,6 +5003,21 @@ class OpNamespace:
         """Y = log(1 + X)."""
         ...
 
+    def Log1pGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Log1p: dX = dY / (1 + X)."""
+        ...
+
     def MSRAFill(
         self,
         in0: BlobLike = ...,
@@ -4579,6 +5068,7 @@ class OpNamespace:
         self,
         A: BlobLike,
         B: BlobLike,
+        shape_like: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -4591,7 +5081,7 @@ class OpNamespace:
         trans_a: int = ...,
         trans_b: int = ...,
     ) -> Blob:
-        """Y = A B for 2-D views of A and B (flattened at `axis_a`/`axis_b`, optionally transposed).
+        """Y = A B for 2-D views of A and B (flattened at `axis_a`/`axis_b`, optionally transposed); with a third input Y takes that input's shape (Caffe2's gradient makers use it).
 
         Args:
             axis_a: A is flattened to 2-D at this axis
@@ -5374,6 +5864,20 @@ class OpNamespace:
         """Y = X; fails when X holds a NaN or an infinity (the further inputs are only named in the error)."""
         ...
 
+    def NegateGradient(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = X in the forward pass; its gradient is the negated output gradient (gradient reversal)."""
+        ...
+
     def Negative(
         self,
         X: BlobLike,
@@ -5475,6 +5979,52 @@ class OpNamespace:
 
         Args:
             order: storage order: NCHW (channels first) or NHWC (channels last)
+        """
+        ...
+
+    def PReluGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        X: BlobLike,
+        Slope: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of PRelu: inputs Y, dY, X, slope; dX = dY where X > 0 else slope * dY; dslope sums dY * X over the positions where X <= 0 (per channel, or all for a shared slope).
+
+        Args:
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+        """
+        ...
+
+    def PackSegments(
+        self,
+        lengths: BlobLike,
+        tensor: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_length: int = ...,
+        pad_minf: int = ...,
+        return_presence_mask: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Pack the segments of DATA (cut by LENGTHS) into (N, max_length, ...), padding with 0 (or -inf); optional output 1 marks the real rows.
+
+        Args:
+            max_length: pad every segment to this many rows (default: the longest segment)
+            pad_minf: pad with -inf instead of 0
+            return_presence_mask: also output a bool mask of the real rows
         """
         ...
 
@@ -5610,6 +6160,21 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = 1 / X."""
+        ...
+
+    def ReciprocalGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Reciprocal: dX = -dY * Y^2."""
         ...
 
     def ReduceBackMax(
@@ -5961,6 +6526,29 @@ class OpNamespace:
         """
         ...
 
+    def ReduceL1Gradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axes: Sequence[Any] = ...,
+        keepdims: int = ...,
+    ) -> Blob:
+        """Gradient of ReduceL1: inputs dY, X, Y; dX = dY * sign(X).
+
+        Args:
+            axes: the forward axes
+            keepdims: the forward keepdims
+        """
+        ...
+
     def ReduceL2(
         self,
         data: BlobLike,
@@ -5979,6 +6567,29 @@ class OpNamespace:
         Args:
             axes: axes to reduce (default: all)
             keepdims: keep reduced axes as dims of size 1
+        """
+        ...
+
+    def ReduceL2Gradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axes: Sequence[Any] = ...,
+        keepdims: int = ...,
+    ) -> Blob:
+        """Gradient of ReduceL2: inputs dY, X, Y; dX = dY * X / Y.
+
+        Args:
+            axes: the forward axes
+            keepdims: the forward keepdims
         """
         ...
 
@@ -6226,6 +6837,21 @@ class OpNamespace:
         """
         ...
 
+    def RemoveDataBlocks(
+        self,
+        data: BlobLike,
+        indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Drop the rows (outer blocks) of DATA listed in INDICES (repeats count once)."""
+        ...
+
     def Reshape(
         self,
         data: BlobLike,
@@ -6285,6 +6911,46 @@ class OpNamespace:
         """
         ...
 
+    def ResizeNearestGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        scales: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        width_scale: float = ...,
+        height_scale: float = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of ResizeNearest: inputs dY, X, [scales]; every output pixel's dY is added to the pixel it copied.
+
+        Args:
+            width_scale: output width = floor(input width * width_scale)
+            height_scale: output height = floor(input height * height_scale)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+        """
+        ...
+
+    def ReversePackedSegs(
+        self,
+        data: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """For DATA (T, N, ...) and LENGTHS (N,): reverse the first lengths[n] steps of every sequence n."""
+        ...
+
     def RoIAlign(
         self,
         X: BlobLike,
@@ -6329,6 +6995,22 @@ class OpNamespace:
         """For X of shape (batch, M, N): the maximum of each row, shape (batch, M)."""
         ...
 
+    def RowwiseMaxGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of RowwiseMax: inputs X, Y, dY; positions equal to their row maximum get dY."""
+        ...
+
     def Rsqrt(
         self,
         X: BlobLike,
@@ -6341,6 +7023,21 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = 1 / sqrt(X)."""
+        ...
+
+    def RsqrtGradient(
+        self,
+        dY: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Rsqrt: dX = -dY * Y^3 / 2."""
         ...
 
     def Save(
@@ -6389,6 +7086,50 @@ class OpNamespace:
         """
         ...
 
+    def ScatterAssign(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SLICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """DATA[INDICES[i]] = SLICES[i] for every i (rows of DATA, updated in place)."""
+        ...
+
+    def ScatterWeightedSum(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """For every i: DATA[INDICES[i]] = DATA[INDICES[i]] * WEIGHT_0 + sum_k SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place, repeated indices apply repeatedly)."""
+        ...
+
+    def SegmentOneHot(
+        self,
+        lengths: BlobLike,
+        indices: BlobLike,
+        index_size_tensor: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Row i (float32, width index_size) has a 1 at every index of segment i of INDICES (cut by LENGTHS)."""
+        ...
+
     def Selu(
         self,
         in0: BlobLike,
@@ -6407,6 +7148,28 @@ class OpNamespace:
         Args:
             alpha: scale of the negative part
             scale: overall scale
+        """
+        ...
+
+    def SeluGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        alpha: Any = ...,
+        scale: Any = ...,
+    ) -> Blob:
+        """Gradient of Selu: dX = dY * scale where Y > 0, else dY * (Y + alpha * scale).
+
+        Args:
+            alpha: the forward alpha (default: the forward op's)
+            scale: the forward scale (default: the forward op's)
         """
         ...
 
@@ -6462,6 +7225,29 @@ class OpNamespace:
         Args:
             log_D_trick: use the log-D trick (GAN generator loss)
             unjoined_lr_loss: unjoined logistic-regression loss
+        """
+        ...
+
+    def SigmoidCrossEntropyWithLogitsGradient(
+        self,
+        dLoss: BlobLike,
+        logits: BlobLike,
+        targets: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        log_D_trick: int = ...,
+        unjoined_lr_loss: int = ...,
+    ) -> Blob:
+        """Inputs dLoss, logits, targets; dX = dLoss * (sigmoid(X) - targets) / D (D = the last dim), or the log-D-trick / unjoined variants.
+
+        Args:
+            log_D_trick: the forward log_D_trick
+            unjoined_lr_loss: the forward flag
         """
         ...
 
@@ -6550,6 +7336,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Sinh: dX = dY * cosh(X)."""
+        ...
+
+    def SinusoidPositionEncoding(
+        self,
+        positions: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        embedding_size: int = ...,
+        alpha: float = ...,
+        amplitude: float = ...,
+    ) -> Blob:
+        """For 2-D positions (M, K): output (M, K, embedding_size) with amplitude * sin(pos / alpha^(i / E)) at even i and amplitude * cos(...) at odd i.
+
+        Args:
+            embedding_size: number of encoding dims
+            alpha: timescale base
+            amplitude: output scale
+        """
         ...
 
     def Size(
@@ -6738,7 +7547,7 @@ class OpNamespace:
         Args:
             scale: the forward loss scale
             label_prob: labels are probability rows
-            spatial: spatial (per pixel) mode: not supported
+            spatial: per-pixel mode: X (N, D, H, W), labels (N, H, W), label -1 ignored
             axis: the forward axis
             order: the forward order
             only_loss: the forward only_loss flag
@@ -6759,6 +7568,21 @@ class OpNamespace:
         """Y = log(1 + exp(X))."""
         ...
 
+    def SoftplusGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Softplus: dX = dY * (1 - exp(-Y))."""
+        ...
+
     def Softsign(
         self,
         in0: BlobLike,
@@ -6771,6 +7595,21 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = X / (1 + |X|)."""
+        ...
+
+    def SoftsignGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
         ...
 
     def SpatialBN(
@@ -6859,6 +7698,31 @@ class OpNamespace:
         Args:
             scale: accepted for compatibility: Caffe2 applies it only in the gradient
             order: only NCHW is supported
+        """
+        ...
+
+    def SpatialSoftmaxWithLossGradient(
+        self,
+        X: BlobLike,
+        label: BlobLike,
+        weights: BlobLike,
+        P: BlobLike,
+        d_avg_loss: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        scale: float = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Inputs X (N, D, H, W), label (N, H, W), [weights (N, H, W)], P, d_avg_loss; dX = (P - onehot(label)) * w * scale * dL / total_weight, zero where label is -1.
+
+        Args:
+            scale: multiplies the gradient
+            order: only NCHW
         """
         ...
 
@@ -7166,6 +8030,22 @@ class OpNamespace:
         """Y = X * sigmoid(X)."""
         ...
 
+    def SwishGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Swish: dX = dY * (Y + sigmoid(X) * (1 - Y))."""
+        ...
+
     def Tan(
         self,
         X: BlobLike,
@@ -7243,6 +8123,26 @@ class OpNamespace:
         """
         ...
 
+    def ThresholdedReluGradient(
+        self,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        alpha: Any = ...,
+    ) -> Blob:
+        """Gradient of ThresholdedRelu: dX = dY where Y > 0.
+
+        Args:
+            alpha: the forward alpha (default: the forward op's)
+        """
+        ...
+
     def Tile(
         self,
         data: BlobLike,
@@ -7263,6 +8163,29 @@ class OpNamespace:
         Args:
             tiles: number of copies
             axis: axis along which to repeat
+        """
+        ...
+
+    def TileGradient(
+        self,
+        dY: BlobLike,
+        tiles_: BlobLike = ...,
+        axis_: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        tiles: int = ...,
+        axis: int = ...,
+    ) -> Blob:
+        """Gradient of Tile: inputs dY, [tiles, axis]; the `tiles` copies along `axis` are summed.
+
+        Args:
+            tiles: the forward tiles
+            axis: the forward axis
         """
         ...
 
@@ -7349,6 +8272,26 @@ class OpNamespace:
         """The distinct values of the 1-D input (sorted); optional output 1 maps each input element to its value's position in output 0 (int32)."""
         ...
 
+    def UnpackSegments(
+        self,
+        lengths: BlobLike,
+        tensor: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_length: int = ...,
+    ) -> Blob:
+        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment.
+
+        Args:
+            max_length: the padded length used when packing (informational)
+        """
+        ...
+
     def UpsampleBilinear(
         self,
         X: BlobLike,
@@ -7371,6 +8314,29 @@ class OpNamespace:
         """
         ...
 
+    def UpsampleBilinearGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        scales: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        width_scale: float = ...,
+        height_scale: float = ...,
+    ) -> Blob:
+        """Gradient of UpsampleBilinear (NCHW): inputs dY, X, [scales]; every output pixel's dY goes back to its four source pixels with the forward weights.
+
+        Args:
+            width_scale: output width = floor(input width * width_scale)
+            height_scale: output height = floor(input height * height_scale)
+        """
+        ...
+
     def WeightedSigmoidCrossEntropyWithLogits(
         self,
         logits: BlobLike,
@@ -7385,6 +8351,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """SigmoidCrossEntropyWithLogits with a weight per element (input 2, the shape of the logits)."""
+        ...
+
+    def WeightedSigmoidCrossEntropyWithLogitsGradient(
+        self,
+        dLoss: BlobLike,
+        logits: BlobLike,
+        targets: BlobLike,
+        weights: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Inputs dLoss, logits, targets, weights; dX = dLoss * weights * (sigmoid(X) - targets) / D."""
         ...
 
     def WeightedSum(

@@ -21,7 +21,14 @@ from google.protobuf.message import Message
 
 from asyncnet.errors import ParseError, UnsupportedError
 from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.serde import arguments_to_dict, atomic_write_bytes, make_argument, parse_message, serialize_message
+from asyncnet.serde import (
+    arguments_to_dict,
+    atomic_write_bytes,
+    make_argument,
+    parse_message,
+    read_file_bytes,
+    serialize_message,
+)
 
 MESSAGE_TYPES: dict[str, type[Message]] = {"net": pb.NetDef, "plan": pb.PlanDef, "tensors": pb.TensorProtos}
 FORMATS = ("pb", "pbtxt", "json")
@@ -93,12 +100,7 @@ def read_any(path: str | os.PathLike[str], kind: str | None = None) -> Message:
         ParseError: unreadable, or not any of the candidate types.
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ParseError(f"{p}: no such file", source=str(p)) from None
-    except IsADirectoryError:
-        raise ParseError(f"{p}: is a directory, expected a protobuf file", source=str(p)) from None
+    data = read_file_bytes(p, "a protobuf file")
     if kind is not None and kind not in MESSAGE_TYPES:
         raise UnsupportedError(f"--type must be one of {', '.join(MESSAGE_TYPES)}, got '{kind}'")
     candidates = [MESSAGE_TYPES[kind]] if kind else list(MESSAGE_TYPES.values())

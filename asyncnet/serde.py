@@ -472,18 +472,23 @@ def parse_message(data: bytes, cls: type[M], *, source: str = "<bytes>", text: b
     return msg
 
 
-def read_message(path: str | os.PathLike[str], cls: type[M]) -> M:
-    """Read a binary or text protobuf file as ``cls``."""
+def read_file_bytes(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a user file; missing files, folders and I/O errors become ParseError."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         raise ParseError(f"{p}: no such file", source=str(p)) from None
     except IsADirectoryError:
-        raise ParseError(f"{p}: is a directory, expected a {_message_name(cls)} file", source=str(p)) from None
+        raise ParseError(f"{p}: is a directory, expected {what}", source=str(p)) from None
     except OSError as e:
         raise ParseError(f"{p}: cannot read: {e.strerror}", source=str(p)) from e
-    return parse_message(data, cls, source=str(p))
+
+
+def read_message(path: str | os.PathLike[str], cls: type[M]) -> M:
+    """Read a binary or text protobuf file as ``cls``."""
+    data = read_file_bytes(path, f"a {_message_name(cls)} file")
+    return parse_message(data, cls, source=str(Path(path)))
 
 
 def is_text_path(path: str | os.PathLike[str]) -> bool:
@@ -560,5 +565,3 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 def read_blob(path: str | os.PathLike[str]) -> pb.BlobProto:
     """Read a BlobProto file."""
     return read_message(path, pb.BlobProto)
-
-

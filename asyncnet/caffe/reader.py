@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from asyncnet.errors import ParseError, UnsupportedError
 from asyncnet.proto import caffe_pb2 as cpb
+from asyncnet.serde import read_file_bytes
 
 # V1 enum name -> today's layer type string (Caffe's own UpgradeV1LayerType table).
 V1_TYPES: dict[str, str] = {
@@ -194,12 +195,7 @@ def parse_prototxt(text: str, source: str = "<prototxt>") -> CaffeNet:
 def read_prototxt(path: str | os.PathLike[str]) -> CaffeNet:
     """Read a Caffe net definition file (``deploy.prototxt``, ``train_val.prototxt``)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ParseError(f"{p}: no such file", source=str(p)) from None
-    except IsADirectoryError:
-        raise ParseError(f"{p}: is a directory, expected a Caffe prototxt", source=str(p)) from None
+    data = read_file_bytes(p, "a Caffe prototxt")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -212,12 +208,7 @@ def read_prototxt(path: str | os.PathLike[str]) -> CaffeNet:
 def read_caffemodel(path: str | os.PathLike[str]) -> cpb.NetParameter:
     """Read trained weights: a binary NetParameter (``.caffemodel``), V1 or V2 layers."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ParseError(f"{p}: no such file", source=str(p)) from None
-    except IsADirectoryError:
-        raise ParseError(f"{p}: is a directory, expected a .caffemodel", source=str(p)) from None
+    data = read_file_bytes(p, "a .caffemodel")
     net = cpb.NetParameter()
     try:
         net.ParseFromString(data)

@@ -130,6 +130,25 @@ class NetSetup:
             fill_workspace(self.net_def, workspace, self.data_shapes, params=random_init, seed=seed)
 
 
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say what a net runs on (shared by `run` and `bench`)."""
+    p.add_argument("--init", metavar="INIT_NET", help="net run once before NET (parameters)")
+    p.add_argument("--inputs", metavar="IN.npz", help="arrays to feed, keyed by blob name")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="feed seeded random float32 data of this shape to input NAME (repeatable)",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="fill every other unfed input (parameters) with seeded random values shaped by shape inference",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for --input-shape/--random-init (default 0)")
+
+
 def read_net_setup(
     net_path: str, init_path: str | None, inputs_path: str | None, shape_specs: Iterable[str]
 ) -> NetSetup:

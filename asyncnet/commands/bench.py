@@ -16,7 +16,7 @@ from asyncnet.benchmark import (
     profile_net,
     progress_bar,
 )
-from asyncnet.commands._common import read_net_setup
+from asyncnet.commands._common import add_input_arguments, read_net_setup
 from asyncnet.errors import ArgumentError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.serde import atomic_write_bytes
@@ -31,21 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "separate profiled pass for the per-op-type table. Inputs come as in 'asyncnet run'.",
     )
     p.add_argument("net", help="NetDef to benchmark (.pb or .pbtxt)")
-    p.add_argument("--init", metavar="INIT_NET", help="net run once before NET (parameters)")
-    p.add_argument("--inputs", metavar="IN.npz", help="arrays to feed, keyed by blob name")
-    p.add_argument(
-        "--input-shape",
-        action="append",
-        default=[],
-        metavar="NAME=D0,D1,...",
-        help="feed seeded random float32 data of this shape to input NAME (repeatable)",
-    )
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="fill every other unfed input (parameters) with seeded random values shaped by shape inference",
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for --input-shape/--random-init (default 0)")
+    add_input_arguments(p)
     p.add_argument(
         "--executor",
         action="append",

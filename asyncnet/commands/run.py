@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from asyncnet.commands._common import describe_array, read_net_setup, save_npz
+from asyncnet.commands._common import add_input_arguments, describe_array, read_net_setup, save_npz
 from asyncnet.errors import NetDefinitionError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.profiling import profile_report
@@ -16,26 +16,12 @@ from asyncnet.workspace import Workspace
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a net and write its outputs to .npz")
     p.add_argument("net", help="NetDef to run (.pb or .pbtxt)")
-    p.add_argument("--init", metavar="INIT_NET", help="net run once before NET (parameters)")
-    p.add_argument("--inputs", metavar="IN.npz", help="arrays to feed, keyed by blob name")
+    add_input_arguments(p)
     p.add_argument("--outputs", metavar="OUT.npz", help="write the fetched blobs here")
     p.add_argument("--fetch", nargs="+", metavar="BLOB", help="blobs to fetch (default: external outputs)")
     p.add_argument("--executor", metavar="NAME", help=f"override NetDef.type ({', '.join(executor_names())})")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run NET N times (default 1)")
-    p.add_argument(
-        "--input-shape",
-        action="append",
-        default=[],
-        metavar="NAME=D0,D1,...",
-        help="feed seeded random float32 data of this shape to input NAME (repeatable)",
-    )
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="fill every other unfed input (parameters) with seeded random values shaped by shape inference",
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for --input-shape/--random-init (default 0)")
     p.add_argument("--profile", action="store_true", help="print per-op timings (count, total, mean, share of run)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace-event JSON of the runs (Perfetto)")
     p.set_defaults(func=run)

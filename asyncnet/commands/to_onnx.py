@@ -17,8 +17,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--init", metavar="INIT_NET", help="init net holding the parameters")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="where to write the model")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (11 to 21, default 17)")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="shape of a data input (repeatable); needed where Caffe2 padding depends on sizes")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="shape of a data input (repeatable); needed where Caffe2 padding depends on sizes",
+    )
     p.add_argument("--value-info", metavar="JSON", help="Caffe2 model-zoo value_info.json giving input shapes")
     p.set_defaults(func=run)
 

@@ -122,7 +122,9 @@ def _window(o: _Op, *, pooling: bool) -> tuple[list[int], list[int], list[int], 
 def _conv(o: _Op, ctx: _Ctx) -> None:
     _nchw(o)
     k, s, p, d = _window(o, pooling=False)
-    ctx.node("Conv", o.ins, o.outs[:1], kernel_shape=k, strides=s, pads=p, dilations=d, group=o.info.int_arg("group", 1))
+    ctx.node(
+        "Conv", o.ins, o.outs[:1], kernel_shape=k, strides=s, pads=p, dilations=d, group=o.info.int_arg("group", 1)
+    )
 
 
 @exports("ConvTranspose")
@@ -131,12 +133,20 @@ def _conv_t(o: _Op, ctx: _Ctx) -> None:
     k, s, p, _ = _window(o, pooling=False)
     adj = o.info.first_of(("adjs",), None) or ([o.info.int_arg("adj")] * len(k) if o.info.has("adj") else None)
     ctx.node(
-        "ConvTranspose", o.ins, o.outs[:1], kernel_shape=k, strides=s, pads=p,
-        output_padding=list(adj) if adj else None, group=o.info.int_arg("group", 1),
+        "ConvTranspose",
+        o.ins,
+        o.outs[:1],
+        kernel_shape=k,
+        strides=s,
+        pads=p,
+        output_padding=list(adj) if adj else None,
+        group=o.info.int_arg("group", 1),
     )
 
 
-@exports("MaxPool", "AveragePool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AveragePool1D", "AveragePool2D", "AveragePool3D")
+@exports(
+    "MaxPool", "AveragePool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AveragePool1D", "AveragePool2D", "AveragePool3D"
+)
 def _pool(o: _Op, ctx: _Ctx) -> None:
     _nchw(o)
     kind = "MaxPool" if o.info.type.startswith("MaxPool") else "AveragePool"
@@ -151,11 +161,37 @@ def _pool(o: _Op, ctx: _Ctx) -> None:
 
 
 _SAME = {
-    "Relu": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Log": "Log", "Sqrt": "Sqrt", "Abs": "Abs",
-    "Negative": "Neg", "Floor": "Floor", "Ceil": "Ceil", "Reciprocal": "Reciprocal", "Sin": "Sin", "Cos": "Cos",
-    "Tan": "Tan", "Asin": "Asin", "Acos": "Acos", "Atan": "Atan", "Sinh": "Sinh", "Cosh": "Cosh", "Erf": "Erf",
-    "Sign": "Sign", "Not": "Not", "Softsign": "Softsign", "Copy": "Identity", "Alias": "Identity",
-    "Where": "Where", "Sum": "Sum", "Mean": "Mean", "Max": "Max", "Min": "Min", "Size": "Size",
+    "Relu": "Relu",
+    "Sigmoid": "Sigmoid",
+    "Tanh": "Tanh",
+    "Exp": "Exp",
+    "Log": "Log",
+    "Sqrt": "Sqrt",
+    "Abs": "Abs",
+    "Negative": "Neg",
+    "Floor": "Floor",
+    "Ceil": "Ceil",
+    "Reciprocal": "Reciprocal",
+    "Sin": "Sin",
+    "Cos": "Cos",
+    "Tan": "Tan",
+    "Asin": "Asin",
+    "Acos": "Acos",
+    "Atan": "Atan",
+    "Sinh": "Sinh",
+    "Cosh": "Cosh",
+    "Erf": "Erf",
+    "Sign": "Sign",
+    "Not": "Not",
+    "Softsign": "Softsign",
+    "Copy": "Identity",
+    "Alias": "Identity",
+    "Where": "Where",
+    "Sum": "Sum",
+    "Mean": "Mean",
+    "Max": "Max",
+    "Min": "Min",
+    "Size": "Size",
 }
 
 
@@ -187,14 +223,21 @@ def _alpha(o: _Op, ctx: _Ctx) -> None:
 
 @exports("Selu")
 def _selu(o: _Op, ctx: _Ctx) -> None:
-    ctx.node("Selu", o.ins, o.outs[:1], alpha=o.info.float_arg("alpha", 1.6732632423543772),
-             gamma=o.info.float_arg("scale", 1.0507009873554805))
+    ctx.node(
+        "Selu",
+        o.ins,
+        o.outs[:1],
+        alpha=o.info.float_arg("alpha", 1.6732632423543772),
+        gamma=o.info.float_arg("scale", 1.0507009873554805),
+    )
 
 
 @exports("Clip")
 def _clip(o: _Op, ctx: _Ctx) -> None:
     dt = o.in_infos[0].dtype or np.dtype(np.float32)
-    lo = ctx.const(o.info.float_arg("min", float(np.finfo(np.float32).min)), "clip_min", dt) if o.info.has("min") else ""
+    lo = (
+        ctx.const(o.info.float_arg("min", float(np.finfo(np.float32).min)), "clip_min", dt) if o.info.has("min") else ""
+    )
     hi = ctx.const(o.info.float_arg("max", 0.0), "clip_max", dt) if o.info.has("max") else ""
     ctx.node("Clip", [o.ins[0], lo, hi], o.outs[:1])
 
@@ -222,8 +265,15 @@ def _lrn(o: _Op, ctx: _Ctx) -> None:
     if o.extra_outputs_used(ctx):
         raise o.fail("LRN's scale output is not exported")
     i = o.info
-    ctx.node("LRN", o.ins, o.outs[:1], size=i.int_arg("size"), alpha=i.float_arg("alpha"), beta=i.float_arg("beta"),
-             bias=i.float_arg("bias", 1.0))
+    ctx.node(
+        "LRN",
+        o.ins,
+        o.outs[:1],
+        size=i.int_arg("size"),
+        alpha=i.float_arg("alpha"),
+        beta=i.float_arg("beta"),
+        bias=i.float_arg("bias", 1.0),
+    )
 
 
 @exports("SpatialBN")
@@ -251,8 +301,21 @@ def _legacy_b(o: _Op, ctx: _Ctx) -> str:
     return out
 
 
-_BINARY = {"Add": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div", "Pow": "Pow", "EQ": "Equal", "LT": "Less",
-           "GT": "Greater", "LE": "LessOrEqual", "GE": "GreaterOrEqual", "And": "And", "Or": "Or", "Xor": "Xor"}
+_BINARY = {
+    "Add": "Add",
+    "Sub": "Sub",
+    "Mul": "Mul",
+    "Div": "Div",
+    "Pow": "Pow",
+    "EQ": "Equal",
+    "LT": "Less",
+    "GT": "Greater",
+    "LE": "LessOrEqual",
+    "GE": "GreaterOrEqual",
+    "And": "And",
+    "Or": "Or",
+    "Xor": "Xor",
+}
 
 
 @exports(*_BINARY)
@@ -445,8 +508,14 @@ def _resize(o: _Op, ctx: _Ctx) -> None:
     if len(o.ins) > 1:
         raise o.fail("the scales input form is not exported")
     scales = [1.0, 1.0, o.info.float_arg("height_scale", 1.0), o.info.float_arg("width_scale", 1.0)]
-    ctx.node("Resize", [o.ins[0], "", ctx.const(scales, "scales", np.float32)], o.outs[:1], mode="nearest",
-             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    ctx.node(
+        "Resize",
+        [o.ins[0], "", ctx.const(scales, "scales", np.float32)],
+        o.outs[:1],
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
 
 
 _REDUCE = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2"}
@@ -507,7 +576,7 @@ def export_onnx(
         UnsupportedError: an op has no ONNX mapping (the message names the op).
     """
     onnx = require_onnx()
-    from asyncnet.shapes import info_of, infer_shapes
+    from asyncnet.shapes import infer_shapes, info_of
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")

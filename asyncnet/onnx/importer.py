@@ -99,7 +99,11 @@ def _ins(node: Any) -> list[str]:
 
 
 def _spatial_args(node: Any, a: dict[str, Any], kernel: Sequence[int] | None) -> dict[str, Any]:
-    n = len(kernel) if kernel is not None else len(a.get("strides", a.get("pads", [])) or [0, 0]) // (1 if "strides" in a else 2)
+    n = (
+        len(kernel)
+        if kernel is not None
+        else len(a.get("strides", a.get("pads", [])) or [0, 0]) // (1 if "strides" in a else 2)
+    )
     args: dict[str, Any] = {}
     if kernel is not None:
         args["kernels"] = list(kernel)
@@ -192,8 +196,14 @@ def _gpool(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 def _lrn(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     return [
         _op(
-            "LRN", _ins(node), node.output[:1], node.name,
-            size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)),
+            "LRN",
+            _ins(node),
+            node.output[:1],
+            node.name,
+            size=int(a["size"]),
+            alpha=float(a.get("alpha", 1e-4)),
+            beta=float(a.get("beta", 0.75)),
+            bias=float(a.get("bias", 1.0)),
         )
     ]
 
@@ -236,11 +246,19 @@ def _resize(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     if scales is None or scales.size != 4 or scales[0] != 1 or scales[1] != 1:
         raise _unsupported(node, "needs constant scales [1, 1, h, w] on an NCHW tensor")
     return [
-        _op("ResizeNearest", node.input[:1], node.output, node.name, height_scale=float(scales[2]), width_scale=float(scales[3]))
+        _op(
+            "ResizeNearest",
+            node.input[:1],
+            node.output,
+            node.name,
+            height_scale=float(scales[2]),
+            width_scale=float(scales[3]),
+        )
     ]
 
 
 # -- math ------------------------------------------------------------------
+
 
 @translates("Shape")
 def _shape(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
@@ -258,11 +276,31 @@ def _where(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 
 
 _SAME = {
-    "Relu": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Log": "Log", "Sqrt": "Sqrt",
-    "Abs": "Abs", "Neg": "Negative", "Floor": "Floor", "Ceil": "Ceil", "Reciprocal": "Reciprocal",
-    "Sin": "Sin", "Cos": "Cos", "Tan": "Tan", "Asin": "Asin", "Acos": "Acos", "Atan": "Atan",
-    "Sinh": "Sinh", "Cosh": "Cosh", "Erf": "Erf", "Sign": "Sign", "Not": "Not", "Softsign": "Softsign",
-    "Identity": "Copy", "Size": "Size",
+    "Relu": "Relu",
+    "Sigmoid": "Sigmoid",
+    "Tanh": "Tanh",
+    "Exp": "Exp",
+    "Log": "Log",
+    "Sqrt": "Sqrt",
+    "Abs": "Abs",
+    "Neg": "Negative",
+    "Floor": "Floor",
+    "Ceil": "Ceil",
+    "Reciprocal": "Reciprocal",
+    "Sin": "Sin",
+    "Cos": "Cos",
+    "Tan": "Tan",
+    "Asin": "Asin",
+    "Acos": "Acos",
+    "Atan": "Atan",
+    "Sinh": "Sinh",
+    "Cosh": "Cosh",
+    "Erf": "Erf",
+    "Sign": "Sign",
+    "Not": "Not",
+    "Softsign": "Softsign",
+    "Identity": "Copy",
+    "Size": "Size",
 }
 
 
@@ -274,8 +312,19 @@ for _t in _SAME:
     TRANSLATORS[_t] = _same
 
 _BINARY = {
-    "Add": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div", "Pow": "Pow", "Equal": "EQ", "Less": "LT",
-    "Greater": "GT", "LessOrEqual": "LE", "GreaterOrEqual": "GE", "And": "And", "Or": "Or", "Xor": "Xor",
+    "Add": "Add",
+    "Sub": "Sub",
+    "Mul": "Mul",
+    "Div": "Div",
+    "Pow": "Pow",
+    "Equal": "EQ",
+    "Less": "LT",
+    "Greater": "GT",
+    "LessOrEqual": "LE",
+    "GreaterOrEqual": "GE",
+    "And": "And",
+    "Or": "Or",
+    "Xor": "Xor",
 }
 
 
@@ -303,14 +352,29 @@ def _alpha_act(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 @translates("Selu")
 def _selu(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     return [
-        _op("Selu", _ins(node), node.output, node.name,
-            alpha=float(a.get("alpha", 1.67326319217681884765625)), scale=float(a.get("gamma", 1.05070102214813232421875)))
+        _op(
+            "Selu",
+            _ins(node),
+            node.output,
+            node.name,
+            alpha=float(a.get("alpha", 1.67326319217681884765625)),
+            scale=float(a.get("gamma", 1.05070102214813232421875)),
+        )
     ]
 
 
 @translates("HardSigmoid")
 def _hsig(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
-    return [_op("HardSigmoid", _ins(node), node.output, node.name, alpha=float(a.get("alpha", 0.2)), beta=float(a.get("beta", 0.5)))]
+    return [
+        _op(
+            "HardSigmoid",
+            _ins(node),
+            node.output,
+            node.name,
+            alpha=float(a.get("alpha", 0.2)),
+            beta=float(a.get("beta", 0.5)),
+        )
+    ]
 
 
 @translates("PRelu")
@@ -336,11 +400,22 @@ def _clip(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     hi = a.get("max")
     if ctx.opset >= 11:
         c_lo, c_hi = ctx.const(node, 1), ctx.const(node, 2)
-        if (len(node.input) > 1 and node.input[1] and c_lo is None) or (len(node.input) > 2 and node.input[2] and c_hi is None):
+        if (len(node.input) > 1 and node.input[1] and c_lo is None) or (
+            len(node.input) > 2 and node.input[2] and c_hi is None
+        ):
             raise _unsupported(node, "min/max inputs must be constant")
         lo = None if c_lo is None else float(c_lo)
         hi = None if c_hi is None else float(c_hi)
-    return [_op("Clip", node.input[:1], node.output, node.name, min=None if lo is None else float(lo), max=None if hi is None else float(hi))]
+    return [
+        _op(
+            "Clip",
+            node.input[:1],
+            node.output,
+            node.name,
+            min=None if lo is None else float(lo),
+            max=None if hi is None else float(hi),
+        )
+    ]
 
 
 @translates("Gemm")
@@ -351,7 +426,16 @@ def _gemm(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     out = node.output[0]
     b = ctx.const(node, 1)
     c = ctx.const(node, 2)
-    if alpha == 1.0 and beta == 1.0 and not ta and len(ins) == 3 and ins[2] and b is not None and c is not None and c.ndim <= 1:
+    if (
+        alpha == 1.0
+        and beta == 1.0
+        and not ta
+        and len(ins) == 3
+        and ins[2]
+        and b is not None
+        and c is not None
+        and c.ndim <= 1
+    ):
         w_name = ins[1]
         if not tb:  # FC wants W as [N, K]
             w_name = ctx.fresh(ins[1] + "_T")
@@ -435,8 +519,15 @@ def _reshape(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     shape = ctx.const(node, 1) if len(node.input) > 1 else np.asarray(a.get("shape", []))
     if shape is None:
         return [_op("Reshape", _ins(node), node.output[:1] + [ctx.fresh(node.output[0] + "_old_shape")], node.name)]
-    return [_op("Reshape", node.input[:1], node.output[:1] + [ctx.fresh(node.output[0] + "_old_shape")], node.name,
-                shape=[int(v) for v in np.asarray(shape).reshape(-1)])]
+    return [
+        _op(
+            "Reshape",
+            node.input[:1],
+            node.output[:1] + [ctx.fresh(node.output[0] + "_old_shape")],
+            node.name,
+            shape=[int(v) for v in np.asarray(shape).reshape(-1)],
+        )
+    ]
 
 
 @translates("Flatten")
@@ -452,7 +543,15 @@ def _flatten(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 
 @translates("Concat")
 def _concat(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
-    return [_op("Concat", _ins(node), [node.output[0], ctx.fresh(node.output[0] + "_split_info")], node.name, axis=int(a["axis"]))]
+    return [
+        _op(
+            "Concat",
+            _ins(node),
+            [node.output[0], ctx.fresh(node.output[0] + "_split_info")],
+            node.name,
+            axis=int(a["axis"]),
+        )
+    ]
 
 
 @translates("Transpose")
@@ -511,7 +610,17 @@ def _const_of_shape(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorD
     if dt not in CAFFE2_TYPE_OF_NUMPY:
         raise _unsupported(node, f"fill dtype {dt} has no Caffe2 type")
     v: Any = value[0].item()
-    return [_op("ConstantFill", _ins(node), node.output, node.name, input_as_shape=1, dtype=int(CAFFE2_TYPE_OF_NUMPY[dt]), value=v)]
+    return [
+        _op(
+            "ConstantFill",
+            _ins(node),
+            node.output,
+            node.name,
+            input_as_shape=1,
+            dtype=int(CAFFE2_TYPE_OF_NUMPY[dt]),
+            value=v,
+        )
+    ]
 
 
 @translates("Gather")
@@ -526,7 +635,16 @@ def _split(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
         raise _unsupported(node, "num_outputs (possibly uneven parts) needs static shapes; give `split`")
     if split is None and len(node.input) > 1 and node.input[1]:
         split = [int(v) for v in ctx.need_const(node, 1, "split").reshape(-1)]
-    return [_op("Split", node.input[:1], node.output, node.name, axis=int(a.get("axis", 0)), split=list(split) if split else None)]
+    return [
+        _op(
+            "Split",
+            node.input[:1],
+            node.output,
+            node.name,
+            axis=int(a.get("axis", 0)),
+            split=list(split) if split else None,
+        )
+    ]
 
 
 @translates("Slice")
@@ -564,8 +682,14 @@ def _expand(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     return [_op("Expand", _ins(node), node.output, node.name)]
 
 
-_REDUCE = {"ReduceSum": "ReduceSum", "ReduceMean": "ReduceMean", "ReduceMax": "ReduceMax", "ReduceMin": "ReduceMin",
-           "ReduceL1": "ReduceL1", "ReduceL2": "ReduceL2"}
+_REDUCE = {
+    "ReduceSum": "ReduceSum",
+    "ReduceMean": "ReduceMean",
+    "ReduceMax": "ReduceMax",
+    "ReduceMin": "ReduceMin",
+    "ReduceL1": "ReduceL1",
+    "ReduceL2": "ReduceL2",
+}
 
 
 @translates(*_REDUCE)
@@ -573,14 +697,27 @@ def _reduce(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     axes = _axes(node, a, ctx, 1)
     if int(a.get("noop_with_empty_axes", 0)) and not axes:
         return [_op("Copy", node.input[:1], node.output, node.name)]
-    return [_op(_REDUCE[node.op_type], node.input[:1], node.output, node.name, axes=axes, keepdims=int(a.get("keepdims", 1)))]
+    return [
+        _op(
+            _REDUCE[node.op_type], node.input[:1], node.output, node.name, axes=axes, keepdims=int(a.get("keepdims", 1))
+        )
+    ]
 
 
 @translates("ArgMax", "ArgMin")
 def _arg(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     if int(a.get("select_last_index", 0)):
         raise _unsupported(node, "select_last_index=1 is not supported")
-    return [_op(node.op_type, _ins(node), node.output, node.name, axis=int(a.get("axis", 0)), keepdims=int(a.get("keepdims", 1)))]
+    return [
+        _op(
+            node.op_type,
+            _ins(node),
+            node.output,
+            node.name,
+            axis=int(a.get("axis", 0)),
+            keepdims=int(a.get("keepdims", 1)),
+        )
+    ]
 
 
 @translates("TopK")
@@ -609,9 +746,12 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
 
 def _fill_op(name: str, value: np.ndarray) -> pb.OperatorDef:
     kinds = {
-        np.dtype(np.float32): "GivenTensorFill", np.dtype(np.float64): "GivenTensorDoubleFill",
-        np.dtype(np.int32): "GivenTensorIntFill", np.dtype(np.int64): "GivenTensorInt64Fill",
-        np.dtype(np.bool_): "GivenTensorBoolFill", np.dtype(np.int16): "GivenTensorInt16Fill",
+        np.dtype(np.float32): "GivenTensorFill",
+        np.dtype(np.float64): "GivenTensorDoubleFill",
+        np.dtype(np.int32): "GivenTensorIntFill",
+        np.dtype(np.int64): "GivenTensorInt64Fill",
+        np.dtype(np.bool_): "GivenTensorBoolFill",
+        np.dtype(np.int16): "GivenTensorInt16Fill",
     }
     v = np.asarray(value)
     if v.size >= 64 and v.dtype in CAFFE2_TYPE_OF_NUMPY and v.dtype != np.float16:
@@ -619,7 +759,9 @@ def _fill_op(name: str, value: np.ndarray) -> pb.OperatorDef:
         if (v == first).all():
             # Uniform tensors (ONNX "light" models' ConstantOfShape weights) stay one value, not millions.
             scalar: Any = float(first) if v.dtype.kind == "f" else int(first)
-            return _op("ConstantFill", [], [name], shape=list(v.shape), value=scalar, dtype=int(CAFFE2_TYPE_OF_NUMPY[v.dtype]))
+            return _op(
+                "ConstantFill", [], [name], shape=list(v.shape), value=scalar, dtype=int(CAFFE2_TYPE_OF_NUMPY[v.dtype])
+            )
     kind = kinds.get(v.dtype)
     if kind is None:
         if v.dtype.kind in "iu":
@@ -674,7 +816,9 @@ def import_onnx(model: Any, *, name: str = "") -> tuple[pb.NetDef, pb.NetDef]:
     init = pb.NetDef(name=(name or graph.name or "onnx") + "_init")
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedError(f"ONNX node '{node.name or node.output[0]}' ({node.domain}.{node.op_type}): custom domains are not supported")
+            raise UnsupportedError(
+                f"ONNX node '{node.name or node.output[0]}' ({node.domain}.{node.op_type}): custom domains are not supported"
+            )
         if node.op_type == "Constant":
             a = _attrs(node)
             if "value" not in a:

@@ -65,6 +65,7 @@ def _unique(op: OpInfo, names: list[str], what: str) -> None:
         Arg("blob_name_overrides", [], "names to save the inputs under"),
         Arg("chunk_size", -1, "elements per tensor chunk: -1 default (1,000,000), 0 no chunking"),
     ),
+    infer=lambda op, ins: [],
     doc="Save the input blobs to a db (atomically: a crash leaves the previous file).",
 )
 def save(op: OpInfo) -> Callable[..., Any]:
@@ -229,6 +230,7 @@ def db_exists_op(op: OpInfo) -> Callable[..., Any]:
         Arg("chunk_size", -1, "as for Save"),
     ),
     aliases=("Snapshot",),
+    infer=lambda op, ins: [],
     doc="Save inputs 1.. every `every` iterations (input 0) to db % iteration.",
 )
 def checkpoint(op: OpInfo) -> Callable[..., Any]:

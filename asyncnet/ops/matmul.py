@@ -69,7 +69,9 @@ def matmul(op: OpInfo) -> Callable[..., Any]:
         y = np.matmul(a2, b2).astype(a.dtype, copy=False)
         if like is not None:
             if y.size != np.size(like):
-                raise ArgumentError(f"{op.label()}: product {y.shape} cannot take the shape {np.shape(like)} of input 2")
+                raise ArgumentError(
+                    f"{op.label()}: product {y.shape} cannot take the shape {np.shape(like)} of input 2"
+                )
             y = y.reshape(np.shape(like))
         return (y,)
 

@@ -163,6 +163,12 @@ def test_checkpoint_op_pattern_and_every(tmp_path: Path) -> None:
         ws.feed("iter", np.array([i], np.int64))
         ws.run_operator_once(op)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_0000.minidb", "ckpt_0002.minidb", "ckpt_0004.minidb"]
+    # "Snapshot" is Caffe2's old name for the same operator.
+    old_name = _op(
+        "Snapshot", ["iter", "w"], [], db=str(tmp_path / "snap_%d.minidb"), db_type="minidb", absolute_path=1
+    )
+    ws.run_operator_once(old_name)
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "snap_4.minidb")["w"], np.arange(3, dtype=np.float32))
 
 
 def test_db_exists(tmp_path: Path) -> None:

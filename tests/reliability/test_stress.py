@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gc
-import time
 import importlib.util
 import sys
+import time
 import weakref
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +46,9 @@ def test_two_thousand_runs_without_hang_leak_or_lost_failure(no_thread_leak: Non
     # Shared pools grow lazily at first; after that the live thread count must not creep up,
     # including after nets with private pools are closed.
     quarter = len(report.threads) // 4
-    assert max(report.threads[quarter:]) <= max(report.threads[:quarter]) <= 16, report.threads
+    assert max(report.threads[quarter:]) <= max(report.threads[:quarter]), report.threads
+    # Other tests in the same process may already hold shared pools, so bound the growth, not the total.
+    assert max(report.threads[:quarter]) - report.threads[0] <= 16, report.threads
     assert report.rss[-1] - report.rss[0] < 4 * 2**20, [r / 2**20 for r in report.rss]
 
 

@@ -21,8 +21,17 @@ from asyncnet.workspace import Workspace  # noqa: E402
 from tests.conftest import REALNETS, realnets_path  # noqa: E402
 from tests.tools.onnx_node_cases import mapped_cases, run_case  # noqa: E402
 
-LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
-         "vgg19", "zfnet512"]
+LIGHT = [
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+]
 
 
 def _session(model: object) -> object:
@@ -133,19 +142,70 @@ def test_unmapped_ops_are_named() -> None:
 def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = Path(__file__).resolve().parents[2] / "nets"
     model = tmp_path / "mlp.onnx"
-    assert main(["to-onnx", str(root / "mlp_predict.pbtxt"), "--init", str(root / "mlp_init.pbtxt"), "-o", str(model),
-                 "--input-shape", "data=2,4"]) == 0
+    assert (
+        main(
+            [
+                "to-onnx",
+                str(root / "mlp_predict.pbtxt"),
+                "--init",
+                str(root / "mlp_init.pbtxt"),
+                "-o",
+                str(model),
+                "--input-shape",
+                "data=2,4",
+            ]
+        )
+        == 0
+    )
     assert main(["from-onnx", str(model), "-o", str(tmp_path / "p.pbtxt"), "--init", str(tmp_path / "i.pb")]) == 0
-    assert main(["run", str(tmp_path / "p.pbtxt"), "--init", str(tmp_path / "i.pb"), "--inputs",
-                 str(root / "mlp_input.npz"), "--outputs", str(tmp_path / "o.npz")]) == 0
-    assert main(["run", str(root / "mlp_predict.pbtxt"), "--init", str(root / "mlp_init.pbtxt"), "--inputs",
-                 str(root / "mlp_input.npz"), "--outputs", str(tmp_path / "ref.npz")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "p.pbtxt"),
+                "--init",
+                str(tmp_path / "i.pb"),
+                "--inputs",
+                str(root / "mlp_input.npz"),
+                "--outputs",
+                str(tmp_path / "o.npz"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(root / "mlp_predict.pbtxt"),
+                "--init",
+                str(root / "mlp_init.pbtxt"),
+                "--inputs",
+                str(root / "mlp_input.npz"),
+                "--outputs",
+                str(tmp_path / "ref.npz"),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "o.npz")["prob"], np.load(tmp_path / "ref.npz")["prob"], rtol=1e-6)
     capsys.readouterr()
 
 
 def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["from-onnx", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "p.pb"), "--init", str(tmp_path / "i.pb")]) == 1
+    assert (
+        main(
+            [
+                "from-onnx",
+                str(tmp_path / "missing.onnx"),
+                "-o",
+                str(tmp_path / "p.pb"),
+                "--init",
+                str(tmp_path / "i.pb"),
+            ]
+        )
+        == 1
+    )
     assert "missing.onnx: no such file" in capsys.readouterr().err
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x01garbage\xff\xff")
