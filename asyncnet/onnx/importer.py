@@ -46,7 +46,7 @@ class Ctx:
         v = self.const(node, i)
         if v is None:
             raise UnsupportedError(
-                f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): input {i} ({what}) must be a "
+                f"ONNX node '{_label(node)}' ({node.op_type}): input {i} ({what}) must be a "
                 "constant (initializer) for the Caffe2 translation"
             )
         return v
@@ -74,8 +74,22 @@ def _dec(v: Any) -> Any:
     return v.decode("utf-8") if isinstance(v, bytes) else v
 
 
+def _label(node: Any) -> str:
+    """A node's name, else its first output (hostile models may have neither)."""
+    return str(node.name or (node.output[0] if len(node.output) else "<unnamed>"))
+
+
 def _unsupported(node: Any, why: str) -> UnsupportedError:
-    return UnsupportedError(f"ONNX node '{node.name or node.output[0]}' ({node.op_type}): {why}")
+    return UnsupportedError(f"ONNX node '{_label(node)}' ({node.op_type}): {why}")
+
+
+def _to_array(tensor: Any, what: str) -> np.ndarray:
+    """An ONNX TensorProto as an array; malformed tensors become ParseError."""
+    onnx = require_onnx()
+    try:
+        return np.asarray(onnx.numpy_helper.to_array(tensor))
+    except Exception as e:  # onnx raises TypeError/ValueError/others on malformed tensors
+        raise ParseError(f"ONNX {what}: malformed tensor: {e}") from e
 
 
 Translator = Callable[[Any, dict[str, Any], Ctx], list[pb.OperatorDef]]
@@ -604,8 +618,9 @@ def _cast(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 
 @translates("ConstantOfShape")
 def _const_of_shape(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
-    onnx = require_onnx()
-    value = onnx.numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
+    value = (
+        _to_array(a["value"], f"node '{_label(node)}' value").reshape(-1) if "value" in a else np.zeros(1, np.float32)
+    )
     dt = value.dtype
     if dt not in CAFFE2_TYPE_OF_NUMPY:
         raise _unsupported(node, f"fill dtype {dt} has no Caffe2 type")
@@ -790,6 +805,10 @@ def import_onnx(model: Any, *, name: str = "") -> tuple[pb.NetDef, pb.NetDef]:
     onnx = require_onnx()
     if isinstance(model, (str, os.PathLike)):
         model = load_onnx(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # the checker's ValidationError and protobuf errors alike
+        raise ParseError(f"not a valid ONNX model: {e}") from e
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     try:
@@ -802,7 +821,7 @@ def import_onnx(model: Any, *, name: str = "") -> tuple[pb.NetDef, pb.NetDef]:
         for vi in value_infos
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
     }
-    consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    consts: dict[str, np.ndarray] = {t.name: _to_array(t, f"initializer '{t.name}'") for t in graph.initializer}
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     static = {
         vi.name: tuple(int(d.dim_value) for d in vi.type.tensor_type.shape.dim)
@@ -817,25 +836,23 @@ def import_onnx(model: Any, *, name: str = "") -> tuple[pb.NetDef, pb.NetDef]:
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(
-                f"ONNX node '{node.name or node.output[0]}' ({node.domain}.{node.op_type}): custom domains are not supported"
+                f"ONNX node '{_label(node)}' ({node.domain}.{node.op_type}): custom domains are not supported"
             )
         if node.op_type == "Constant":
             a = _attrs(node)
             if "value" not in a:
                 raise _unsupported(node, "only tensor-valued Constant nodes are supported")
-            consts[node.output[0]] = onnx.numpy_helper.to_array(a["value"])
+            consts[node.output[0]] = _to_array(a["value"], f"Constant node '{_label(node)}'")
             continue
         tr = TRANSLATORS.get(node.op_type)
         if tr is None:
-            raise UnsupportedError(
-                f"ONNX node '{node.name or node.output[0]}' has op type '{node.op_type}' with no Caffe2 mapping"
-            )
+            raise UnsupportedError(f"ONNX node '{_label(node)}' has op type '{node.op_type}' with no Caffe2 mapping")
         try:
             ops = tr(node, _attrs(node), ctx)
         except AsyncNetError:
             raise
-        except (KeyError, ValueError, TypeError, IndexError) as e:
-            raise _unsupported(node, f"cannot translate: {e}") from e
+        except Exception as e:  # malformed attributes surface as assorted builtin errors
+            raise _unsupported(node, f"cannot translate: {type(e).__name__}: {e}") from e
         if all(i in consts for i in _ins(node)) and _ins(node):
             _fold(ops, consts)
         else:

@@ -24,6 +24,7 @@ from asyncnet.ops._conv_util import (
     spatial_axes,
     tap_slices,
     taps,
+    transpose_scatter_window,
     window_counts,
 )
 from asyncnet.ops.conv import CONV_TRANSPOSE_ARGS, _TransposeGeometry
@@ -41,6 +42,37 @@ def _to_nchw(a: np.ndarray) -> np.ndarray:
 
 def _to_nhwc(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def _grad_inputs_nchw(x: Any, w: Any, dy: Any, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X, filter and dY of a (transposed) conv gradient as NCHW arrays of one rank >= 3."""
+    x, w, dy = np.asarray(x), np.asarray(w), np.asarray(dy)
+    if order == "NHWC":
+        x, w, dy = _to_nchw(x), _to_nchw(w), _to_nchw(dy)
+    if x.ndim < 3 or w.ndim != x.ndim or dy.ndim != x.ndim:
+        raise ArgumentError(f"X {x.shape}, filter {w.shape} and dY {dy.shape} must share a rank of at least 3")
+    return x, w, dy
+
+
+def _filter_grad_outputs(
+    dw: np.ndarray,
+    db: np.ndarray,
+    dx: np.ndarray | None,
+    order: str,
+    w_dtype: np.dtype[Any],
+    x_dtype: np.dtype[Any],
+    no_bias: bool,
+) -> tuple[np.ndarray, ...]:
+    """(dW[, db][, dX]) back in the op's storage order and the dtypes of the filter and X."""
+    if order == "NHWC":
+        dw = _to_nhwc(dw)
+        dx = None if dx is None else _to_nhwc(dx)
+    outs: list[np.ndarray] = [dw.astype(w_dtype, copy=False)]
+    if not no_bias:
+        outs.append(db.astype(w_dtype, copy=False))
+    if dx is not None:
+        outs.append(dx.astype(x_dtype, copy=False))
+    return tuple(outs)
 
 
 def _conv_grad_maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
@@ -107,26 +139,14 @@ def conv_gradient(op: OpInfo) -> Callable[..., Any]:
     want_dx = len(op.outputs) == (2 if no_bias else 3)
 
     def run(x: Any, w: Any, dy: Any) -> tuple[np.ndarray, ...]:
-        x, w, dy = np.asarray(x), np.asarray(w), np.asarray(dy)
-        if order == "NHWC":
-            x, w, dy = _to_nchw(x), _to_nchw(w), _to_nchw(dy)
-        if x.ndim < 3 or w.ndim != x.ndim or dy.ndim != x.ndim:
-            raise ArgumentError(f"X {x.shape}, filter {w.shape} and dY {dy.shape} must share a rank of at least 3")
+        x, w, dy = _grad_inputs_nchw(x, w, dy, order)
         if w.shape[1] * group != x.shape[1]:
             raise ArgumentError(f"X has {x.shape[1]} channels but filter {w.shape} with group {group} takes more")
         win = win_args.resolve(x.shape[2:], w.shape[2:])
         if tuple(dy.shape) != (x.shape[0], w.shape[0], *win.out):
             raise ArgumentError(f"dY {dy.shape} does not match the conv output {(x.shape[0], w.shape[0], *win.out)}")
         dw, db, dx = conv_backward(x, w, dy, win, group, want_dx)
-        if order == "NHWC":
-            dw = _to_nhwc(dw)
-            dx = None if dx is None else _to_nhwc(dx)
-        outs: list[np.ndarray] = [dw.astype(w.dtype, copy=False)]
-        if not no_bias:
-            outs.append(db.astype(w.dtype, copy=False))
-        if dx is not None:
-            outs.append(dx.astype(x.dtype, copy=False))
-        return tuple(outs)
+        return _filter_grad_outputs(dw, db, dx, order, w.dtype, x.dtype, no_bias)
 
     return run
 
@@ -334,29 +354,15 @@ def conv_transpose_gradient(op: OpInfo) -> Callable[..., Any]:
     want_dx = len(op.outputs) == (2 if no_bias else 3)
 
     def run(x: Any, w: Any, dy: Any) -> tuple[np.ndarray, ...]:
-        x, w, dy = np.asarray(x), np.asarray(w), np.asarray(dy)
-        if order == "NHWC":
-            x, w, dy = _to_nchw(x), _to_nchw(w), _to_nchw(dy)
-        if x.ndim < 3 or w.ndim != x.ndim or dy.ndim != x.ndim:
-            raise ArgumentError(f"X {x.shape}, filter {w.shape} and dY {dy.shape} must share a rank of at least 3")
+        x, w, dy = _grad_inputs_nchw(x, w, dy, order)
         if w.shape[0] != x.shape[1] or x.shape[1] % group:
             raise ArgumentError(f"filter {w.shape} does not fit X {x.shape} with group {group}")
         in_sp = tuple(x.shape[2:])
         kernel, stride, head, out = geo.resolve(in_sp, tuple(w.shape[2:]))
         if tuple(dy.shape) != (x.shape[0], w.shape[1] * group, *out):
             raise ArgumentError(f"dY {dy.shape} does not match the output {(x.shape[0], w.shape[1] * group, *out)}")
-        nd = len(in_sp)
-        tail = tuple(max(o + h - ((i - 1) * s + k), 0) for o, h, i, s, k in zip(out, head, in_sp, stride, kernel))
-        win = Window(tuple(kernel), tuple(stride), (1,) * nd, tuple(head), tail, in_sp)
+        win = transpose_scatter_window(kernel, stride, head, in_sp, out)
         dw, db, dx = conv_transpose_backward(x, w, dy, win, group, want_dx)
-        if order == "NHWC":
-            dw = _to_nhwc(dw)
-            dx = None if dx is None else _to_nhwc(dx)
-        outs: list[np.ndarray] = [dw.astype(w.dtype, copy=False)]
-        if not no_bias:
-            outs.append(db.astype(w.dtype, copy=False))
-        if dx is not None:
-            outs.append(dx.astype(x.dtype, copy=False))
-        return tuple(outs)
+        return _filter_grad_outputs(dw, db, dx, order, w.dtype, x.dtype, no_bias)
 
     return run
