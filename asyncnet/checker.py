@@ -28,6 +28,7 @@ from asyncnet.opinfo import DeviceKey
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import OpRegistry, default_registry
 from asyncnet.schema import TensorInfo
+from asyncnet.serde import nested_nets
 
 Severity = Literal["error", "warning"]
 
@@ -117,15 +118,6 @@ class CheckReport:
         return out
 
 
-def _nested(op: pb.OperatorDef) -> list[tuple[str, pb.NetDef]]:
-    nets: list[tuple[str, pb.NetDef]] = []
-    for a in op.arg:
-        if a.HasField("n"):
-            nets.append((a.name, a.n))
-        nets.extend((a.name, n) for n in a.nets)
-    return nets
-
-
 class _Checker:
     def __init__(self, registry: OpRegistry, report: CheckReport) -> None:
         self.reg = registry
@@ -162,7 +154,7 @@ class _Checker:
                 summary.engines[op.engine] += 1
             # Nested nets first: when they are broken, preparing the outer op would only repeat it.
             nested_ok = True
-            for arg_name, sub in _nested(op):
+            for arg_name, sub in nested_nets(op):
                 nested_ok = self.schema(sub, index, f"{where} {arg_name} net '{sub.name}': ") and nested_ok
             ok = ok and nested_ok
             try:
@@ -202,7 +194,7 @@ class _Checker:
                     )
                     avail.add(name)  # report each missing blob once
             inner = set(avail)
-            for _, sub in _nested(op):
+            for _, sub in nested_nets(op):
                 inner |= self.dataflow(sub, avail, index, f"{where} net '{sub.name}': ")
             avail |= inner
             avail.update(op.output)
@@ -212,7 +204,7 @@ class _Checker:
         """Ops whose every output is overwritten or dropped unread."""
         outputs = set(net.external_output)
         nested_reads = {
-            n for op in net.op for _, sub in _nested(op) for o in sub.op for n in (*o.input, *o.control_input)
+            n for op in net.op for _, sub in nested_nets(op) for o in sub.op for n in (*o.input, *o.control_input)
         }
         for i, op in enumerate(net.op):
             if not op.output:

@@ -85,6 +85,23 @@ def _add_one(init_net: pb.NetDef) -> str:
     return ONE_BLOB
 
 
+def _start(
+    init_net: pb.NetDef,
+    train_net: pb.NetDef,
+    params: Sequence[str],
+    grads: Mapping[str, str] | Sequence[str],
+    signed_lr: float,
+    policy: str,
+    lr_name: str,
+    policy_args: Mapping[str, Any],
+) -> tuple[list[str], OptimizerBlobs]:
+    """What every optimizer adds first: the gradient list, the iteration counter and the lr blob."""
+    grad_names = _grad_list(params, grads)
+    it = add_iteration(init_net, train_net)
+    lr = add_learning_rate(train_net, it, signed_lr, policy, name=lr_name, **policy_args)
+    return grad_names, OptimizerBlobs(it, lr)
+
+
 def _weight_decay(init_net: pb.NetDef, train_net: pb.NetDef, param: str, grad: str, weight_decay: float) -> None:
     if weight_decay:
         wd = f"{param}_wd"
@@ -126,11 +143,11 @@ def add_sgd(
     """
     if base_lr <= 0:
         raise ArgumentError(f"add_sgd: base_lr must be positive, got {base_lr}")
-    grad_names = _grad_list(params, grads)
-    it = add_iteration(init_net, train_net)
     sign = 1.0 if momentum > 0 else -1.0
-    lr = add_learning_rate(train_net, it, sign * base_lr, policy, name="SgdOptimizer_lr", **policy_args)
-    blobs = OptimizerBlobs(it, lr)
+    grad_names, blobs = _start(
+        init_net, train_net, params, grads, sign * base_lr, policy, "SgdOptimizer_lr", policy_args
+    )
+    lr = blobs.lr
     one = _add_one(init_net) if momentum <= 0 else ""
     for p, g in zip(params, grad_names):
         _weight_decay(init_net, train_net, p, g, weight_decay)
@@ -165,10 +182,10 @@ def add_adagrad(
     **policy_args: Any,
 ) -> OptimizerBlobs:
     """Adagrad for ``params`` (state: ``<param>_adagrad_moment``)."""
-    grad_names = _grad_list(params, grads)
-    it = add_iteration(init_net, train_net)
-    lr = add_learning_rate(train_net, it, -abs(base_lr), policy, name="AdagradOptimizer_lr", **policy_args)
-    blobs = OptimizerBlobs(it, lr)
+    grad_names, blobs = _start(
+        init_net, train_net, params, grads, -abs(base_lr), policy, "AdagradOptimizer_lr", policy_args
+    )
+    lr = blobs.lr
     for p, g in zip(params, grad_names):
         _weight_decay(init_net, train_net, p, g, weight_decay)
         m = _zeros_like(init_net, p, f"{p}_adagrad_moment")
@@ -192,10 +209,10 @@ def add_adam(
     **policy_args: Any,
 ) -> OptimizerBlobs:
     """Adam for ``params`` (state: ``<param>_first_moment``, ``<param>_second_moment``)."""
-    grad_names = _grad_list(params, grads)
-    it = add_iteration(init_net, train_net)
-    lr = add_learning_rate(train_net, it, -abs(base_lr), policy, name="AdamOptimizer_lr", **policy_args)
-    blobs = OptimizerBlobs(it, lr)
+    grad_names, blobs = _start(
+        init_net, train_net, params, grads, -abs(base_lr), policy, "AdamOptimizer_lr", policy_args
+    )
+    it, lr = blobs.iteration, blobs.lr
     for p, g in zip(params, grad_names):
         _weight_decay(init_net, train_net, p, g, weight_decay)
         m1 = _zeros_like(init_net, p, f"{p}_first_moment")

@@ -17,6 +17,7 @@ import numpy as np
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.schema import TensorInfo
+from asyncnet.serde import nested_nets
 
 F32 = np.dtype(np.float32)
 
@@ -87,11 +88,8 @@ _KEEP_CHANNELS = frozenset(
 def flat_ops(net: pb.NetDef) -> Iterator[pb.OperatorDef]:
     for op in net.op:
         yield op
-        for a in op.arg:
-            if a.HasField("n"):
-                yield from flat_ops(a.n)
-            for n in a.nets:
-                yield from flat_ops(n)
+        for _, sub in nested_nets(op):
+            yield from flat_ops(sub)
 
 
 def _arg_int(op: pb.OperatorDef, name: str, default: int) -> int:
@@ -173,6 +171,36 @@ def _kernel(op: OpInfo, spatial: int) -> list[int]:
     return [1] * spatial
 
 
+def _channel_count(op: OpInfo, ins: list[TensorInfo]) -> int | None:
+    """Channels of the first input (rank >= 2), None when unknown."""
+    x = ins[0].shape
+    if x is None or len(x) < 2:
+        return None
+    return x[_channel_axis(op, len(x))]
+
+
+def _conv_input(op: OpInfo, ins: list[TensorInfo]) -> tuple[int, int, int, list[int]] | None:
+    """(channel axis, input channels, group, kernel) of a conv-like op, None when the input is too unknown."""
+    x = ins[0].shape
+    if x is None or len(x) < 3:
+        return None
+    axis = _channel_axis(op, len(x))
+    c_in = x[axis]
+    if c_in is None:
+        return None
+    return axis, c_in, op.int_arg("group", 1), _kernel(op, len(x) - 2)
+
+
+def _weight_and_bias(free: list[int], w: tuple[int, ...], fan_in: int, m: int) -> dict[int, ParamSpec]:
+    """Specs of the free ones of input 1 (weight ``w``) and input 2 (bias of ``m``)."""
+    out: dict[int, ParamSpec] = {}
+    if 1 in free:
+        out[1] = ParamSpec(TensorInfo(w, F32), "weight", fan_in=fan_in)
+    if 2 in free:
+        out[2] = ParamSpec(TensorInfo((m,), F32), "bias")
+    return out
+
+
 def _out_channels(ctx: RuleContext, op: OpInfo, c_in: int, group: int) -> int:
     want = ctx.demands.get(op.outputs[0]) if op.outputs else None
     if want is not None:
@@ -185,49 +213,29 @@ def _out_channels(ctx: RuleContext, op: OpInfo, c_in: int, group: int) -> int:
 
 @_rule("Conv", "ConvRelu")
 def _conv(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) -> dict[int, ParamSpec]:
-    x = ins[0].shape
-    if x is None or len(x) < 3:
+    found = _conv_input(op, ins)
+    if found is None:
         return {}
-    axis = _channel_axis(op, len(x))
-    c_in = x[axis]
-    if c_in is None:
-        return {}
-    group = op.int_arg("group", 1)
-    k = _kernel(op, len(x) - 2)
+    axis, c_in, group, k = found
     m = _out_channels(ctx, op, c_in, group)
     if len(ins) > 1 and 1 not in free and known_shape(ins[1]) is not None:
         w_known = known_shape(ins[1])
         assert w_known is not None
         m = w_known[0]
     w = (m, c_in // group, *k) if axis == 1 else (m, *k, c_in // group)
-    out: dict[int, ParamSpec] = {}
-    if 1 in free:
-        out[1] = ParamSpec(TensorInfo(w, F32), "weight", fan_in=(c_in // group) * math.prod(k))
-    if 2 in free:
-        out[2] = ParamSpec(TensorInfo((m,), F32), "bias")
-    return out
+    return _weight_and_bias(free, w, (c_in // group) * math.prod(k), m)
 
 
 @_rule("ConvTranspose")
 def _conv_transpose(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) -> dict[int, ParamSpec]:
-    x = ins[0].shape
-    if x is None or len(x) < 3:
+    found = _conv_input(op, ins)
+    if found is None:
         return {}
-    axis = _channel_axis(op, len(x))
-    c_in = x[axis]
-    if c_in is None:
-        return {}
-    group = op.int_arg("group", 1)
-    k = _kernel(op, len(x) - 2)
+    axis, c_in, group, k = found
     m = _out_channels(ctx, op, c_in, 1)
     w = (c_in, m // group, *k) if axis == 1 else (c_in, *k, m // group)
-    out: dict[int, ParamSpec] = {}
-    if 1 in free:
-        # Each output pixel sums over about c_in * prod(k) / prod(stride) inputs; c_in is a safe bound.
-        out[1] = ParamSpec(TensorInfo(w, F32), "weight", fan_in=c_in * max(1, math.prod(k) // 4))
-    if 2 in free:
-        out[2] = ParamSpec(TensorInfo((m,), F32), "bias")
-    return out
+    # Each output pixel sums over about c_in * prod(k) / prod(stride) inputs; c_in is a safe bound.
+    return _weight_and_bias(free, w, c_in * max(1, math.prod(k) // 4), m)
 
 
 @_rule("FC", "FCTransposed")
@@ -246,20 +254,12 @@ def _fc(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) ->
     axis_w = op.int_arg("axis_w", 1)
     lead = (1,) * max(axis_w - 1, 0)
     w = (*lead, k, m) if op.type == "FCTransposed" else (*lead, m, k)
-    out: dict[int, ParamSpec] = {}
-    if 1 in free:
-        out[1] = ParamSpec(TensorInfo(w, F32), "weight", fan_in=k)
-    if 2 in free:
-        out[2] = ParamSpec(TensorInfo((m,), F32), "bias")
-    return out
+    return _weight_and_bias(free, w, k, m)
 
 
 @_rule("SpatialBN")
 def _spatial_bn(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) -> dict[int, ParamSpec]:
-    x = ins[0].shape
-    if x is None or len(x) < 2:
-        return {}
-    c = x[_channel_axis(op, len(x))]
+    c = _channel_count(op, ins)
     if c is None:
         return {}
     kinds = {1: "scale", 2: "shift", 3: "shift", 4: "variance"}
@@ -268,10 +268,7 @@ def _spatial_bn(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[
 
 @_rule("AffineChannel", "PRelu")
 def _per_channel(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) -> dict[int, ParamSpec]:
-    x = ins[0].shape
-    if x is None or len(x) < 2:
-        return {}
-    c = x[_channel_axis(op, len(x))]
+    c = _channel_count(op, ins)
     if c is None:
         return {}
     kinds = {1: "slope", 2: "shift"} if op.type == "PRelu" else {1: "scale", 2: "shift"}

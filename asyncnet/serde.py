@@ -276,6 +276,16 @@ def argument_value(arg: pb.Argument) -> Any:
     return []
 
 
+def nested_nets(op: pb.OperatorDef) -> list[tuple[str, pb.NetDef]]:
+    """(argument name, net) of every net an op carries in its arguments (``n`` and ``nets``), in order."""
+    nets: list[tuple[str, pb.NetDef]] = []
+    for a in op.arg:
+        if a.HasField("n"):
+            nets.append((a.name, a.n))
+        nets.extend((a.name, n) for n in a.nets)
+    return nets
+
+
 def arguments_to_dict(args: Iterable[pb.Argument], owner: str = "operator") -> dict[str, Any]:
     """Name -> value for a repeated Argument field; duplicate names are an error."""
     from asyncnet.errors import ArgumentError

@@ -24,7 +24,7 @@ from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import OpRegistry, default_registry
 from asyncnet.schema import UNKNOWN, TensorInfo
-from asyncnet.serde import numpy_dtype
+from asyncnet.serde import nested_nets, numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +151,6 @@ def agrees(inferred: TensorInfo, actual: TensorInfo) -> bool:
 # The walk
 
 
-def _nested_nets(op: pb.OperatorDef) -> list[tuple[str, pb.NetDef]]:
-    nets: list[tuple[str, pb.NetDef]] = []
-    for a in op.arg:
-        if a.HasField("n"):
-            nets.append((a.name, a.n))
-        nets.extend((a.name, n) for n in a.nets)
-    return nets
-
-
 class _Walker:
     def __init__(self, registry: OpRegistry, strict: bool, resolve: Resolver | None) -> None:
         self.registry = registry
@@ -261,7 +252,7 @@ class _Walker:
     def _infer_if(
         self, op: pb.OperatorDef, info: OpInfo, blobs: dict[str, TensorInfo], result: NetShapes, where: str
     ) -> list[TensorInfo]:
-        branches = {name: net for name, net in _nested_nets(op) if name in ("then_net", "else_net")}
+        branches = {name: net for name, net in nested_nets(op) if name in ("then_net", "else_net")}
         before = dict(blobs)
         outcomes: list[dict[str, TensorInfo]] = []
         for name in ("then_net", "else_net"):

@@ -8,9 +8,12 @@ Nets:
 
 Run:  .venv/bin/python bench/bench_executors.py [--quick] [--threads N] [--only CHAIN,WIDE]
 
-Times are the best of several repeats of a timed loop (the machine is shared, noise is
-upward). BLAS is limited with threadpoolctl: WIDE runs with 1 BLAS thread per op and again
-with the library default, so both can be compared.
+Times are medians (and bests) of several repeats of a timed loop, the contenders measured in
+alternation so that load noise hits all alike; the load average is printed with each line.
+BLAS is limited with threadpoolctl: WIDE runs with 1 BLAS thread per op and again with the
+library default, so both can be compared. WIDE cases also time "2 raw threads": the same
+kernels (numpy directly) split by hand over two Python threads, the ceiling that the
+machine's free cores allow right now; judge the async_scheduling speedup against it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -194,15 +199,24 @@ def bench_one(
                 fns["onnxruntime"] = sess
             except Exception as e:  # report, do not hide: the line says why it is missing
                 print(f"  onnxruntime unavailable for {label}: {type(e).__name__}: {e}")
+        raw = raw_threads(ops, feeds)
+        if raw is not None:
+            fns["2 raw threads"] = raw
         res = interleaved(fns, loops=loops, rounds=repeats)
     for ws in workspaces:
         ws.close()
     return res
 
 
+BEST: dict[str, float] = {}  # best seconds per call of the last interleaved() call, by name
+
+
 def interleaved(fns: dict[str, Callable[[], Any]], *, loops: int, rounds: int) -> dict[str, float]:
-    """Best seconds per call of each function, measured in alternation (load noise hits all alike)."""
-    best = dict.fromkeys(fns, float("inf"))
+    """Median seconds per call of each function, measured in alternation (load noise hits all alike).
+
+    The best times land in ``BEST``.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
     for _ in range(rounds):
@@ -210,8 +224,47 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, loops: int, rounds: int) -
             t0 = time.perf_counter()
             for _ in range(loops):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / loops)
-    return best
+            times[name].append((time.perf_counter() - t0) / loops)
+    BEST.clear()
+    BEST.update({name: min(v) for name, v in times.items()})
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def raw_threads(ops: list[Any], feeds: dict[str, np.ndarray]) -> Callable[[], Any] | None:
+    """WIDE's branches as plain numpy, split over the calling thread and one more (None if not WIDE)."""
+    if any(t not in ("MatMul", "Relu", "Sum") for t, _, _, _ in ops):
+        return None
+    branches: dict[str, list[np.ndarray]] = {}
+    for t, ins, _outs, _ in ops:
+        if t == "MatMul":
+            branches.setdefault(ins[1].split("_")[0], []).append(feeds[ins[1]])
+    x = feeds["x"]
+    work = list(branches.values())
+
+    def branch(ws: list[np.ndarray]) -> np.ndarray:
+        s = x
+        for w in ws:
+            s = np.maximum(s @ w, 0)
+        return s
+
+    def run() -> Any:
+        out: list[Any] = [None] * len(work)
+
+        def part(ix: range) -> None:
+            for i in ix:
+                out[i] = branch(work[i])
+
+        t = threading.Thread(target=part, args=(range(1, len(work), 2),))
+        t.start()
+        part(range(0, len(work), 2))
+        t.join()
+        return sum(out)
+
+    return run
 
 
 def chain_overheads(loops: int, repeats: int) -> None:
@@ -240,6 +293,7 @@ def chain_overheads(loops: int, repeats: int) -> None:
 
             fns["kernels directly"] = direct
     t = interleaved(fns, loops=loops, rounds=repeats * 3)
+    print(f"CHAIN medians of {repeats * 3} rounds x {loops} runs, {load()}")
     print(
         f"CHAIN ({n_ops} Adds of 4 floats): bare numpy np.add {t['bare numpy'] / n_ops * 1e6:.3f} us/op, "
         f"the Add kernels called directly {t['kernels directly'] / n_ops * 1e6:.3f} us/op"
@@ -248,7 +302,7 @@ def chain_overheads(loops: int, repeats: int) -> None:
         print(
             f"  {ex:17s} {t[ex] / n_ops * 1e6:7.3f} us/op: executor overhead over direct kernel calls "
             f"{(t[ex] - t['kernels directly']) / n_ops * 1e6:6.3f} us/op, over bare numpy "
-            f"{(t[ex] - t['bare numpy']) / n_ops * 1e6:6.3f} us/op"
+            f"{(t[ex] - t['bare numpy']) / n_ops * 1e6:6.3f} us/op (best {BEST[ex] / n_ops * 1e6:.3f})"
         )
     for ws in workspaces:
         ws.close()
@@ -261,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="CHAIN,WIDE,WIDETINY,INCEPTION", help="comma-separated subset")
     args = p.parse_args(argv)
     which = {w.strip().upper() for w in args.only.split(",")}
-    reps = 3 if args.quick else 7
+    reps = 3 if args.quick else 9
     print(
         f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, pool threads {args.threads}"
     )
@@ -295,11 +349,16 @@ def main(argv: list[str] | None = None) -> int:
             with_ort=True,
         )
         s, a = res["simple"], res["async_scheduling"]
-        line = f"{label:20s} ({len(net.op)} ops) simple {s * 1e3:8.3f} ms  async_scheduling {a * 1e3:8.3f} ms  speedup {s / a:5.2f}x"
+        line = (
+            f"{label:20s} ({len(net.op)} ops) simple {s * 1e3:8.3f} ms  async_scheduling {a * 1e3:8.3f} ms  "
+            f"speedup {s / a:5.2f}x (of bests {BEST['simple'] / BEST['async_scheduling']:5.2f}x)"
+        )
         if "onnxruntime" in res:
             o = res["onnxruntime"]
             line += f"  onnxruntime {o * 1e3:8.3f} ms  async/ort {a / o:5.2f}x"
-        print(line)
+        if "2 raw threads" in res:
+            line += f"  [2 raw threads: speedup {s / res['2 raw threads']:5.2f}x]"
+        print(line + f"  {load()}")
     return 0
 
 

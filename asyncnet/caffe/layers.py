@@ -44,6 +44,12 @@ def _pair(ctx: LayerCtx, values: Any, h: int | None, w: int | None, default: int
     raise ctx.unsupported(f"{what} has {len(vals)} values; only 2-D windows are supported")
 
 
+def _hw_fields(p: cpb.ConvolutionParameter, stem: str) -> tuple[int | None, int | None]:
+    """The ``<stem>_h`` and ``<stem>_w`` fields of ``p``, None where unset."""
+    h, w = f"{stem}_h", f"{stem}_w"
+    return (getattr(p, h) if p.HasField(h) else None, getattr(p, w) if p.HasField(w) else None)
+
+
 def _window_args(kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int]) -> dict[str, Any]:
     """Caffe2 ConvPoolOpBase arguments, in the symmetric form when h == w."""
     args: dict[str, Any] = {}
@@ -64,30 +70,9 @@ def _window_args(kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[in
 
 
 def _conv_geometry(ctx: LayerCtx, p: cpb.ConvolutionParameter) -> tuple[tuple[int, int], ...]:
-    kernel = _pair(
-        ctx,
-        p.kernel_size,
-        p.kernel_h if p.HasField("kernel_h") else None,
-        p.kernel_w if p.HasField("kernel_w") else None,
-        0,
-        "kernel_size",
-    )
-    stride = _pair(
-        ctx,
-        p.stride,
-        p.stride_h if p.HasField("stride_h") else None,
-        p.stride_w if p.HasField("stride_w") else None,
-        1,
-        "stride",
-    )
-    pad = _pair(
-        ctx,
-        p.pad,
-        p.pad_h if p.HasField("pad_h") else None,
-        p.pad_w if p.HasField("pad_w") else None,
-        0,
-        "pad",
-    )
+    kernel = _pair(ctx, p.kernel_size, *_hw_fields(p, "kernel"), 0, "kernel_size")
+    stride = _pair(ctx, p.stride, *_hw_fields(p, "stride"), 1, "stride")
+    pad = _pair(ctx, p.pad, *_hw_fields(p, "pad"), 0, "pad")
     dilation = _pair(ctx, p.dilation, None, None, 1, "dilation")
     if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
         raise ctx.unsupported(f"kernel {kernel}, stride {stride} and dilation {dilation} must be positive")

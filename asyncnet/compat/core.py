@@ -25,6 +25,7 @@ from asyncnet.compat.blob_reference import (
     rectify_blobs,
     unknown_operator,
 )
+from asyncnet.compat.gradients import GradientRegistry, add_backward_pass
 from asyncnet.compat.scope import CurrentDeviceScope, DeviceScope, EmptyNameScope, NameScope
 from asyncnet.errors import ArgumentError, CompatError, NetDefinitionError
 from asyncnet.proto import caffe2_pb2 as pb
@@ -39,13 +40,17 @@ __all__ = [
     "DeviceOption",
     "DeviceScope",
     "EmptyNameScope",
+    "ExecutionStep",
+    "GradientRegistry",
     "IsOperator",
     "IsOperatorWithEngine",
     "NameScope",
     "Net",
+    "Plan",
     "ScopedBlobReference",
     "ScopedName",
     "caffe2_pb2",
+    "execution_step",
 ]
 
 caffe2_pb2 = pb
@@ -350,17 +355,14 @@ class Net:
     # -- whole-net operations ------------------------------------------------------------------
 
     def AddGradientOperators(self, ys: Any, skip: int = 0) -> dict[str, BlobReference]:
-        """Append the backward pass for the losses ``ys``; returns blob -> gradient blob."""
-        from asyncnet.gradients import add_gradient_ops
+        """Append the backward pass for the losses ``ys``; returns blob -> gradient blob.
 
-        if isinstance(ys, Mapping):
-            losses = [str(y) for y in ys]
-        elif isinstance(ys, (str, BlobReference)):
-            losses = [str(ys)]
-        else:
-            losses = [str(y) for y in ys]
+        ``ys`` is a blob, a list of blobs (each seeded with ``ConstantFill(value=1)`` into
+        ``<y>_autogen_grad``) or, as in Caffe2, a dict mapping each blob to the name of a
+        blob that holds its gradient (fed by the caller; ``None`` means seed it).
+        """
         before = len(self._net.op)
-        grad_map = add_gradient_ops(self._net, losses, skip=skip)
+        grad_map = add_backward_pass(self._net, ys, skip=skip)
         site = user_site()
         for i in range(before, len(self._net.op)):
             self._sites[i] = site
@@ -510,3 +512,7 @@ def _remap_list(field: Any, remap: Mapping[str, str]) -> None:
     new = [remap.get(b, b) for b in field]
     del field[:]
     field.extend(new)
+
+
+# Plans build on Net, so their module imports this one; re-exported for ``core.Plan`` etc.
+from asyncnet.compat.plan import ExecutionStep, Plan, execution_step  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.compat.core import BlobReference, Net
+from asyncnet.compat.core import BlobReference, ExecutionStep, Net, Plan
 from asyncnet.errors import MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
@@ -35,6 +35,7 @@ __all__ = [
     "RunNetOnce",
     "RunOperatorOnce",
     "RunOperatorsOnce",
+    "RunPlan",
     "SwitchWorkspace",
     "Workspaces",
     "blobs",
@@ -202,6 +203,24 @@ def RunOperatorOnce(operator: pb.OperatorDef) -> bool:
 def RunOperatorsOnce(operators: Sequence[pb.OperatorDef]) -> bool:
     for op in operators:
         RunOperatorOnce(op)
+    return True
+
+
+def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
+    """Run a plan (a core.Plan, a PlanDef, or one ExecutionStep wrapped in a plan) in the current workspace.
+
+    As in Caffe2 the plan's nets are created in the workspace (replacing nets of
+    the same name) and stay there afterwards.
+    """
+    if isinstance(plan_or_step, ExecutionStep):
+        plan_or_step = Plan(plan_or_step)
+    if isinstance(plan_or_step, Plan):
+        plan_def = plan_or_step.Proto()
+    elif isinstance(plan_or_step, pb.PlanDef):
+        plan_def = plan_or_step
+    else:
+        raise WorkspaceError(f"RunPlan takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_or_step).__name__}")
+    CurrentWorkspaceObject().run_plan(plan_def)
     return True
 
 

@@ -34,7 +34,9 @@ from asyncnet.executors.pools import (
     WorkerPool,
     blas_limit,
     check_blas_limit,
+    clamp_threads,
     default_threads,
+    pool_device,
     private_pool,
     shared_pool,
     shared_timer,
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 # A chain measured faster than this runs inline on the thread that made it ready:
 # waking a worker on the other core costs ~20-25 us each way.
 DEFAULT_INLINE_SECONDS = 50e-6
+# However slow hand-offs get (a loaded machine measures milliseconds of wake-up latency), a chain
+# this long is worth a second core. Without the cap one bad estimate made every chain "cheap"; with
+# nothing handed off the estimate was never corrected and the executor stayed sequential.
+MAX_INLINE_SECONDS = 1e-3
 
 
 class _Run:
@@ -105,9 +111,10 @@ class AsyncSchedulingExecutor(Executor):
         self._ends_async = [ops[c[-1]].is_async for c in g.chains]
         self._cost = [math.inf] * len(g.chains)
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
-        self.threads = num_workers if num_workers > 0 else (options.threads or default_threads())
-        if self.threads < 1:
-            raise ExecutorError(f"net '{net.name}': executor threads must be at least 1, got {self.threads}")
+        threads = num_workers if num_workers > 0 else (options.threads or default_threads())
+        if threads < 1:
+            raise ExecutorError(f"net '{net.name}': executor threads must be at least 1, got {threads}")
+        self.threads = clamp_threads(threads, f"net '{net.name}'")
         self.inline_seconds = DEFAULT_INLINE_SECONDS
         self._handoff = DEFAULT_INLINE_SECONDS / 2
         self._inline_limit = DEFAULT_INLINE_SECONDS
@@ -115,6 +122,7 @@ class AsyncSchedulingExecutor(Executor):
         # pool workers join it, so a run keeps ``threads`` busy, not threads + 1 on threads cores.
         self._cap = {d: (self.threads - 1 if d == DeviceKey() else self.threads) for d in self._devices}
         self._pools: dict[DeviceKey, WorkerPool] = {}
+        self._own_pools: dict[DeviceKey, WorkerPool] = {}  # private pools by pool key (see pools.py bounds)
         self._pool_lock = threading.Lock()
         self._busy = threading.Lock()
         self._current: _Run | None = None
@@ -135,18 +143,22 @@ class AsyncSchedulingExecutor(Executor):
                     if self.options.shared_pools:
                         pool = shared_pool(device, self.threads)
                     else:
-                        pool = private_pool(device, self.threads, self.net.name)
+                        key = pool_device(device, self._own_pools)
+                        pool = self._own_pools.get(key)
+                        if pool is None:
+                            pool = private_pool(key, self.threads, self.net.name)
+                            self._own_pools[key] = pool
                     self._pools[device] = pool
         return pool
 
     def close(self) -> None:
         with self._pool_lock:
             self._closed = True
-            pools = list(self._pools.values())
+            pools = list(self._own_pools.values())
             self._pools.clear()
-        if not self.options.shared_pools:
-            for p in pools:
-                p.close()
+            self._own_pools.clear()
+        for p in pools:
+            p.close()
 
     # -- running -----------------------------------------------------------------
 
@@ -310,7 +322,7 @@ class AsyncSchedulingExecutor(Executor):
         # machine waking a worker costs more, so more chains are better run inline.
         latency = time.perf_counter() - submitted
         self._handoff += 0.2 * (latency - self._handoff)
-        self._inline_limit = max(self.inline_seconds, 2.0 * self._handoff)
+        self._inline_limit = min(max(self.inline_seconds, 2.0 * self._handoff), MAX_INLINE_SECONDS)
         q = run.queues[device]
         while True:
             with run.cond:

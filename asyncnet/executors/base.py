@@ -29,7 +29,8 @@ class ExecutorOptions:
     """Options shared by executors.
 
     Attributes:
-        threads: worker threads per device pool (None: NetDef.num_workers, else CPU count).
+        threads: worker threads per device pool (None: NetDef.num_workers, else CPU count); capped at
+            4x the usable CPUs with a warning (see asyncnet.executors.pools for every thread bound).
         shared_pools: use the process-wide pools (False: pools owned by the net).
         profile: collect per-op timings (see asyncnet.profiling).
         blas_threads: while a run executes, limit BLAS libraries to this many threads per op

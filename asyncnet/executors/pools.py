@@ -3,6 +3,21 @@
 Process-wide pools live as long as the process; their threads are named
 ``asyncnet-shared-...``. Per-net pools are owned by one executor and stopped by
 ``close()``. Workers block on a queue (no polling).
+
+Bounds (a hostile or careless net file must not create unbounded threads):
+
+* a pool never has more than :func:`max_threads` workers (4x the usable CPUs);
+  :func:`clamp_threads` reduces larger ``num_workers`` / ``--threads`` with a warning;
+* shared pools are keyed by device only (not by size): a pool grows to the largest
+  size asked of it, up to the cap. The default device (cpu:0) and the first
+  :data:`MAX_DEVICE_POOLS` other distinct devices get a pool of their own; every further
+  device shares one overflow pool (``...-devother``). The same rule applies to the
+  pools of one net.
+
+So the shared pools hold at most ``(MAX_DEVICE_POOLS + 2) * max_threads()`` threads
+for the life of the process, and one net's own pools as many until it is closed.
+Sharing a pool across devices changes no result: a pool task carries its device's
+queue, and each run still limits how many chains of one device run at once.
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +40,14 @@ from asyncnet.opinfo import DeviceKey
 log = logging.getLogger(__name__)
 
 SHARED_PREFIX = "asyncnet-shared"
+
+# Distinct devices that get a pool of their own (per process for shared pools, per net for
+# private ones); Caffe2 machines have at most 8 or 16 accelerators and rarely that many NUMA nodes.
+MAX_DEVICE_POOLS = 8
+
+# A device key standing for "every device beyond MAX_DEVICE_POOLS".
+OVERFLOW_DEVICE = DeviceKey(-1, -1, -1)
+_DEFAULT_DEVICE = DeviceKey()
 
 _STOP: Any = object()
 
@@ -37,15 +60,32 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def max_threads() -> int:
+    """The most workers one pool may have: 4x the usable CPUs (pure-Python ops gain nothing beyond)."""
+    return 4 * default_threads()
+
+
+def clamp_threads(threads: int, owner: str) -> int:
+    """``threads`` reduced to :func:`max_threads`, with a warning naming ``owner`` when reduced."""
+    cap = max_threads()
+    if threads > cap:
+        log.warning("%s asks for %d worker threads; using %d (4x the %d usable CPUs)", owner, threads, cap, cap // 4)
+        return cap
+    return threads
+
+
 def _device_tag(device: DeviceKey) -> str:
+    if device == OVERFLOW_DEVICE:
+        return "other"
     tag = f"{device.type}.{device.id}"
     return tag + (f"n{device.numa}" if device.numa >= 0 else "")
 
 
 class WorkerPool:
-    """A fixed set of named worker threads running submitted callables.
+    """A set of at most ``size`` named worker threads running submitted callables.
 
-    Threads start lazily (one more per submission while fewer than ``size`` run).
+    Threads start lazily (one more per submission while fewer than ``size`` run);
+    :meth:`grow_to` raises ``size`` (never past :func:`max_threads`).
     Callables must not raise; an exception is logged and the worker continues.
     """
 
@@ -58,6 +98,13 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+
+    def grow_to(self, size: int) -> None:
+        """Allow up to ``size`` workers (capped at max_threads(); never shrinks)."""
+        size = min(size, max_threads())
+        if size > self.size:
+            with self._lock:
+                self.size = max(self.size, size)
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Queue ``fn`` to run on a worker."""
@@ -106,27 +153,37 @@ class WorkerPool:
                 t.join(timeout)
 
 
-_shared: dict[tuple[DeviceKey, int], WorkerPool] = {}
+_shared: dict[DeviceKey, WorkerPool] = {}
 _shared_lock = threading.Lock()
 
 
+def pool_device(device: DeviceKey, have: Collection[DeviceKey]) -> DeviceKey:
+    """The pool key for ``device`` given the keys that already have pools: itself, or the overflow key."""
+    # The default device always has its own pool: a file full of odd devices loaded first must not
+    # push every later plain CPU net onto the overflow pool for the rest of the process.
+    if device in have or device == _DEFAULT_DEVICE or sum(d != _DEFAULT_DEVICE for d in have) < MAX_DEVICE_POOLS:
+        return device
+    return OVERFLOW_DEVICE
+
+
 def shared_pool(device: DeviceKey, size: int) -> WorkerPool:
-    """The process-wide pool for ``device`` with ``size`` workers (created on first use)."""
-    key = (device, size)
-    pool = _shared.get(key)
+    """The process-wide pool serving ``device``, grown to ``size`` workers (see the module bounds)."""
+    pool = _shared.get(device)
     if pool is None:
         with _shared_lock:
+            key = pool_device(device, _shared)
             pool = _shared.get(key)
             if pool is None:
-                pool = WorkerPool(size, f"{SHARED_PREFIX}-dev{_device_tag(device)}-x{size}")
+                pool = WorkerPool(min(size, max_threads()), f"{SHARED_PREFIX}-dev{_device_tag(key)}")
                 _shared[key] = pool
+    pool.grow_to(size)
     return pool
 
 
 def private_pool(device: DeviceKey, size: int, owner: str) -> WorkerPool:
     """A pool owned by one net (close it when done)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in owner)[:40]
-    return WorkerPool(size, f"asyncnet-net-{safe}-dev{_device_tag(device)}")
+    return WorkerPool(min(size, max_threads()), f"asyncnet-net-{safe}-dev{_device_tag(device)}")
 
 
 class TimerService:

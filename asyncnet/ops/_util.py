@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
+from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
+from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.schema import TensorInfo
 
 
@@ -56,3 +58,18 @@ def rng_for(op: OpInfo) -> np.random.Generator:
 def info(shape: Any, dtype: Any) -> TensorInfo:
     """TensorInfo from a shape (or None) and a dtype (or None)."""
     return TensorInfo(None if shape is None else tuple(shape), None if dtype is None else np.dtype(dtype))
+
+
+def register_single_gradient_op(op_type: str, grad_type: str, *, n_inputs: int, n_grads: int) -> None:
+    """Register the common gradient maker of ``op_type``: one ``grad_type`` op.
+
+    It reads the first ``n_inputs`` forward inputs and the output gradient, and writes the
+    gradients of the first ``n_grads`` inputs.
+    """
+
+    def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+        g = GradientContext(op, g_out)
+        ins = [g.I(i) for i in range(n_inputs)] + [g.GO(0)]
+        return g.spec([g.op_def(grad_type, ins, [g.GI(i) for i in range(n_grads)])])
+
+    register_gradient(op_type)(maker)

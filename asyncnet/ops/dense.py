@@ -20,16 +20,44 @@ FC_ARGS = (
 )
 
 
-def _fc_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    x, w = ins[0], ins[1]
-    if x.shape is None or w.shape is None:
-        return [TensorInfo(None, x.dtype)]
-    axis = canonical_axis(op.int_arg("axis"), len(x.shape), op)
-    axis_w = canonical_axis(op.int_arg("axis_w"), len(w.shape), op, "axis_w")
-    k_x, k_w = prod_known(x.shape[axis:]), prod_known(w.shape[axis_w:])
-    if k_x is not None and k_w is not None and k_x != k_w:
-        raise ShapeInferenceError(f"{op.label()}: X {x} flattened at axis {axis} has K={k_x} but W {w} gives K={k_w}")
-    return [TensorInfo(tuple(x.shape[:axis]) + (prod_known(w.shape[:axis_w]),), x.dtype)]
+def _w_split(w_shape: Any, axis_w: int, transposed: bool) -> tuple[Any, Any]:
+    """(N dims, K dims) of W flattened at ``axis_w``: [N, K] for FC, [K, N] for FCTransposed."""
+    head, tail = w_shape[:axis_w], w_shape[axis_w:]
+    return (tail, head) if transposed else (head, tail)
+
+
+def _fc_infer_for(transposed: bool) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        x, w = ins[0], ins[1]
+        if x.shape is None or w.shape is None:
+            return [TensorInfo(None, x.dtype)]
+        axis = canonical_axis(op.int_arg("axis"), len(x.shape), op)
+        axis_w = canonical_axis(op.int_arg("axis_w"), len(w.shape), op, "axis_w")
+        n_dims, k_dims = _w_split(w.shape, axis_w, transposed)
+        k_x, k_w = prod_known(x.shape[axis:]), prod_known(k_dims)
+        if k_x is not None and k_w is not None and k_x != k_w:
+            raise ShapeInferenceError(
+                f"{op.label()}: X {x} flattened at axis {axis} has K={k_x} but W {w} gives K={k_w}"
+            )
+        return [TensorInfo(tuple(x.shape[:axis]) + (prod_known(n_dims),), x.dtype)]
+
+    return infer
+
+
+def _fc_dims(
+    op: OpInfo, x: np.ndarray, w: np.ndarray, b: np.ndarray, axis_arg: int, axis_w_arg: int, transposed: bool
+) -> tuple[int, int, int, int]:
+    """(axis, M, K, N) of an FC run, checking that X, W and b agree."""
+    axis = canonical_axis(axis_arg, x.ndim, op)
+    axis_w = canonical_axis(axis_w_arg, w.ndim, op, "axis_w")
+    m, k = prod(x.shape[:axis]), prod(x.shape[axis:])
+    n_dims, k_dims = _w_split(w.shape, axis_w, transposed)
+    n = prod(n_dims)
+    if prod(k_dims) != k:
+        raise ArgumentError(f"X {x.shape} flattened at axis {axis} has K={k}, W {w.shape} has K={prod(k_dims)}")
+    if b.size != n:
+        raise ArgumentError(f"bias has {b.size} values, W gives N={n}")
+    return axis, m, k, n
 
 
 @register_op(
@@ -37,7 +65,7 @@ def _fc_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     inputs=3,
     outputs=1,
     args=FC_ARGS,
-    infer=_fc_infer,
+    infer=_fc_infer_for(transposed=False),
     doc="Y = X W^T + b, with X flattened to [M, K] at `axis` and W to [N, K] at `axis_w`.",
     input_names=("X", "W", "b"),
     output_names=("Y",),
@@ -46,16 +74,7 @@ def fc(op: OpInfo) -> Callable[..., Any]:
     axis_arg, axis_w_arg = op.int_arg("axis"), op.int_arg("axis_w")
 
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
-        axis = canonical_axis(axis_arg, x.ndim, op)
-        axis_w = canonical_axis(axis_w_arg, w.ndim, op, "axis_w")
-        m, k = prod(x.shape[:axis]), prod(x.shape[axis:])
-        n = prod(w.shape[:axis_w])
-        if prod(w.shape[axis_w:]) != k:
-            raise ArgumentError(
-                f"X {x.shape} flattened at axis {axis} has K={k}, W {w.shape} has K={prod(w.shape[axis_w:])}"
-            )
-        if b.size != n:
-            raise ArgumentError(f"bias has {b.size} values, W gives N={n}")
+        axis, m, k, n = _fc_dims(op, x, w, b, axis_arg, axis_w_arg, transposed=False)
         y = x.reshape(m, k) @ w.reshape(n, k).T
         y += b.reshape(1, n)
         return (y.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)
@@ -63,24 +82,12 @@ def fc(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
-def _fct_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    x, w = ins[0], ins[1]
-    if x.shape is None or w.shape is None:
-        return [TensorInfo(None, x.dtype)]
-    axis = canonical_axis(op.int_arg("axis"), len(x.shape), op)
-    axis_w = canonical_axis(op.int_arg("axis_w"), len(w.shape), op, "axis_w")
-    k_x, k_w = prod_known(x.shape[axis:]), prod_known(w.shape[:axis_w])
-    if k_x is not None and k_w is not None and k_x != k_w:
-        raise ShapeInferenceError(f"{op.label()}: X {x} flattened at axis {axis} has K={k_x} but W {w} gives K={k_w}")
-    return [TensorInfo(tuple(x.shape[:axis]) + (prod_known(w.shape[axis_w:]),), x.dtype)]
-
-
 @register_op(
     "FCTransposed",
     inputs=3,
     outputs=1,
     args=FC_ARGS,
-    infer=_fct_infer,
+    infer=_fc_infer_for(transposed=True),
     doc="Y = X W + b: FC with W stored transposed, W flattened to [K, N] at `axis_w`.",
     input_names=("X", "W", "b"),
     output_names=("Y",),
@@ -89,16 +96,7 @@ def fc_transposed(op: OpInfo) -> Callable[..., Any]:
     axis_arg, axis_w_arg = op.int_arg("axis"), op.int_arg("axis_w")
 
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
-        axis = canonical_axis(axis_arg, x.ndim, op)
-        axis_w = canonical_axis(axis_w_arg, w.ndim, op, "axis_w")
-        m, k = prod(x.shape[:axis]), prod(x.shape[axis:])
-        n = prod(w.shape[axis_w:])
-        if prod(w.shape[:axis_w]) != k:
-            raise ArgumentError(
-                f"X {x.shape} flattened at axis {axis} has K={k}, W {w.shape} has K={prod(w.shape[:axis_w])}"
-            )
-        if b.size != n:
-            raise ArgumentError(f"bias has {b.size} values, W gives N={n}")
+        axis, m, k, n = _fc_dims(op, x, w, b, axis_arg, axis_w_arg, transposed=True)
         y = x.reshape(m, k) @ w.reshape(k, n)
         y = y + b.reshape(1, n)
         return (y.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)

@@ -11,7 +11,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info, prod, rng_for
-from asyncnet.registry import register_op
+from asyncnet.registry import KernelFactory, register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import checked_numel, numpy_dtype
 
@@ -54,6 +54,21 @@ def _fill_infer(dtype_of: Callable[[OpInfo], Any]) -> Callable[[OpInfo, list[Ten
     return infer
 
 
+def _register_fill(
+    op_type: str, args: tuple[Arg, ...], dtype_of: Callable[[OpInfo], Any], doc: str
+) -> Callable[[KernelFactory], KernelFactory]:
+    """``register_op`` for a fill op: no input, or one giving the shape (and writable in place); ``args`` + SHAPE_ARGS."""
+    return register_op(
+        op_type,
+        inputs=(0, 1),
+        outputs=1,
+        allow_inplace=[(0, 0)],
+        args=(*args, *SHAPE_ARGS),
+        infer=_fill_infer(dtype_of),
+        doc=doc,
+    )
+
+
 def _constant_dtype(op: OpInfo) -> np.dtype[Any]:
     if op.has("dtype"):
         return numpy_dtype(op.int_arg("dtype"))
@@ -65,18 +80,14 @@ def _constant_dtype(op: OpInfo) -> np.dtype[Any]:
     return np.dtype(np.float32)
 
 
-@register_op(
+@_register_fill(
     "ConstantFill",
-    inputs=(0, 1),
-    outputs=1,
-    allow_inplace=[(0, 0)],
-    args=(
+    (
         Arg("value", 0.0, "fill value"),
         Arg("dtype", 1, "TensorProto.DataType of the output (default: from the value's type)"),
-        *SHAPE_ARGS,
     ),
-    infer=_fill_infer(_constant_dtype),
-    doc="Fill a tensor with one value; shape from `shape`, or input 0 (+`extra_shape`), or its values.",
+    _constant_dtype,
+    "Fill a tensor with one value; shape from `shape`, or input 0 (+`extra_shape`), or its values.",
 )
 def constant_fill(op: OpInfo) -> Callable[..., Any]:
     dtype = _constant_dtype(op)
@@ -120,18 +131,11 @@ def _given(op_type: str, dtype: Any, doc: str, convert: Callable[[list[Any]], np
 
         return run
 
-    register_op(
+    _register_fill(
         op_type,
-        inputs=(0, 1),
-        outputs=1,
-        allow_inplace=[(0, 0)],
-        args=(
-            Arg("values", [], "the values, row-major"),
-            Arg("dtype", 1, "output data type (GivenTensorFill)"),
-            *SHAPE_ARGS,
-        ),
-        infer=_fill_infer(dtype_of),
-        doc=doc,
+        (Arg("values", [], "the values, row-major"), Arg("dtype", 1, "output data type (GivenTensorFill)")),
+        dtype_of,
+        doc,
     )(factory)
 
 
@@ -166,14 +170,11 @@ def _random_fill(
 
         return run
 
-    register_op(
+    _register_fill(
         op_type,
-        inputs=(0, 1),
-        outputs=1,
-        allow_inplace=[(0, 0)],
-        args=(*extra_args, Arg("dtype", 1, "output data type"), *SHAPE_ARGS),
-        infer=_fill_infer(lambda op: numpy_dtype(op.int_arg("dtype", 1)) if op.has("dtype") else np.float32),
-        doc=doc,
+        (*extra_args, Arg("dtype", 1, "output data type")),
+        lambda op: numpy_dtype(op.int_arg("dtype", 1)) if op.has("dtype") else np.float32,
+        doc,
     )(factory)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError, GradientError
 from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
-from asyncnet.ops._util import canonical_axis, info, prod
+from asyncnet.ops._util import canonical_axis, info, prod, register_single_gradient_op
 from asyncnet.ops.dense import FC_ARGS
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
@@ -86,10 +86,7 @@ def _batch_matmul_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientS
     return g.spec([g.op_def("BatchMatMul", ins, [out], args) for ins, out, args in defs])
 
 
-@register_gradient("DotProduct")
-def _dot_product_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("DotProductGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(0), g.GI(1)])])
+register_single_gradient_op("DotProduct", "DotProductGradient", n_inputs=2, n_grads=2)
 
 
 @register_op(

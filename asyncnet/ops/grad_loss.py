@@ -10,7 +10,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.gradients import GradientContext, GradientSpec, no_gradient, register_gradient
 from asyncnet.opinfo import OpInfo
-from asyncnet.ops._util import canonical_axis, prod
+from asyncnet.ops._util import canonical_axis, prod, register_single_gradient_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, same_as_input
@@ -127,10 +127,7 @@ register_op(
 )(softmax_with_loss_gradient)
 
 
-@register_gradient("LabelCrossEntropy")
-def _label_xent_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("LabelCrossEntropyGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(0)])])
+register_single_gradient_op("LabelCrossEntropy", "LabelCrossEntropyGradient", n_inputs=2, n_grads=1)
 
 
 @register_op(
@@ -156,10 +153,7 @@ def label_cross_entropy_gradient(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
-@register_gradient("CrossEntropy")
-def _xent_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("CrossEntropyGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(0)])])
+register_single_gradient_op("CrossEntropy", "CrossEntropyGradient", n_inputs=2, n_grads=1)
 
 
 @register_op(
@@ -181,10 +175,7 @@ def cross_entropy_gradient(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
-@register_gradient("AveragedLoss")
-def _averaged_loss_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("AveragedLossGradient", [g.I(0), g.GO(0)], [g.GI(0)])])
+register_single_gradient_op("AveragedLoss", "AveragedLossGradient", n_inputs=1, n_grads=1)
 
 
 @register_op(
@@ -205,10 +196,7 @@ def averaged_loss_gradient(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
-@register_gradient("SquaredL2Distance")
-def _sql2_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("SquaredL2DistanceGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(0), g.GI(1)])])
+register_single_gradient_op("SquaredL2Distance", "SquaredL2DistanceGradient", n_inputs=2, n_grads=2)
 
 
 @register_op(

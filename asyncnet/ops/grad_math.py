@@ -11,7 +11,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError, UnsupportedError
 from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
-from asyncnet.ops._util import canonical_axis
+from asyncnet.ops._util import canonical_axis, register_single_gradient_op
 from asyncnet.ops.slicing import slice_bounds
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
@@ -197,9 +197,22 @@ def _expand_back(dy: np.ndarray, x_shape: tuple[int, ...], axes: tuple[int, ...]
     return dy.reshape(kept)
 
 
+def _register_reduce_gradient(kind: str, factory: Callable[[OpInfo], Callable[..., Any]], doc: str) -> None:
+    """Register Reduce<kind>'s gradient maker and its Reduce<kind>Gradient op (inputs dY, X, Y; output dX)."""
+    register_gradient(f"Reduce{kind}")(_maker(f"Reduce{kind}Gradient", ("GO0", "I0", "O0")))
+    register_op(
+        f"Reduce{kind}Gradient",
+        inputs=3,
+        outputs=1,
+        args=(Arg("axes", [], "the forward axes"), Arg("keepdims", 1, "the forward keepdims")),
+        infer=lambda op, ins: [TensorInfo(ins[1].shape, ins[0].dtype)],
+        doc=doc,
+        input_names=("dY", "X", "Y"),
+        output_names=("dX",),
+    )(factory)
+
+
 for _kind in ("Sum", "Mean", "Max", "Min"):
-    _order = ("GO0", "I0", "O0")
-    register_gradient(f"Reduce{_kind}")(_maker(f"Reduce{_kind}Gradient", _order))
 
     def _reduce_factory(op: OpInfo, kind: str = _kind) -> Callable[..., Any]:
         def run(dy: Any, x: Any, y: Any) -> tuple[np.ndarray]:
@@ -217,17 +230,12 @@ for _kind in ("Sum", "Mean", "Max", "Min"):
 
         return run
 
-    register_op(
-        f"Reduce{_kind}Gradient",
-        inputs=3,
-        outputs=1,
-        args=(Arg("axes", [], "the forward axes"), Arg("keepdims", 1, "the forward keepdims")),
-        infer=lambda op, ins: [TensorInfo(ins[1].shape, ins[0].dtype)],
-        doc=f"Gradient of Reduce{_kind}: inputs dY, X, Y; output dX"
+    _register_reduce_gradient(
+        _kind,
+        _reduce_factory,
+        f"Gradient of Reduce{_kind}: inputs dY, X, Y; output dX"
         + (" (positions equal to the extreme get dY)." if _kind in ("Max", "Min") else "."),
-        input_names=("dY", "X", "Y"),
-        output_names=("dX",),
-    )(_reduce_factory)
+    )
 
 
 def _front_back_maker(grad_type: str, with_y: bool) -> Maker:
@@ -278,10 +286,7 @@ for _side in ("Front", "Back"):
         )(_fb_factory)
 
 
-@register_gradient("SumElements")
-def _sum_elements_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    return g.spec([g.op_def("SumElementsGradient", [g.I(0), g.GO(0)], [g.GI(0)])])
+register_single_gradient_op("SumElements", "SumElementsGradient", n_inputs=1, n_grads=1)
 
 
 @register_op(
@@ -347,7 +352,6 @@ def slice_gradient(op: OpInfo) -> Callable[..., Any]:
 
 
 for _kind in ("L1", "L2"):
-    register_gradient(f"Reduce{_kind}")(_maker(f"Reduce{_kind}Gradient", ("GO0", "I0", "O0")))
 
     def _norm_factory(op: OpInfo, kind: str = _kind) -> Callable[..., Any]:
         def run(dy: Any, x: Any, y: Any) -> tuple[np.ndarray]:
@@ -364,17 +368,12 @@ for _kind in ("L1", "L2"):
 
         return run
 
-    register_op(
-        f"Reduce{_kind}Gradient",
-        inputs=3,
-        outputs=1,
-        args=(Arg("axes", [], "the forward axes"), Arg("keepdims", 1, "the forward keepdims")),
-        infer=lambda op, ins: [TensorInfo(ins[1].shape, ins[0].dtype)],
-        doc=f"Gradient of Reduce{_kind}: inputs dY, X, Y; "
+    _register_reduce_gradient(
+        _kind,
+        _norm_factory,
+        f"Gradient of Reduce{_kind}: inputs dY, X, Y; "
         + ("dX = dY * sign(X)." if _kind == "L1" else "dX = dY * X / Y."),
-        input_names=("dY", "X", "Y"),
-        output_names=("dX",),
-    )(_norm_factory)
+    )
 
 
 for _name, _row in (("ColwiseMax", False), ("RowwiseMax", True)):

@@ -120,8 +120,8 @@ def test_basics_tutorial_first_net() -> None:
 
 
 def test_toy_regression_tutorial_converges() -> None:
-    # Caffe2's "Toy Regression" tutorial; X and the noisy targets are fed rather than
-    # drawn by fill ops inside the train net (that variant needs StopGradient).
+    # Caffe2's "Toy Regression" tutorial with X and the noisy targets fed rather than drawn
+    # by fill ops inside the train net (the verbatim version is in test_compat_training.py).
     init_net = core.Net("toy_init")
     one = init_net.ConstantFill([], "ONE", shape=[1], value=1.0)
     it = init_net.ConstantFill([], "ITER", shape=[1], value=0, dtype=core.DataType.INT64)

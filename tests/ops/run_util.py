@@ -3,7 +3,7 @@ the way) and run the equivalent ONNX node through onnxruntime as an independent 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,15 @@ def check_inference(op: pb.OperatorDef, ins: Sequence[Any], outs: Sequence[Any])
                 assert d is None or d == real, f"{op.type} output {i}: inferred {t}, kernel gave shape {y.shape}"
 
 
+def run_once(op: pb.OperatorDef, inputs: Mapping[str, Any]) -> list[Any]:
+    """Feed ``inputs`` (blob name -> value) into a fresh workspace, run ``op`` once, fetch its outputs."""
+    with Workspace() as ws:
+        for name, value in inputs.items():
+            ws.feed(name, value)
+        ws.run_operator_once(op)
+        return [ws.fetch(o) for o in op.output]
+
+
 def run_op(
     op_type: str,
     inputs: Sequence[Any],
@@ -57,11 +66,7 @@ def run_op(
     in_names = [f"in{i}" for i in range(len(inputs))]
     out_names = [in_names[i] if i in inplace else f"out{i}" for i in range(n_out)]
     op = make_op(op_type, in_names, out_names, **args)
-    ws = Workspace()
-    for n, v in zip(in_names, inputs):
-        ws.feed(n, v)
-    ws.run_operator_once(op)
-    outs = [ws.fetch(n) for n in out_names]
+    outs = run_once(op, dict(zip(in_names, inputs)))
     if infer:
         check_inference(op, inputs, outs)
     return outs

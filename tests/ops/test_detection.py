@@ -11,23 +11,16 @@ import pytest
 
 from asyncnet.errors import OperatorError, UnsupportedError
 from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.serde import make_argument
 from asyncnet.workspace import Workspace
 from tests.conftest import realnets_path
-from tests.ops.run_util import check_inference
+from tests.ops.run_util import check_inference, make_op, run_once
 
 F32 = np.float32
 
 
 def run_op(op_type: str, inputs: dict[str, Any], outputs: list[str], **args: Any) -> list[Any]:
-    op = pb.OperatorDef(type=op_type, input=list(inputs), output=outputs)
-    for k, v in args.items():
-        op.arg.append(make_argument(k, v))
-    with Workspace() as ws:
-        for k, v in inputs.items():
-            ws.feed(k, v)
-        ws.run_operator_once(op)
-        outs = [ws.fetch(o) for o in outputs]
+    op = make_op(op_type, list(inputs), outputs, **args)
+    outs = run_once(op, inputs)
     check_inference(op, list(inputs.values()), outs)
     return outs
 

@@ -14,18 +14,13 @@ from asyncnet.qtensor import Int8Tensor
 from asyncnet.serde import make_argument
 from asyncnet.shapes import infer_shapes, info_of
 from asyncnet.workspace import Workspace
+from tests.ops.run_util import make_op, run_once
 
 
 def run_op(op_type: str, inputs: dict[str, Any], n_out: int = 1, **args: Any) -> list[Any]:
     outs = [f"out{i}" for i in range(n_out)]
-    op = pb.OperatorDef(type=op_type, input=list(inputs), output=outs)
-    for k, v in args.items():
-        op.arg.append(make_argument(k, v))
-    with Workspace() as ws:
-        for k, v in inputs.items():
-            ws.feed(k, v)
-        ws.run_operator_once(op)
-        got = [ws.fetch(o) for o in outs]
+    op = make_op(op_type, list(inputs), outs, **args)
+    got = run_once(op, inputs)
     # Shape inference must describe what the kernel made.
     net = pb.NetDef(name="one")
     net.op.append(op)

@@ -224,3 +224,57 @@ def test_corpus_has_light_models() -> None:
     if not REALNETS.exists():
         pytest.skip("real-net corpus absent")
     assert len(list((REALNETS / "onnx_light_models").glob("*.onnx"))) == len(LIGHT)
+
+
+@pytest.mark.timeout(300)
+def test_mutated_models_raise_only_library_errors() -> None:
+    """Structured mutations of onnx's node-test models: attributes, inputs, op types, shapes."""
+    import random
+
+    from asyncnet.errors import AsyncNetError
+    from asyncnet.onnx.importer import TRANSLATORS
+    from tests.tools.onnx_node_cases import _array
+
+    rng = random.Random(0)
+    cases = [c for c in mapped_cases() if len(c.model.graph.node) == 1 and c.data_sets]
+    op_types = sorted(TRANSLATORS)
+    outcomes = {"ok": 0, "refused": 0}
+    for i in range(250):
+        case = rng.choice(cases)
+        model = onnx.ModelProto()
+        model.CopyFrom(case.model)
+        node = model.graph.node[0]
+        kind = rng.randrange(5)
+        if kind == 0 and node.attribute:
+            attr = rng.choice(list(node.attribute))
+            if attr.ints:
+                attr.ints[rng.randrange(len(attr.ints))] = rng.choice([-(2**40), -3, -1, 0, 7, 2**40])
+            elif attr.HasField("i"):
+                attr.i = rng.choice([-(2**40), -5, 0, 3, 2**40])
+            elif attr.HasField("f"):
+                attr.f = rng.choice([float("nan"), float("inf"), -1.0, 0.0])
+        elif kind == 1 and len(node.input) > 1:
+            del node.input[rng.randrange(len(node.input))]
+        elif kind == 2:
+            node.op_type = rng.choice(op_types)
+        elif kind == 3:
+            del node.output[:]
+        else:
+            for vi in model.graph.input:
+                for d in vi.type.tensor_type.shape.dim:
+                    d.dim_value = rng.choice([0, 1, 3, 2**31])
+        try:
+            init, predict = import_onnx(model)
+            ws = Workspace()
+            ws.run_net_once(init)
+            inputs, _ = case.data_sets[0]
+            names = [n.name for n in model.graph.input if n.name not in {t.name for t in model.graph.initializer}]
+            for name, value in zip(names, inputs):
+                ws.feed(name, _array(value))
+            ws.run_net_once(predict)
+            outcomes["ok"] += 1
+        except AsyncNetError:
+            outcomes["refused"] += 1
+        except Exception as e:  # noqa: BLE001 - the point of the test
+            pytest.fail(f"mutation {i} of {case.name} ({kind}) escaped as {type(e).__name__}: {e}")
+    assert outcomes["ok"] > 20 and outcomes["refused"] > 20, outcomes

@@ -1,0 +1,148 @@
+"""The backward pass as Caffe2's ``core`` exposed it: ``GradientRegistry`` and ``Net.AddGradientOperators``.
+
+Built on :mod:`asyncnet.gradients`. Two things are Caffe2's and live here:
+
+* gradients may be *given* (``{"loss": "loss_grad"}``): then no ``ConstantFill`` seed
+  is added and the given blob is read where the seed's output would be;
+* Caffe2's fill ops were NO_GRADIENT, so a train net that draws its data with
+  GaussianFill (the toy-regression tutorial) gets a backward pass that stops there.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from asyncnet.errors import ArgumentError
+from asyncnet.gradients import GradientSpec, add_gradient_ops, gradient_for_op, has_gradient, no_gradient
+from asyncnet.gradients import register_gradient as _register_gradient
+from asyncnet.proto import caffe2_pb2 as pb
+
+__all__ = ["GradientRegistry", "add_backward_pass"]
+
+# Caffe2's filler_op.cc and given_tensor_fill_op.cc declared these NO_GRADIENT.
+_FILL_OPS_WITHOUT_GRADIENT = (
+    "ConstantFill",
+    "UniformFill",
+    "UniformIntFill",
+    "UniqueUniformFill",
+    "GaussianFill",
+    "XavierFill",
+    "MSRAFill",
+    "DiagonalFill",
+    "RangeFill",
+    "LengthsRangeFill",
+    "GivenTensorFill",
+    "GivenTensorDoubleFill",
+    "GivenTensorBoolFill",
+    "GivenTensorIntFill",
+    "GivenTensorInt16Fill",
+    "GivenTensorInt64Fill",
+    "GivenTensorStringFill",
+)
+_lock = threading.Lock()
+
+
+def _declare_fill_no_gradient() -> None:
+    # Only where asyncnet has none, so a declaration added next to the kernels later
+    # takes over instead of clashing ("registered twice").
+    with _lock:
+        missing = [t for t in _FILL_OPS_WITHOUT_GRADIENT if not has_gradient(t)]
+        if missing:
+            no_gradient(*missing)
+
+
+def _split_ys(ys: Any) -> tuple[list[str], dict[str, str]]:
+    """Loss names and the caller-given gradient of each (Caffe2's list / dict forms)."""
+    if isinstance(ys, Mapping):
+        return [str(y) for y in ys], {str(y): str(g) for y, g in ys.items() if g is not None}
+    if isinstance(ys, (str, bytes)) or not isinstance(ys, Iterable):
+        return [ys.decode() if isinstance(ys, bytes) else str(ys)], {}
+    return [str(y) for y in ys], {}
+
+
+def _remap(field: Any, names: Mapping[str, str]) -> None:
+    new = [names.get(b, b) for b in field]
+    del field[:]
+    field.extend(new)
+
+
+def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, str]:
+    """Append the gradient ops of ``net_def`` for ``ys`` (blob, list, or blob -> given gradient dict).
+
+    Returns:
+        blob name -> gradient blob name, for every blob that got a gradient.
+    """
+    _declare_fill_no_gradient()
+    losses, given = _split_ys(ys)
+    start = len(net_def.op)
+    grad_map = add_gradient_ops(net_def, losses, skip=skip)
+    if not given:
+        return grad_map
+    seeds = {f"{y}_autogen_grad": g for y, g in given.items()}
+    kept = [
+        copy.deepcopy(op)
+        for op in net_def.op[start:]
+        if not (op.type == "ConstantFill" and len(op.output) == 1 and op.output[0] in seeds)
+    ]
+    for op in kept:
+        _remap(op.input, seeds)
+        _remap(op.output, seeds)
+    del net_def.op[start:]
+    net_def.op.extend(kept)
+    return {k: seeds.get(v, v) for k, v in grad_map.items()}
+
+
+CaffeMaker = Callable[[pb.OperatorDef, list[Any]], tuple[Any, Sequence[Any]]]
+
+
+class GradientRegistry:
+    """Caffe2's ``core.GradientRegistry``: Python gradient makers and the backward pass of op lists."""
+
+    @classmethod
+    def RegisterGradient(cls, op_type: str) -> Callable[[CaffeMaker], CaffeMaker]:
+        """Register a Caffe2-style maker ``f(op, g_output) -> (grad ops, g_input)`` for ``op_type``.
+
+        As for Caffe2's Python makers, nothing of the forward op (arguments, device,
+        engine) is copied onto the gradient ops: the maker does what it needs.
+        """
+
+        def deco(func: CaffeMaker) -> CaffeMaker:
+            def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+                ops, g_in = func(op, g_out)
+                if ops is None:
+                    ops = []
+                elif isinstance(ops, pb.OperatorDef):
+                    ops = [ops]
+                names = [None if g is None else str(g) for g in g_in]
+                return GradientSpec([copy.deepcopy(o) for o in ops], names)
+
+            _register_gradient(op_type, copy_arguments=False, copy_device_option=False, copy_engine=False)(maker)
+            return func
+
+        return deco
+
+    @classmethod
+    def GetGradientForOp(cls, op: pb.OperatorDef, g_output: Sequence[Any]) -> tuple[list[pb.OperatorDef], list[Any]]:
+        """The gradient ops of one op and the gradient name of each of its inputs (None: no gradient)."""
+        spec = gradient_for_op(op, [None if g is None else str(g) for g in g_output])
+        return spec.ops, list(spec.grad_inputs)
+
+    @classmethod
+    def GetBackwardPass(
+        cls, operators: Sequence[pb.OperatorDef], ys: Any
+    ) -> tuple[list[pb.OperatorDef], dict[str, str]]:
+        """The gradient ops of ``operators`` for ``ys`` and the blob -> gradient map.
+
+        ``ys`` is a list (each seeded with ``<y>_autogen_grad``) or a dict of given gradients.
+        """
+        if isinstance(ys, (str, bytes)):
+            raise ArgumentError(f"GetBackwardPass takes a list or dict of blobs, got the string {ys!r}")
+        if not ys:
+            return [], {}
+        net_def = pb.NetDef(name="backward_pass")
+        net_def.op.extend(operators)
+        grad_map = add_backward_pass(net_def, ys)
+        return list(net_def.op[len(operators) :]), grad_map
