@@ -311,6 +311,18 @@ class _IR:
                     )
             local.update(gop.output)
 
+    def check_output_gradients(self, fwd: int, spec: GradientSpec, g_out: Sequence[str | None], where: str) -> None:
+        """A gradient op may only read the gradient of the output version this op made (Caffe2's check)."""
+        s = self.ssa[fwd]
+        read = {name for gop in spec.ops for name in gop.input}
+        for name, g in zip(s.op.output, g_out):
+            have = self.gradient_frontier.get(name)
+            if g and g in read and have is not None and have != s.out_versions[name]:
+                raise GradientError(
+                    f"{where}: gradient '{g}' is of version {have} of '{name}', but this op makes version "
+                    f"{s.out_versions[name]}, which no later op reads"
+                )
+
     def record(self, fwd: int, spec: GradientSpec) -> None:
         """Note which gradient op makes which input gradient (Caffe2's BuildGradientGenerators)."""
         s = self.ssa[fwd]
@@ -422,6 +434,7 @@ def add_gradient_ops(net_def: pb.NetDef, losses: Sequence[str], *, skip: int = 0
         g_out = [all_grads.get(name) for name in s.op.output]
         if any(g is not None for g in g_out):
             spec = gradient_for_op(s.op, g_out, index=fwd + skip)
+            ir.check_output_gradients(fwd, spec, g_out, _describe(s.op, fwd + skip))
             ir.check_inputs(fwd, spec, g_out, _describe(s.op, fwd + skip))
             ir.record(fwd, spec)
             updates: dict[str, str | None] = {}

@@ -207,7 +207,7 @@ class PlanRunner:
                 else:
                     regular.append(sub)
             if step.substep:
-                self._substeps(step, regular, should_continue, scope)
+                self._substeps(step, regular, should_continue, outer, scope)
             else:
                 nets = [self._net(n) for n in step.network]
                 with scope.lock:
@@ -228,7 +228,12 @@ class PlanRunner:
             reporters.stop()
 
     def _substeps(
-        self, step: pb.ExecutionStep, subs: list[pb.ExecutionStep], should_continue: ShouldContinue, scope: _Scope
+        self,
+        step: pb.ExecutionStep,
+        subs: list[pb.ExecutionStep],
+        should_continue: ShouldContinue,
+        outer: ShouldContinue,
+        scope: _Scope,
     ) -> None:
         instances = max(1, step.num_concurrent_instances) if step.HasField("num_concurrent_instances") else 1
         concurrent = (step.concurrent_substeps and len(subs) > 1) or instances > 1
@@ -238,13 +243,13 @@ class PlanRunner:
                 while should_continue(i):
                     i += 1
                     for sub in subs:
-                        self._run_step(sub, should_continue, scope)
+                        self._run_step(sub, outer, scope)
                         if self._should_stop(step):
                             return
             else:
                 while should_continue(i):
                     i += 1
-                    self._concurrent_iteration(step, subs, instances, should_continue, scope)
+                    self._concurrent_iteration(step, subs, instances, outer, scope)
                     if scope.failed or self._should_stop(step):
                         return
         finally:

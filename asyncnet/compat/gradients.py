@@ -11,47 +11,15 @@ Built on :mod:`asyncnet.gradients`. Two things are Caffe2's and live here:
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientSpec, add_gradient_ops, gradient_for_op, has_gradient, no_gradient
+from asyncnet.gradients import GradientSpec, add_gradient_ops, gradient_for_op
 from asyncnet.gradients import register_gradient as _register_gradient
 from asyncnet.proto import caffe2_pb2 as pb
 
 __all__ = ["GradientRegistry", "add_backward_pass"]
-
-# Caffe2's filler_op.cc and given_tensor_fill_op.cc declared these NO_GRADIENT.
-_FILL_OPS_WITHOUT_GRADIENT = (
-    "ConstantFill",
-    "UniformFill",
-    "UniformIntFill",
-    "UniqueUniformFill",
-    "GaussianFill",
-    "XavierFill",
-    "MSRAFill",
-    "DiagonalFill",
-    "RangeFill",
-    "LengthsRangeFill",
-    "GivenTensorFill",
-    "GivenTensorDoubleFill",
-    "GivenTensorBoolFill",
-    "GivenTensorIntFill",
-    "GivenTensorInt16Fill",
-    "GivenTensorInt64Fill",
-    "GivenTensorStringFill",
-)
-_lock = threading.Lock()
-
-
-def _declare_fill_no_gradient() -> None:
-    # Only where asyncnet has none, so a declaration added next to the kernels later
-    # takes over instead of clashing ("registered twice").
-    with _lock:
-        missing = [t for t in _FILL_OPS_WITHOUT_GRADIENT if not has_gradient(t)]
-        if missing:
-            no_gradient(*missing)
 
 
 def _split_ys(ys: Any) -> tuple[list[str], dict[str, str]]:
@@ -75,7 +43,6 @@ def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, s
     Returns:
         blob name -> gradient blob name, for every blob that got a gradient.
     """
-    _declare_fill_no_gradient()
     losses, given = _split_ys(ys)
     start = len(net_def.op)
     grad_map = add_gradient_ops(net_def, losses, skip=skip)

@@ -29,9 +29,14 @@ def _w_split(w_shape: Any, axis_w: int, transposed: bool) -> tuple[Any, Any]:
 def _fc_infer_for(transposed: bool) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
     def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
         x, w = ins[0], ins[1]
-        if x.shape is None or w.shape is None:
+        if x.shape is None:
             return [TensorInfo(None, x.dtype)]
         axis = canonical_axis(op.int_arg("axis"), len(x.shape), op)
+        if w.shape is None:
+            # The rank is known from X; N may still come from the bias.
+            b = ins[2] if len(ins) > 2 else None
+            n = b.shape[0] if b is not None and b.shape is not None and len(b.shape) == 1 else None
+            return [TensorInfo(tuple(x.shape[:axis]) + (n,), x.dtype)]
         axis_w = canonical_axis(op.int_arg("axis_w"), len(w.shape), op, "axis_w")
         n_dims, k_dims = _w_split(w.shape, axis_w, transposed)
         k_x, k_w = prod_known(x.shape[axis:]), prod_known(k_dims)

@@ -19,6 +19,26 @@ from asyncnet.schema import Arg, same_as_input
 LOG_THRESHOLD = 1e-20
 
 no_gradient("Accuracy", "StopGradient", "ArgMax", "ArgMin", "Iter", "LearningRate")
+# Caffe2's filler_op.cc and given_tensor_fill_op.cc declared the fills NO_GRADIENT.
+no_gradient(
+    "ConstantFill",
+    "UniformFill",
+    "UniformIntFill",
+    "UniqueUniformFill",
+    "GaussianFill",
+    "XavierFill",
+    "MSRAFill",
+    "DiagonalFill",
+    "RangeFill",
+    "LengthsRangeFill",
+    "GivenTensorFill",
+    "GivenTensorDoubleFill",
+    "GivenTensorBoolFill",
+    "GivenTensorIntFill",
+    "GivenTensorInt16Fill",
+    "GivenTensorInt64Fill",
+    "GivenTensorStringFill",
+)
 
 
 def _softmax_with_loss_maker(grad_type: str) -> Callable[[pb.OperatorDef, list[str | None]], GradientSpec]:

@@ -67,11 +67,6 @@ def test_substeps_share_nets_once_and_should_stop_blob() -> None:
     assert len(plan.Proto().network) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncnet.plan caps a substep's iterations by its parent's num_iter; Caffe2 passes substeps only the "
-    "plan-level continuation test (plan_executor.cc). Reported to the lead.",
-)
 def test_substep_iterations_are_not_capped_by_the_parent() -> None:
     init, step = _counter_nets()
     workspace.RunNetOnce(init)
