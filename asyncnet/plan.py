@@ -67,6 +67,21 @@ class _Scope:
             c.cancel()
 
 
+# Concurrent substeps each get a thread (they may wait on one another, so a bounded pool could
+# deadlock); a plan file asking for more than this at once is refused instead.
+MAX_PLAN_THREADS = 256
+
+
+def _threads_needed(step: pb.ExecutionStep) -> int:
+    """Threads a step's subtree starts at once at most (0 for a step run on the caller's thread)."""
+    inner = max((_threads_needed(s) for s in step.substep), default=0)
+    instances = max(1, step.num_concurrent_instances) if step.HasField("num_concurrent_instances") else 1
+    concurrent = (step.concurrent_substeps and len(step.substep) > 1) or instances > 1
+    if not concurrent:
+        return inner
+    return len(step.substep) * instances * (1 + inner)
+
+
 class PlanRunner:
     """Runs one PlanDef against a workspace.
 
@@ -106,6 +121,12 @@ class PlanRunner:
         self._cancelled = False
         for step in self.plan.execution_step:
             self._check(step)
+            need = _threads_needed(step)
+            if need > MAX_PLAN_THREADS:
+                raise NetDefinitionError(
+                    f"plan '{self.plan.name}' step '{step.name}': concurrent substeps and "
+                    f"num_concurrent_instances would start {need} threads at once (limit {MAX_PLAN_THREADS})"
+                )
         for step in self.plan.execution_step:
             self._run_step(step, lambda _i: not self._cancelled, self._root)
             if self._cancelled:

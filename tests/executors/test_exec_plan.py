@@ -205,3 +205,15 @@ def test_plan_cancel_from_another_thread(no_thread_leak: None) -> None:
         assert not t.is_alive() and time.monotonic() - t0 < 1.0
         assert len(errors) == 1 and isinstance(errors[0], RunCancelledError)
         assert runner.iterations["forever"] >= 2
+
+
+@pytest.mark.timeout(30)
+def test_hostile_concurrency_is_refused_before_starting_threads(no_thread_leak: None) -> None:
+    plan = pb.PlanDef(name="hostile")
+    net = plan.network.add(name="n")
+    net.op.add(type="ConstantFill", output=["x"])
+    step = plan.execution_step.add(name="top", concurrent_substeps=True, num_concurrent_instances=10**6)
+    step.substep.add(name="a", network=["n"])
+    step.substep.add(name="b", network=["n"])
+    with pytest.raises(NetDefinitionError, match=r"step 'top'.*would start 2000000 threads"):
+        Workspace().run_plan(plan)
