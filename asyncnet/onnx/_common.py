@@ -45,3 +45,51 @@ def numpy_of_onnx(elem_type: int) -> np.dtype[Any]:
     onnx = require_onnx()
     dt: np.dtype[Any] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     return dt
+
+
+# Caffe2 op type -> ONNX op type for ops that map one to one with no attributes (used both ways).
+ELEMENTWISE_OPS: dict[str, str] = {
+    name: name
+    for name in (
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Abs",
+        "Floor",
+        "Ceil",
+        "Reciprocal",
+        "Sin",
+        "Cos",
+        "Tan",
+        "Asin",
+        "Acos",
+        "Atan",
+        "Sinh",
+        "Cosh",
+        "Erf",
+        "Sign",
+        "Not",
+        "Softsign",
+        "Size",
+    )
+} | {"Negative": "Neg", "Copy": "Identity"}
+
+# Binary ops with numpy broadcasting in both (Caffe2's legacy `broadcast=1` is handled by the callers).
+BINARY_OPS: dict[str, str] = {
+    "Add": "Add",
+    "Sub": "Sub",
+    "Mul": "Mul",
+    "Div": "Div",
+    "Pow": "Pow",
+    "EQ": "Equal",
+    "LT": "Less",
+    "GT": "Greater",
+    "LE": "LessOrEqual",
+    "GE": "GreaterOrEqual",
+    "And": "And",
+    "Or": "Or",
+    "Xor": "Xor",
+}

@@ -17,7 +17,7 @@ import numpy as np
 
 from asyncnet.errors import AsyncNetError, UnsupportedError
 from asyncnet.net import net_inputs, op_info
-from asyncnet.onnx._common import onnx_elem_type, require_onnx
+from asyncnet.onnx._common import BINARY_OPS, ELEMENTWISE_OPS, onnx_elem_type, require_onnx
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import NOTSET, WindowArgs
 from asyncnet.proto import caffe2_pb2 as pb
@@ -161,37 +161,13 @@ def _pool(o: _Op, ctx: _Ctx) -> None:
 
 
 _SAME = {
-    "Relu": "Relu",
-    "Sigmoid": "Sigmoid",
-    "Tanh": "Tanh",
-    "Exp": "Exp",
-    "Log": "Log",
-    "Sqrt": "Sqrt",
-    "Abs": "Abs",
-    "Negative": "Neg",
-    "Floor": "Floor",
-    "Ceil": "Ceil",
-    "Reciprocal": "Reciprocal",
-    "Sin": "Sin",
-    "Cos": "Cos",
-    "Tan": "Tan",
-    "Asin": "Asin",
-    "Acos": "Acos",
-    "Atan": "Atan",
-    "Sinh": "Sinh",
-    "Cosh": "Cosh",
-    "Erf": "Erf",
-    "Sign": "Sign",
-    "Not": "Not",
-    "Softsign": "Softsign",
-    "Copy": "Identity",
+    **ELEMENTWISE_OPS,
     "Alias": "Identity",
     "Where": "Where",
     "Sum": "Sum",
     "Mean": "Mean",
     "Max": "Max",
     "Min": "Min",
-    "Size": "Size",
 }
 
 
@@ -301,21 +277,7 @@ def _legacy_b(o: _Op, ctx: _Ctx) -> str:
     return out
 
 
-_BINARY = {
-    "Add": "Add",
-    "Sub": "Sub",
-    "Mul": "Mul",
-    "Div": "Div",
-    "Pow": "Pow",
-    "EQ": "Equal",
-    "LT": "Less",
-    "GT": "Greater",
-    "LE": "LessOrEqual",
-    "GE": "GreaterOrEqual",
-    "And": "And",
-    "Or": "Or",
-    "Xor": "Xor",
-}
+_BINARY = BINARY_OPS
 
 
 @exports(*_BINARY)

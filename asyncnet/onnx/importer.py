@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import AsyncNetError, ParseError, UnsupportedError
-from asyncnet.onnx._common import CAFFE2_TYPE_OF_NUMPY, numpy_of_onnx, require_onnx
+from asyncnet.onnx._common import BINARY_OPS, CAFFE2_TYPE_OF_NUMPY, ELEMENTWISE_OPS, numpy_of_onnx, require_onnx
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument
 
@@ -289,33 +289,7 @@ def _where(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
     return [_op("Where", _ins(node), node.output, node.name)]
 
 
-_SAME = {
-    "Relu": "Relu",
-    "Sigmoid": "Sigmoid",
-    "Tanh": "Tanh",
-    "Exp": "Exp",
-    "Log": "Log",
-    "Sqrt": "Sqrt",
-    "Abs": "Abs",
-    "Neg": "Negative",
-    "Floor": "Floor",
-    "Ceil": "Ceil",
-    "Reciprocal": "Reciprocal",
-    "Sin": "Sin",
-    "Cos": "Cos",
-    "Tan": "Tan",
-    "Asin": "Asin",
-    "Acos": "Acos",
-    "Atan": "Atan",
-    "Sinh": "Sinh",
-    "Cosh": "Cosh",
-    "Erf": "Erf",
-    "Sign": "Sign",
-    "Not": "Not",
-    "Softsign": "Softsign",
-    "Identity": "Copy",
-    "Size": "Size",
-}
+_SAME = {onnx_type: caffe2_type for caffe2_type, onnx_type in ELEMENTWISE_OPS.items()}
 
 
 def _same(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
@@ -325,21 +299,7 @@ def _same(node: Any, a: dict[str, Any], ctx: Ctx) -> list[pb.OperatorDef]:
 for _t in _SAME:
     TRANSLATORS[_t] = _same
 
-_BINARY = {
-    "Add": "Add",
-    "Sub": "Sub",
-    "Mul": "Mul",
-    "Div": "Div",
-    "Pow": "Pow",
-    "Equal": "EQ",
-    "Less": "LT",
-    "Greater": "GT",
-    "LessOrEqual": "LE",
-    "GreaterOrEqual": "GE",
-    "And": "And",
-    "Or": "Or",
-    "Xor": "Xor",
-}
+_BINARY = {onnx_type: caffe2_type for caffe2_type, onnx_type in BINARY_OPS.items()}
 
 
 @translates(*_BINARY)
