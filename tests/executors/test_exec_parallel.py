@@ -176,10 +176,14 @@ def test_tiny_chains_run_inline_after_the_first_run(no_thread_leak: None) -> Non
     ops = [op("Relu", ["x"], [f"r{i}"]) for i in range(8)] + [op("Sum", [f"r{i}" for i in range(8)], ["s"])]
     with _ws() as ws:
         n = ws.create_net(net(ops), options=ExecutorOptions(threads=2, shared_pools=False))
-        for _ in range(3):  # the first runs pay cold caches and GIL waits on freshly started workers
-            n.run()
         ex = n.executor
         assert isinstance(ex, AsyncSchedulingExecutor)
+        # The first runs pay cold caches and GIL waits on fresh workers, and a preempted run on a busy
+        # machine can measure one chain as slow: within a few runs every chain must measure cheap.
+        for _ in range(30):
+            n.run()
+            if all(c < ex._inline_limit for c in ex._cost):
+                break
         assert all(c < ex._inline_limit for c in ex._cost), ex._cost  # measured: all cheap
         before = {t.name for t in threading.enumerate()}
         n.run()
