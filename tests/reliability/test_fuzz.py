@@ -17,6 +17,7 @@ from asyncnet.net import Net
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import parse_message, tensor_to_numpy
 from asyncnet.workspace import Workspace
+from tests.conftest import realnets_path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz_loaders.py"
 CORE_TARGETS = [
@@ -45,6 +46,7 @@ def _bench() -> ModuleType:
 
 @pytest.mark.timeout(240)
 def test_fuzz_sample_raises_only_library_errors() -> None:
+    realnets_path()  # the seeds are the real files: skip cleanly without the corpus
     bench = _bench()
     reports = bench.run_fuzz(cases=200, seed=0, only=CORE_TARGETS, limit=10.0)
     problems = {n: r.crashes[:3] + r.hangs[:3] for n, r in reports.items() if r.crashes or r.hangs}
@@ -58,6 +60,7 @@ def test_fuzz_sample_raises_only_library_errors() -> None:
 
 @pytest.mark.timeout(120)
 def test_fuzz_sample_of_the_caffe_importer() -> None:
+    realnets_path()
     bench = _bench()
     reports = bench.run_fuzz(cases=100, seed=0, only=["caffe_prototxt", "caffemodel"], limit=10.0)
     problems = {n: r.crashes[:3] + r.hangs[:3] for n, r in reports.items() if r.crashes or r.hangs}
