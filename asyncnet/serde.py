@@ -10,11 +10,14 @@ Kernels never see protobuf: the loader converts arguments here, once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from google.protobuf import text_format
@@ -522,34 +525,56 @@ def write_message(msg: Message, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(p, serialize_message(msg, text=is_text_path(p)))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
-    import tempfile
+def _new_file_mode(path: Path) -> int:
+    """Mode for a replacement of ``path``: the old file's, else 0o666 less the process umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        pass
+    umask = 0o022
+    try:  # read the umask without the racy os.umask() set-and-restore
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o666 & ~umask
 
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` only when the block finishes without error.
+
+    Written to a temp file in the same folder, flushed, fsynced and renamed over ``path`` (then the
+    folder is fsynced): a crash leaves either the old file or the new one, never a mix.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
+            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600 files
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
-    try:
+    with contextlib.suppress(OSError):
         dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def read_net(path: str | os.PathLike[str]) -> pb.NetDef:

@@ -202,3 +202,20 @@ def test_deep_text_nesting_is_refused() -> None:
     text = b'name: "x" ' + b'op { type: "If" arg { name: "then_net" n { ' * 200 + b"} } }" * 200
     with pytest.raises(ParseError):
         parse_message(text, pb.NetDef)
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        p = tmp_path / "net.pb"
+        write_message(_net(), p)
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's 0600
+        p.chmod(0o640)
+        write_message(_net(), p)  # replacing keeps the file's mode
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+        assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")]
+    finally:
+        os.umask(old)

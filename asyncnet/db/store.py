@@ -15,12 +15,10 @@ any point leaves either the previous checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +26,7 @@ from asyncnet.db.blobs import DEFAULT_CHUNK_SIZE, BlobAssembler, blob_name_from_
 from asyncnet.db.minidb import encode_record, iter_records
 from asyncnet.errors import AsyncNetError, CheckpointError, UnsupportedError
 from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.serde import numpy_to_tensor, parse_message
+from asyncnet.serde import atomic_output, numpy_to_tensor, parse_message
 
 DB_TYPES = ("minidb", "protodb")
 _ALIASES = {"minidb": "minidb", "MiniDB": "minidb", "protodb": "protodb", "ProtoDB": "protodb"}
@@ -43,30 +41,6 @@ def canonical_db_type(db_type: str) -> str:
             f"db_type '{db_type}' is not supported; supported: {', '.join(DB_TYPES)} "
             "(leveldb, lmdb and rocksdb need native libraries asyncnet does not use)"
         ) from None
-
-
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[IO[bytes]]:
-    """A binary file that replaces ``path`` only when the block finishes without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename itself must survive a power cut too.
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def save_checkpoint(
