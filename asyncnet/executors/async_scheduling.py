@@ -110,7 +110,11 @@ class AsyncSchedulingExecutor(Executor):
         self._devices = sorted(set(self._device), key=lambda d: (d.type, d.id, d.numa))
         self._ends_async = [ops[c[-1]].is_async for c in g.chains]
         self._cost = [math.inf] * len(g.chains)
+        # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
+        arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
+        if not num_workers and isinstance(arg_workers, int) and not isinstance(arg_workers, bool):
+            num_workers = arg_workers
         threads = num_workers if num_workers > 0 else (options.threads or default_threads())
         if threads < 1:
             raise ExecutorError(f"net '{net.name}': executor threads must be at least 1, got {threads}")

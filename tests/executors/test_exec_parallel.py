@@ -131,6 +131,11 @@ def test_pool_sizes_and_names(no_thread_leak: None) -> None:
         names = [t.name for t in threading.enumerate()]
         assert any(nm.startswith("asyncnet-shared-dev0.0-w") for nm in names), names
         d.ClearField("num_workers")
+        from asyncnet.serde import make_argument
+
+        d.arg.append(make_argument("num_workers", 2))  # the newer spelling: a net argument
+        assert ws.create_net(d, options=ExecutorOptions(threads=7)).executor.threads == 2  # type: ignore[attr-defined]
+        del d.arg[:]
         assert ws.create_net(d, options=ExecutorOptions(threads=5)).executor.threads == 5  # type: ignore[attr-defined]
         assert ws.create_net(d).executor.threads == default_threads()  # type: ignore[attr-defined]
         # per-net pools: named after the net, gone after close (the fixture checks for leaks)
