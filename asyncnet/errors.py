@@ -153,6 +153,10 @@ class OperatorError(AsyncNetError, RuntimeError):
         self.args = (self._message(),)
 
 
+class FileAccessError(AsyncNetError, PermissionError):
+    """A net asked for a path outside the folders its IOPolicy allows (asyncnet.iopolicy)."""
+
+
 class CheckpointError(AsyncNetError, ValueError):
     """A checkpoint file is truncated, corrupt or cannot be written."""
 

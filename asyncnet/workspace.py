@@ -12,6 +12,7 @@ from typing import Any
 
 from asyncnet.errors import BlobNotFoundError, NetNotFoundError, did_you_mean
 from asyncnet.executors import ExecutorOptions
+from asyncnet.iopolicy import IOPolicy
 from asyncnet.net import EMPTY, Blob, Net, op_info, prepare_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
@@ -29,8 +30,18 @@ class Workspace:
         >>> y = ws.fetch("y")
     """
 
-    def __init__(self, name: str = "") -> None:
+    def __init__(self, name: str = "", *, parent: Workspace | None = None, io_policy: IOPolicy | None = None) -> None:
+        """Args:
+        name: shown in messages (auto-named when empty).
+        parent: a child workspace sees every blob the parent holds when a net is prepared (the
+            same cell: no copy, as Caffe2's shared workspaces) and keeps the blobs it creates to
+            itself; parameters loaded once in a parent serve many children.
+        io_policy: which files nets may read and write (default: the parent's, else permissive,
+            as Caffe2 was).
+        """
         self.name = name or f"workspace_{next(_counter)}"
+        self.parent = parent
+        self.io_policy: IOPolicy = io_policy or (parent.io_policy if parent is not None else IOPolicy.permissive())
         self._cells: dict[str, Blob] = {}
         self._nets: dict[str, Net] = {}
         self._lock = threading.RLock()
@@ -41,9 +52,19 @@ class Workspace:
         """The cell behind ``name`` (created empty if new). Prepared ops bind to cells."""
         c = self._cells.get(name)
         if c is None:
+            inherited = self.parent._shared_cell(name) if self.parent is not None else None
+            if inherited is not None:
+                return inherited
             with self._lock:
                 c = self._cells.setdefault(name, Blob(name))
         return c
+
+    def _shared_cell(self, name: str) -> Blob | None:
+        # A parent lends only cells that hold a value; unknown names stay the child's own.
+        c = self._cells.get(name)
+        if c is not None and c.value is not EMPTY:
+            return c
+        return self.parent._shared_cell(name) if self.parent is not None else None
 
     def feed(self, name: str, value: Any) -> None:
         """Store ``value`` under ``name``; a TensorProto is converted to an array."""
@@ -52,25 +73,38 @@ class Workspace:
         self.cell(name).value = value
 
     def fetch(self, name: str) -> Any:
-        """The value of blob ``name``."""
+        """The value of blob ``name`` (a parent's blob when this workspace has none)."""
         c = self._cells.get(name)
+        if (c is None or c.value is EMPTY) and self.parent is not None:
+            c = self.parent._shared_cell(name)
         if c is None or c.value is EMPTY:
             raise BlobNotFoundError(f"workspace '{self.name}' has no blob '{name}'{did_you_mean(name, self.blobs())}")
         return c.value
 
     def has(self, name: str) -> bool:
         c = self._cells.get(name)
-        return c is not None and c.value is not EMPTY
+        if c is not None and c.value is not EMPTY:
+            return True
+        return self.parent is not None and self.parent._shared_cell(name) is not None
 
     def blobs(self) -> list[str]:
-        """Names of the blobs holding a value, sorted."""
+        """Names of the blobs holding a value, sorted (a parent's included)."""
+        own = {n for n, c in list(self._cells.items()) if c.value is not EMPTY}
+        if self.parent is not None:
+            own.update(self.parent.blobs())
+        return sorted(own)
+
+    def local_blobs(self) -> list[str]:
+        """Names of the blobs this workspace itself holds (not a parent's), sorted."""
         return sorted(n for n, c in list(self._cells.items()) if c.value is not EMPTY)
 
     def remove(self, name: str) -> None:
         """Drop the value of ``name`` (prepared nets keep their binding to the name)."""
-        if not self.has(name):
-            raise BlobNotFoundError(f"workspace '{self.name}' has no blob '{name}' to remove")
-        self._cells[name].value = EMPTY
+        c = self._cells.get(name)
+        if c is None or c.value is EMPTY:
+            where = " (it belongs to the parent workspace)" if self.has(name) else ""
+            raise BlobNotFoundError(f"workspace '{self.name}' has no blob '{name}' to remove{where}")
+        c.value = EMPTY
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.has(name)

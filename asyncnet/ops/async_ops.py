@@ -16,6 +16,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.executors.pools import shared_io, timer_future
+from asyncnet.iopolicy import op_read_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -68,7 +69,7 @@ _DTYPES = {"uint8": np.uint8, "int8": np.int8, "float": np.float32, "float32": n
 def async_read_file(op: OpInfo) -> Callable[..., Any]:
     if not op.has("path"):
         raise ArgumentError(f"{op.label()}: required argument 'path' is missing")
-    path = Path(op.str_arg("path"))
+    path = Path(op_read_path(op, op.str_arg("path")))
     dtype_name = op.str_arg("dtype")
     if dtype_name not in _DTYPES:
         raise ArgumentError(f"{op.label()}: argument 'dtype' must be one of {', '.join(_DTYPES)}, got '{dtype_name}'")

@@ -18,6 +18,7 @@ import numpy as np
 from asyncnet.db.blobs import DEFAULT_CHUNK_SIZE, BlobAssembler, blob_name_from_key
 from asyncnet.db.store import canonical_db_type, db_exists, read_records, save_checkpoint
 from asyncnet.errors import ArgumentError, AsyncNetError, CheckpointError, UnsupportedError
+from asyncnet.iopolicy import op_read_path, op_write_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -86,7 +87,7 @@ def save(op: OpInfo) -> Callable[..., Any]:
     chunk_size = DEFAULT_CHUNK_SIZE if chunk == -1 else (0 if chunk == 0 else chunk)
     if chunk_size < 0:
         raise ArgumentError(f"{op.label()}: chunk_size must be -1, 0 or positive, got {chunk}")
-    path = _full_path(op, db)
+    path = op_write_path(op, _full_path(op, db))
 
     def run(*values: Any) -> tuple[()]:
         save_checkpoint(path, dict(zip(names, values)), kind, chunk_size=chunk_size)
@@ -140,7 +141,7 @@ def load(op: OpInfo) -> Callable[..., Any]:
         if not db:
             raise ArgumentError(f"{op.label()}: argument 'db' or 'dbs' must name the db to read")
         dbs = [db]
-    paths = [_full_path(op, d) for d in dbs]
+    paths = [op_read_path(op, _full_path(op, d)) for d in dbs]
     strip, add = op.str_arg("strip_prefix"), op.str_arg("add_prefix")
     load_all = op.bool_arg("load_all")
     allow_incomplete = op.bool_arg("allow_incomplete")
@@ -210,7 +211,7 @@ def load(op: OpInfo) -> Callable[..., Any]:
 )
 def db_exists_op(op: OpInfo) -> Callable[..., Any]:
     kind = _db_type(op)
-    path = _full_path(op, op.str_arg("db_name"))
+    path = op_read_path(op, _full_path(op, op.str_arg("db_name")))
 
     def run() -> tuple[np.ndarray]:
         return (np.array(db_exists(path, kind)),)
@@ -262,7 +263,9 @@ def checkpoint(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(f"{label}: input 0 must be one integer (the iteration), got {it.dtype} x{it.size}")
         n = int(it[0])
         if n % every == 0:
-            save_checkpoint(_full_path(op, pattern % n), dict(zip(names, values)), kind, chunk_size=chunk_size)
+            save_checkpoint(
+                op_write_path(op, _full_path(op, pattern % n)), dict(zip(names, values)), kind, chunk_size=chunk_size
+            )
         return ()
 
     return run
