@@ -2624,6 +2624,18 @@ class OpNamespace:
         """
         ...
 
+    def CreateScope(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = a new, empty workspace scope (a stack of child workspaces) for Do ops."""
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -2756,6 +2768,31 @@ class OpNamespace:
             axis: legacy broadcasting: where B's dims start in A (-1: aligned to the end)
             axis_str: legacy broadcasting: axis as a letter of `order`
             order: used with axis_str
+        """
+        ...
+
+    def Do(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        net: Any = ...,
+        inner_blobs: Sequence[Any] = ...,
+        outer_blobs_idx: Sequence[Any] = ...,
+        saved_fwd_blobs: Sequence[Any] = ...,
+        reuse_workspace: bool | int = ...,
+    ) -> tuple[Blob, ...]:
+        """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).
+
+        Args:
+            net: NetDef run in the scope's child workspace
+            inner_blobs: inner blob names bound to outer blobs
+            outer_blobs_idx: per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)
+            saved_fwd_blobs: forward blobs kept for the gradient Do (accepted, unused)
+            reuse_workspace: run in the scope's last workspace instead of pushing a new one
         """
         ...
 
@@ -3741,6 +3778,20 @@ class OpNamespace:
             alpha: the forward alpha (default: the forward op's)
             beta: the forward beta (default: the forward op's)
         """
+        ...
+
+    def HasScope(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = a bool scalar, true when the scope blob X holds at least one workspace."""
         ...
 
     def If(
@@ -8422,6 +8473,25 @@ class OpNamespace:
 
         Args:
             broadcast_on_rows: C is 1-D and selects whole rows (dim 0) of X and Y
+        """
+        ...
+
+    def While(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        loop_net: Any = ...,
+        cond_net: Any = ...,
+    ) -> tuple[Blob, ...]:
+        """Caffe2's While: repeat {run cond_net (if any); stop unless input 0 is true; run loop_net}, all in this op's workspace. Further inputs/outputs declare the blobs the nets read and write.
+
+        Args:
+            loop_net: NetDef run while the condition blob (input 0) holds true
+            cond_net: NetDef run before every check of the condition; it computes input 0 (optional)
         """
         ...
 

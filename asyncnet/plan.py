@@ -33,6 +33,7 @@ from asyncnet.errors import ExecutorError, NetDefinitionError, RunCancelledError
 from asyncnet.executors import ExecutorOptions
 from asyncnet.net import EMPTY, Net
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.subnet import run_subnet
 
 if TYPE_CHECKING:
     from asyncnet.workspace import Workspace
@@ -238,7 +239,7 @@ class PlanRunner:
                     while should_continue(i):
                         i += 1
                         for net in nets:
-                            net.run()
+                            run_subnet(net)
                             if self._should_stop(step):
                                 return
                 finally:

@@ -66,6 +66,15 @@ class Workspace:
             return c
         return self.parent._shared_cell(name) if self.parent is not None else None
 
+    def bind(self, name: str, cell: Blob) -> None:
+        """Make ``name`` here the very cell ``cell`` of another workspace (Caffe2's blob bindings).
+
+        Control ops (Do, RecurrentNetwork) forward selected outer blobs into their child
+        workspaces under inner names; reads and writes go to the outer blob.
+        """
+        with self._lock:
+            self._cells[name] = cell
+
     def feed(self, name: str, value: Any) -> None:
         """Store ``value`` under ``name``; a TensorProto is converted to an array."""
         if isinstance(value, pb.TensorProto):

@@ -1,18 +1,25 @@
-"""Control flow: If (then/else sub-nets run in the op's workspace) and IsEmpty."""
+"""Control flow: If, While (sub-nets in the op's workspace), Do (a child workspace), scopes, IsEmpty.
+
+Every sub-net runs through :mod:`asyncnet.subnet`, prepared once with the op.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asyncnet.errors import ArgumentError, TensorError
+from asyncnet.net import EMPTY
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info
-from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
+from asyncnet.subnet import Subnet, WorkspaceStack, net_argument
+
+if TYPE_CHECKING:
+    from asyncnet.workspace import Workspace
 
 
 def _is_empty_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
@@ -36,19 +43,28 @@ def is_empty(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
-def _subnet(op: OpInfo, name: str) -> pb.NetDef | None:
-    value = op.args.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, pb.NetDef):
-        raise ArgumentError(f"{op.label()}: argument '{name}' must be a NetDef, got {type(value).__name__}")
-    return value
-
-
 def _if_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     # Alone, an If cannot know what its branches write; asyncnet.shapes follows both
     # branches with the whole net's blob infos instead of calling this.
     return [TensorInfo()] * len(op.outputs)
+
+
+def _workspace(op: OpInfo) -> Workspace:
+    ws = op.workspace
+    if ws is None:
+        raise ArgumentError(f"{op.label()}: {op.type} needs a workspace to run its sub-nets in")
+    return ws
+
+
+def _condition(op: OpInfo, value: Any) -> bool:
+    if value is EMPTY:
+        raise TensorError(f"{op.label()}: condition blob '{op.inputs[0]}' holds no value")
+    c = np.asarray(value)
+    if c.size != 1:
+        raise TensorError(
+            f"{op.label()}: the condition must be a scalar, got shape {c.shape} ({c.dtype}) in '{op.inputs[0]}'"
+        )
+    return bool(c.reshape(()))
 
 
 @register_op(
@@ -65,27 +81,160 @@ def _if_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     "Further inputs/outputs only declare the blobs the branches read and write.",
 )
 def if_op(op: OpInfo) -> Callable[..., Any]:
-    from asyncnet.net import Net
-
-    ws = op.workspace
-    if ws is None:
-        raise ArgumentError(f"{op.label()}: If needs a workspace to run its branches in")
-    then_def = _subnet(op, "then_net")
-    if then_def is None:
-        raise ArgumentError(f"{op.label()}: required argument 'then_net' is missing")
-    else_def = _subnet(op, "else_net")
+    ws = _workspace(op)
+    then_def = net_argument(op, "then_net", required=True)
+    assert then_def is not None
+    else_def = net_argument(op, "else_net")
     # Prepared once, so a branch's kernels are built (and validated) with the op.
-    then_net = Net(then_def, ws, executor="simple")
-    else_net = Net(else_def, ws, executor="simple") if else_def is not None else None
+    then_net = Subnet(then_def, ws, owner=op.label(), role="then_net")
+    else_net = Subnet(else_def, ws, owner=op.label(), role="else_net") if else_def is not None else None
     out_cells = [ws.cell(n) for n in op.outputs]
 
     def run(cond: Any, *rest: Any) -> list[Any]:
-        c = np.asarray(cond)
-        if c.size != 1:
-            raise TensorError(f"{op.label()}: the condition must be a scalar, got shape {c.shape}")
-        branch = then_net if bool(c.reshape(())) else else_net
+        branch = then_net if _condition(op, cond) else else_net
         if branch is not None:
             branch.run()
         return [cell.value for cell in out_cells]
+
+    return run
+
+
+@register_op(
+    "While",
+    inputs=(1, -1),
+    outputs=(0, -1),
+    allow_inplace=True,
+    infer=_if_infer,
+    args=(
+        Arg("loop_net", None, "NetDef run while the condition blob (input 0) holds true"),
+        Arg("cond_net", None, "NetDef run before every check of the condition; it computes input 0 (optional)"),
+    ),
+    doc="Caffe2's While: repeat {run cond_net (if any); stop unless input 0 is true; run loop_net}, "
+    "all in this op's workspace. Further inputs/outputs declare the blobs the nets read and write.",
+)
+def while_op(op: OpInfo) -> Callable[..., Any]:
+    ws = _workspace(op)
+    loop_def = net_argument(op, "loop_net", required=True)
+    assert loop_def is not None
+    cond_def = net_argument(op, "cond_net")
+    loop_net = Subnet(loop_def, ws, owner=op.label(), role="loop_net")
+    cond_net = Subnet(cond_def, ws, owner=op.label(), role="cond_net") if cond_def is not None else None
+    cond_cell = ws.cell(op.inputs[0])
+    out_cells = [ws.cell(n) for n in op.outputs]
+
+    def run(*_ins: Any) -> list[Any]:
+        while True:
+            if cond_net is not None:
+                cond_net.run()
+            # Read the cell, not the argument: the loop body (or cond_net) rewrites it.
+            if not _condition(op, cond_cell.value):
+                break
+            loop_net.run()
+        return [cell.value for cell in out_cells]
+
+    return run
+
+
+def _scope_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    return [TensorInfo()]
+
+
+@register_op(
+    "CreateScope",
+    inputs=0,
+    outputs=1,
+    infer=_scope_infer,
+    doc="Y = a new, empty workspace scope (a stack of child workspaces) for Do ops.",
+)
+def create_scope(op: OpInfo) -> Callable[..., Any]:
+    def run() -> tuple[WorkspaceStack]:
+        return (WorkspaceStack(),)
+
+    return run
+
+
+@register_op(
+    "HasScope",
+    inputs=1,
+    outputs=1,
+    infer=_is_empty_infer,
+    doc="Y = a bool scalar, true when the scope blob X holds at least one workspace.",
+)
+def has_scope(op: OpInfo) -> Callable[..., Any]:
+    def run(scope: Any) -> tuple[np.ndarray]:
+        if not isinstance(scope, WorkspaceStack):
+            raise TensorError(f"{op.label()}: '{op.inputs[0]}' is not a scope (made by CreateScope)")
+        return (np.asarray(len(scope) > 0),)
+
+    return run
+
+
+def _do_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    return [TensorInfo()] * len(op.outputs)
+
+
+@register_op(
+    "Do",
+    inputs=(1, -1),
+    outputs=(1, -1),
+    allow_inplace=True,
+    infer=_do_infer,
+    args=(
+        Arg("net", None, "NetDef run in the scope's child workspace"),
+        Arg("inner_blobs", (), "inner blob names bound to outer blobs"),
+        Arg(
+            "outer_blobs_idx",
+            (),
+            "per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)",
+        ),
+        Arg("saved_fwd_blobs", (), "forward blobs kept for the gradient Do (accepted, unused)"),
+        Arg("reuse_workspace", False, "run in the scope's last workspace instead of pushing a new one"),
+    ),
+    doc="Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last "
+    "output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer "
+    "blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).",
+)
+def do_op(op: OpInfo) -> Callable[..., Any]:
+    ws = _workspace(op)
+    net_def = net_argument(op, "net", required=True)
+    assert net_def is not None
+    if op.inputs[-1] != op.outputs[-1]:
+        raise ArgumentError(
+            f"{op.label()}: the last input and the last output must be the same scope blob, "
+            f"got '{op.inputs[-1]}' and '{op.outputs[-1]}'"
+        )
+    inner = [str(n) for n in op.arg("inner_blobs", ())]
+    idx = [int(i) for i in op.arg("outer_blobs_idx", ())]
+    if len(inner) != len(idx):
+        raise ArgumentError(
+            f"{op.label()}: inner_blobs has {len(inner)} name(s) but outer_blobs_idx {len(idx)} index(es)"
+        )
+    outer = [*op.inputs[:-1], *op.outputs[:-1]]
+    for name, i in zip(inner, idx):
+        if not 0 <= i < len(outer):
+            raise ArgumentError(
+                f"{op.label()}: outer_blobs_idx {i} (for inner blob '{name}') is out of range; "
+                f"outer blobs: {', '.join(outer) or 'none'}"
+            )
+    bindings = {name: ws.cell(outer[i]) for name, i in zip(inner, idx)}
+    reuse = bool(op.arg("reuse_workspace", False))
+    out_cells = [ws.cell(n) for n in op.outputs[:-1]]
+    if op.is_gradient_op:
+        raise ArgumentError(f"{op.label()}: gradient Do ops are not supported")
+
+    def run(*ins: Any) -> list[Any]:
+        scope = ins[-1]
+        if not isinstance(scope, WorkspaceStack):
+            raise TensorError(
+                f"{op.label()}: scope blob '{op.inputs[-1]}' holds {type(scope).__name__}, "
+                "expected a scope made by CreateScope"
+            )
+        child, nets = scope.forward(ws, bindings, reuse=reuse)
+        sub = nets.get(net_def.name) if net_def.name else None
+        if sub is None:
+            sub = Subnet(net_def, child, owner=op.label(), role="net")
+            nets[sub.name] = sub
+        sub.run()
+        return [*(cell.value for cell in out_cells), scope]
 
     return run

@@ -1,0 +1,145 @@
+"""Running nets from inside operators and plan steps: one runner for If, While, Do, plans and RNNs.
+
+A subnet is a :class:`~asyncnet.net.Net` prepared once (its kernels built and validated when
+the owning operator is prepared) and run many times. Its executor is the one its
+``NetDef.type`` names, as in Caffe2 (empty: simple).
+
+Subnets never deadlock a pool: every executor runs work on the *calling* thread (simple runs
+everything there; async_scheduling's caller drives its own run and takes queued chains itself
+while pool workers are busy), so an operator that runs a subnet from a pool worker finishes
+even when the parent net holds every worker of that pool.
+
+Errors: a failing inner op raises :class:`~asyncnet.errors.OperatorError` naming it (and its
+net); the outer executor wraps that in the outer op's OperatorError, so the message names both.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from asyncnet.errors import ArgumentError
+from asyncnet.proto import caffe2_pb2 as pb
+
+if TYPE_CHECKING:
+    from asyncnet.executors import ExecutorOptions
+    from asyncnet.net import Blob, Net
+    from asyncnet.opinfo import OpInfo
+    from asyncnet.workspace import Workspace
+
+__all__ = ["Subnet", "WorkspaceStack", "net_argument", "run_subnet"]
+
+
+def run_subnet(net: Net, *, timeout: float | None = None) -> None:
+    """Run a prepared net on the calling thread's behalf (the one entry point for nested runs)."""
+    net.run(timeout=timeout)
+
+
+def net_argument(op: OpInfo, name: str, *, required: bool = False) -> pb.NetDef | None:
+    """The NetDef argument ``name`` of ``op`` (None when absent and not required)."""
+    value = op.args.get(name)
+    if value is None:
+        if required:
+            have = ", ".join(sorted(op.args)) or "none"
+            raise ArgumentError(f"{op.label()}: required NetDef argument '{name}' is missing (arguments: {have})")
+        return None
+    if not isinstance(value, pb.NetDef):
+        raise ArgumentError(f"{op.label()}: argument '{name}' must be a NetDef, got {type(value).__name__}")
+    return value
+
+
+class Subnet:
+    """A NetDef prepared in a workspace for an owner (an operator or a plan step).
+
+    Args:
+        net_def: the subnet (copied); an unnamed one is named ``<owner>/<role>``.
+        workspace: where it runs (the owner's workspace, or a child of it).
+        owner: shown in messages, e.g. the owning op's label.
+        role: which argument it came from (``loop_net``, ``then_net``...).
+        options: executor options for it.
+    """
+
+    def __init__(
+        self,
+        net_def: pb.NetDef,
+        workspace: Workspace,
+        *,
+        owner: str,
+        role: str,
+        options: ExecutorOptions | None = None,
+    ) -> None:
+        from asyncnet.net import Net
+
+        if not net_def.name:
+            named = pb.NetDef()
+            named.CopyFrom(net_def)
+            named.name = f"{owner}/{role}"
+            net_def = named
+        self.owner = owner
+        self.role = role
+        self.workspace = workspace
+        self.net = Net(net_def, workspace, options=options)
+
+    @property
+    def name(self) -> str:
+        return self.net.name
+
+    def run(self, *, timeout: float | None = None) -> None:
+        """Run the subnet once (errors name the inner op; the caller's executor adds the outer one)."""
+        run_subnet(self.net, timeout=timeout)
+
+    def close(self) -> None:
+        self.net.close()
+
+    def __repr__(self) -> str:
+        return f"Subnet({self.role} of {self.owner}: {self.net!r})"
+
+
+class WorkspaceStack:
+    """The value of a scope blob (Caffe2's ``detail::WorkspaceStack``, made by ``CreateScope``).
+
+    Each forward ``Do`` pushes a child workspace (or reuses the last one) holding the inner
+    blobs of its net; bound blobs are the outer workspace's very cells.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[Workspace, dict[str, Subnet]]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._stack)
+
+    def forward(
+        self, parent: Workspace, bindings: dict[str, Blob], *, reuse: bool
+    ) -> tuple[Workspace, dict[str, Subnet]]:
+        """The workspace a forward Do runs in: the last one when ``reuse`` and any, else a new one."""
+        from asyncnet.workspace import Workspace
+
+        with self._lock:
+            if reuse and self._stack:
+                ws, nets = self._stack[-1]
+            else:
+                # Caffe2's child sees only the forwarded blobs, not the whole parent.
+                ws = Workspace(f"{parent.name}/scope{len(self._stack)}", io_policy=parent.io_policy)
+                nets = {}
+                self._stack.append((ws, nets))
+            for inner, cell in bindings.items():
+                ws.bind(inner, cell)
+            return ws, nets
+
+    def pop(self) -> Workspace | None:
+        """Drop and return the newest workspace (None when empty)."""
+        with self._lock:
+            if not self._stack:
+                return None
+            ws, nets = self._stack.pop()
+        for n in nets.values():
+            n.close()
+        return ws
+
+    def clear(self) -> None:
+        while self.pop() is not None:
+            pass
+
+    def __repr__(self) -> str:
+        return f"WorkspaceStack({len(self._stack)} workspace(s))"
