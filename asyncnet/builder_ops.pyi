@@ -3294,6 +3294,56 @@ class OpNamespace:
         """
         ...
 
+    def GRUUnit(
+        self,
+        hidden_t_prev: BlobLike,
+        gates: BlobLike,
+        seq_lengths: BlobLike,
+        timestep: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sequence_lengths: bool | int = ...,
+        drop_states: bool | int = ...,
+    ) -> Blob:
+        """One GRU step (Caffe2's GRUUnit): u = sigmoid(gates[D:2D]), o = tanh(gates[2D:3D]); hidden_t = hidden_t_prev * u + o * (1 - u). The reset gate (gates[0:D]) is applied by the step net before this op, as in Caffe2's GRU cell.
+
+        Args:
+            sequence_lengths: whether input 3 holds per-row sequence lengths (int32, N)
+            drop_states: rows past their length get zero states instead of keeping the previous ones
+        """
+        ...
+
+    def GRUUnitGradient(
+        self,
+        hidden_t_prev: BlobLike,
+        gates: BlobLike,
+        seq_lengths: BlobLike,
+        timestep: BlobLike,
+        hidden_t: BlobLike,
+        hidden_t_grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sequence_lengths: bool | int = ...,
+        drop_states: bool | int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of GRUUnit (inputs: the forward inputs, its output, its gradient); the reset-gate slice of gates_grad is zero, as in Caffe2.
+
+        Args:
+            sequence_lengths: whether input 3 holds per-row sequence lengths (int32, N)
+            drop_states: rows past their length get zero states instead of keeping the previous ones
+        """
+        ...
+
     def GT(
         self,
         A: BlobLike,
@@ -4671,6 +4721,64 @@ class OpNamespace:
             beta: the forward beta
             bias: the forward bias
             order: storage order
+        """
+        ...
+
+    def LSTMUnit(
+        self,
+        hidden_t_prev: BlobLike,
+        cell_t_prev: BlobLike,
+        gates: BlobLike,
+        seq_lengths: BlobLike,
+        timestep: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sequence_lengths: bool | int = ...,
+        drop_states: bool | int = ...,
+        forget_bias: float = ...,
+    ) -> tuple[Blob, ...]:
+        """One LSTM step (Caffe2's LSTMUnit): i, f, o = sigmoid(gates[0:D], gates[D:2D] + forget_bias, gates[2D:3D]), g = tanh(gates[3D:4D]); cell_t = f * cell_t_prev + i * g, hidden_t = o * tanh(cell_t).
+
+        Args:
+            sequence_lengths: whether input 3 holds per-row sequence lengths (int32, N)
+            drop_states: rows past their length get zero states instead of keeping the previous ones
+            forget_bias: added to the forget gate before its sigmoid
+        """
+        ...
+
+    def LSTMUnitGradient(
+        self,
+        hidden_t_prev: BlobLike,
+        cell_t_prev: BlobLike,
+        gates: BlobLike,
+        seq_lengths: BlobLike,
+        timestep: BlobLike,
+        hidden_t: BlobLike,
+        cell_t: BlobLike,
+        hidden_t_grad: BlobLike,
+        cell_t_grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sequence_lengths: bool | int = ...,
+        drop_states: bool | int = ...,
+        forget_bias: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LSTMUnit (inputs: the forward inputs, its outputs, their gradients).
+
+        Args:
+            sequence_lengths: whether input 3 holds per-row sequence lengths (int32, N)
+            drop_states: rows past their length get zero states instead of keeping the previous ones
+            forget_bias: as in the forward LSTMUnit
         """
         ...
 
@@ -6226,6 +6334,124 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Reciprocal: dX = -dY * Y^2."""
+        ...
+
+    def RecurrentNetwork(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        step_net: Any = ...,
+        backward_step_net: Any = ...,
+        link_internal: Sequence[Any] = ...,
+        link_external: Sequence[Any] = ...,
+        link_offset: Sequence[Any] = ...,
+        link_window: Sequence[Any] = ...,
+        backward_link_internal: Sequence[Any] = ...,
+        backward_link_external: Sequence[Any] = ...,
+        backward_link_offset: Sequence[Any] = ...,
+        backward_link_window: Sequence[Any] = ...,
+        alias_src: Sequence[Any] = ...,
+        alias_dst: Sequence[Any] = ...,
+        alias_offset: Sequence[Any] = ...,
+        recurrent_states: Sequence[Any] = ...,
+        initial_recurrent_state_ids: Sequence[Any] = ...,
+        timestep: str = ...,
+        param: Sequence[Any] = ...,
+        param_grads: Sequence[Any] = ...,
+        outputs_with_grads: Sequence[Any] = ...,
+        recompute_blobs_on_backward: Sequence[Any] = ...,
+        enable_rnn_executor: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Run step_net once per timestep over the sequence (input 0, T x N x ...), linking step-net blobs to rows of the sequence and of recurrent state tensors (Caffe2's RecurrentNetwork). Outputs: the aliases of the states, then the step workspaces kept for RecurrentNetworkGradient. With enable_rnn_executor, ops of different timesteps run concurrently where dependencies allow.
+
+        Args:
+            step_net: NetDef run once per timestep
+            backward_step_net: NetDef run once per timestep, last first, by the gradient op
+            link_internal: step-net blob names of the links
+            link_external: outer tensors the links view
+            link_offset: per link, the row of the outer tensor at timestep 0
+            link_window: per link, how many rows it views (default 1)
+            backward_link_internal: links of the backward step net (gradients)
+            backward_link_external: outer gradient tensors of the backward links
+            backward_link_offset: row offsets of the backward links
+            backward_link_window: row windows of the backward links
+            alias_src: recurrent states exposed as outputs
+            alias_dst: the output names of the aliases
+            alias_offset: first state row of each alias (negative: from the end)
+            recurrent_states: names of the (T + L, N, D) state tensors
+            initial_recurrent_state_ids: per state, the input index of its initial value
+            timestep: name of the int32 timestep blob in the step workspaces
+            param: input indices of the parameters that get gradients
+            param_grads: per param, the gradient blob the backward step net writes
+            outputs_with_grads: outputs whose gradients the gradient op reads
+            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
+            rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
+        """
+        ...
+
+    def RecurrentNetworkGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        step_net: Any = ...,
+        backward_step_net: Any = ...,
+        link_internal: Sequence[Any] = ...,
+        link_external: Sequence[Any] = ...,
+        link_offset: Sequence[Any] = ...,
+        link_window: Sequence[Any] = ...,
+        backward_link_internal: Sequence[Any] = ...,
+        backward_link_external: Sequence[Any] = ...,
+        backward_link_offset: Sequence[Any] = ...,
+        backward_link_window: Sequence[Any] = ...,
+        alias_src: Sequence[Any] = ...,
+        alias_dst: Sequence[Any] = ...,
+        alias_offset: Sequence[Any] = ...,
+        recurrent_states: Sequence[Any] = ...,
+        initial_recurrent_state_ids: Sequence[Any] = ...,
+        timestep: str = ...,
+        param: Sequence[Any] = ...,
+        param_grads: Sequence[Any] = ...,
+        outputs_with_grads: Sequence[Any] = ...,
+        recompute_blobs_on_backward: Sequence[Any] = ...,
+        enable_rnn_executor: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Gradient of RecurrentNetwork: inputs are the gradients of the outputs_with_grads outputs, the forward inputs and the forward outputs; outputs the gradients of input 0, of each `param` input and of each initial state. Runs backward_step_net once per timestep, last first, in the forward step workspaces.
+
+        Args:
+            step_net: NetDef run once per timestep
+            backward_step_net: NetDef run once per timestep, last first, by the gradient op
+            link_internal: step-net blob names of the links
+            link_external: outer tensors the links view
+            link_offset: per link, the row of the outer tensor at timestep 0
+            link_window: per link, how many rows it views (default 1)
+            backward_link_internal: links of the backward step net (gradients)
+            backward_link_external: outer gradient tensors of the backward links
+            backward_link_offset: row offsets of the backward links
+            backward_link_window: row windows of the backward links
+            alias_src: recurrent states exposed as outputs
+            alias_dst: the output names of the aliases
+            alias_offset: first state row of each alias (negative: from the end)
+            recurrent_states: names of the (T + L, N, D) state tensors
+            initial_recurrent_state_ids: per state, the input index of its initial value
+            timestep: name of the int32 timestep blob in the step workspaces
+            param: input indices of the parameters that get gradients
+            param_grads: per param, the gradient blob the backward step net writes
+            outputs_with_grads: outputs whose gradients the gradient op reads
+            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
+            rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
+        """
         ...
 
     def ReduceBackMax(

@@ -269,7 +269,14 @@ def _args(op: pb.OperatorDef) -> list[tuple[str, Any]]:
     for a in op.arg:
         v = argument_value(a)
         out.append(
-            (a.name, [round(x, 5) for x in v] if isinstance(v, list) else round(v, 5) if isinstance(v, float) else v)
+            (
+                a.name,
+                [round(x, 5) if isinstance(x, float) else x for x in v]
+                if isinstance(v, list)
+                else round(v, 5)
+                if isinstance(v, float)
+                else v,
+            )
         )
     return out
 
