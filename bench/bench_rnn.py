@@ -1,0 +1,94 @@
+"""Threaded vs sequential timesteps: a 2-layer LSTM (hidden 512, batch 32, 50 steps) as RecurrentNetwork.
+
+Run:  PYTHONPATH=. .venv/bin/python bench/bench_rnn.py [--hidden 512] [--batch 32] [--steps 50]
+          [--repeats 5] [--backward]
+
+Both contenders are the same net (built by asyncnet.recurrent.build.lstm) in one process; only
+``enable_rnn_executor`` differs. Sequential runs at the default BLAS threads (a lone op may use
+every core); the threaded executor limits BLAS to one thread per op while it runs. The two are
+measured in alternation (so load noise hits both) and the ratio of medians is printed with the
+load average. A third contender, sequential with BLAS limited to one thread, separates the gain of
+running timesteps concurrently from the gain of not oversubscribing BLAS. Outputs are checked
+bitwise equal first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+
+import numpy as np
+
+from asyncnet.executors.pools import blas_limit
+from asyncnet.gradients import add_gradient_ops
+from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.recurrent.build import lstm
+from asyncnet.workspace import Workspace
+
+
+def build(threaded: bool, hidden: int, batch: int, steps: int, backward: bool) -> tuple[Workspace, pb.NetDef, str]:
+    d_in = hidden
+    layer = lstm("x", None, [("h0", "c0"), ("h1", "c1")], d_in, [hidden, hidden], "lstm", threaded=threaded)
+    net = pb.NetDef(name="lstm_threaded" if threaded else "lstm_sequential")
+    net.op.extend(layer.ops)
+    out = layer.outputs["hidden_all"]
+    if backward:
+        net.op.append(pb.OperatorDef(type="Mul", input=[out, "w"], output=["weighted"]))
+        net.op.append(pb.OperatorDef(type="SumElements", input=["weighted"], output=["loss"]))
+        add_gradient_ops(net, ["loss"])
+    rng = np.random.default_rng(0)
+    ws = Workspace()
+    ws.feed("x", rng.standard_normal((steps, batch, d_in)).astype(np.float32))
+    ws.feed("w", rng.standard_normal((steps, batch, hidden)).astype(np.float32))
+    for s in layer.initial_states:
+        ws.feed(s, np.zeros((1, batch, hidden), np.float32))
+    for p, shape in layer.params.items():
+        ws.feed(p, (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32))
+    return ws, net, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backward", action="store_true", help="time forward + backward")
+    a = ap.parse_args()
+    contenders = {}
+    for threaded in (False, True):
+        ws, net, out = build(threaded, a.hidden, a.batch, a.steps, a.backward)
+        n = ws.create_net(net)
+        n.run()  # warm-up: prepares the step workspaces
+        contenders["threaded" if threaded else "sequential"] = (ws, n, out)
+    seq_out = contenders["sequential"][0].fetch(contenders["sequential"][2])
+    thr_out = contenders["threaded"][0].fetch(contenders["threaded"][2])
+    print(f"outputs bitwise equal: {np.array_equal(seq_out, thr_out)}")
+    names = ["sequential", "sequential-blas1", "threaded"]
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(a.repeats):
+        for name in names:
+            _ws, n, _out = contenders[name.split("-")[0]]
+            limit = blas_limit(1) if name.endswith("blas1") else contextlib.nullcontext()
+            with limit:
+                t0 = time.perf_counter()
+                n.run()
+                times[name].append(time.perf_counter() - t0)
+    load = os.getloadavg()[0]
+    what = "forward+backward" if a.backward else "forward"
+    for name, ts in times.items():
+        print(f"{name:16s} {what}: median {statistics.median(ts) * 1e3:8.1f} ms  best {min(ts) * 1e3:8.1f} ms")
+    ratio = statistics.median(times["sequential"]) / statistics.median(times["threaded"])
+    best = min(times["sequential"]) / min(times["threaded"])
+    print(f"speedup threaded/sequential: {ratio:.2f}x (median), {best:.2f}x (best); load average {load:.1f}")
+    same_blas = statistics.median(times["sequential-blas1"]) / statistics.median(times["threaded"])
+    print(f"speedup threaded/sequential with 1 BLAS thread each (concurrency alone): {same_blas:.2f}x (median)")
+    for _ws, n, _out in contenders.values():
+        n.close()
+
+
+if __name__ == "__main__":
+    main()
