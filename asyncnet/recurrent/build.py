@@ -225,6 +225,7 @@ def lstm(
     drop_states: bool = False,
     forward_only: bool = False,
     threaded: bool = True,
+    outputs_with_grads: Sequence[int] = (0,),
 ) -> RecurrentLayer:
     """A (multi-layer) LSTM over ``input_blob`` (T, N, dim_in) as one RecurrentNetwork op.
 
@@ -239,6 +240,8 @@ def lstm(
         drop_states: zero (not keep) the states of finished rows.
         forward_only: no backward step net.
         threaded: enable the threaded timestep executor.
+        outputs_with_grads: which of the last layer's outputs (0 hidden_all, 1 hidden_last,
+            2 cell_all, 3 cell_last) the backward pass gets gradients for.
 
     Returns:
         The ops, params (``{scope}/layer<k>/{i2h,gates}_{w,b}``) and outputs: ``hidden_all``,
@@ -299,7 +302,7 @@ def lstm(
         timestep=timestep,
         forward_only=forward_only,
         threaded=threaded,
-        outputs_with_grads=[4 * (len(dims) - 1)],
+        outputs_with_grads=[4 * (len(dims) - 1) + i for i in outputs_with_grads],
     )
     ops.append(rnn)
     outputs: dict[str, str] = {}
@@ -326,12 +329,14 @@ def gru(
     drop_states: bool = False,
     forward_only: bool = False,
     threaded: bool = True,
+    outputs_with_grads: Sequence[int] = (0,),
 ) -> RecurrentLayer:
     """A (multi-layer) GRU as one RecurrentNetwork op, with Caffe2's GRU cell layout.
 
     Per layer and step: ``r = sigmoid(x_r + W_r h + b_r)``, ``u_pre = x_u + W_u h + b_u``,
     ``o_pre = x_o + W_o (r * h) + b_o``; GRUUnit then gives ``h' = h u + tanh(o_pre) (1 - u)``
-    with ``u = sigmoid(u_pre)``.
+    with ``u = sigmoid(u_pre)``. ``outputs_with_grads`` indexes the last layer's
+    (hidden_all, hidden_last).
     """
     dims = [dim_out] if isinstance(dim_out, int) else list(dim_out)
     if len(initial_states) != len(dims):
@@ -400,7 +405,7 @@ def gru(
         timestep=timestep,
         forward_only=forward_only,
         threaded=threaded,
-        outputs_with_grads=[2 * (len(dims) - 1)],
+        outputs_with_grads=[2 * (len(dims) - 1) + i for i in outputs_with_grads],
     )
     ops.append(rnn)
     outputs: dict[str, str] = {}

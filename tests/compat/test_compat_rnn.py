@@ -1,0 +1,120 @@
+"""Caffe2-style control_ops_util and rnn_cell scripts on the compat API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asyncnet.compat import control_ops_util, core, model_helper, rnn_cell, workspace
+from asyncnet.errors import ArgumentError, NetDefinitionError
+from tests.recurrent.naive import gru_stack, lstm_stack
+
+
+def test_add_while_op_with_condition_net_keeps_body_blobs_local() -> None:
+    init = core.Net("init")
+    init.ConstantFill([], "i", shape=[], value=0.0)
+    init.ConstantFill([], "n", shape=[], value=4.0)
+    init.ConstantFill([], "one", shape=[], value=1.0)
+    init.ConstantFill([], "acc", shape=[], value=0.0)
+    init.ConstantFill([], "cond", shape=[], value=0, dtype=core.DataType.BOOL)
+    workspace.RunNetOnce(init)
+    cond = core.Net("cond")
+    cond.LT(["i", "n"], "cond")
+    body = core.Net("body")
+    body.Add(["i", "one"], "i")
+    body.Mul(["i", "i"], "sq")  # local to the body's workspace
+    body.Add(["acc", "sq"], "acc")
+    main = core.Net("main")
+    scope = ["i", "n", "one", "acc", "cond"]
+    control_ops_util.add_while_op(main, "cond", scope, body, cond)
+    workspace.RunNetOnce(main)
+    assert float(workspace.FetchBlob("acc")) == 1 + 4 + 9 + 16
+    assert float(workspace.FetchBlob("i")) == 4
+    assert not workspace.HasBlob("sq")
+    with pytest.raises(NetDefinitionError, match="does not write 'cond'"):
+        control_ops_util.add_while_op(core.Net("m2"), "cond", scope, body, body)
+    with pytest.raises(NetDefinitionError, match=r"reads blob\(s\) \['acc'\]"):
+        control_ops_util.add_while_op(core.Net("m3"), "cond", ["i", "one"], body)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_add_if_op_runs_one_branch(flag: bool) -> None:
+    workspace.FeedBlob("c", np.array(flag))
+    workspace.FeedBlob("x", np.array([1.0, -2.0], np.float32))
+    then_net = core.Net("then")
+    then_net.Relu("x", "y")
+    else_net = core.Net("else")
+    else_net.Negative("x", "tmp")
+    else_net.Relu("tmp", "y")
+    main = core.Net("main")
+    control_ops_util.add_if_op(main, "c", ["c", "x", "y"], then_net, else_net)
+    workspace.RunNetOnce(main)
+    want = [1.0, 0.0] if flag else [0.0, 2.0]
+    np.testing.assert_array_equal(workspace.FetchBlob("y"), want)
+    assert not workspace.HasBlob("tmp")
+
+
+T, N, D, H = 4, 3, 2, 3
+
+
+def _feed_states(names: list[str]) -> None:
+    rng = np.random.default_rng(5)
+    for s in names:
+        workspace.FeedBlob(s, (0.5 * rng.standard_normal((1, N, H))).astype(np.float32))
+
+
+def test_rnn_cell_lstm_matches_naive_loop_and_trains() -> None:
+    model = model_helper.ModelHelper(name="lstm_model")
+    workspace.FeedBlob("seq", np.random.default_rng(0).standard_normal((T, N, D)).astype(np.float32))
+    workspace.FeedBlob("lens", np.array([4, 2, 3], np.int32))
+    states = ["h0", "c0", "h1", "c1"]
+    _feed_states(states)
+    hidden_all, hidden_last, cell_all, cell_last = rnn_cell.LSTM(
+        model, "seq", "lens", states, dim_in=D, dim_out=[H, H], scope="lstm"
+    )
+    assert str(hidden_all) == "lstm/layer1/hidden_t_all"
+    assert len(model.params) == 8
+    workspace.RunNetOnce(model.param_init_net)
+    workspace.RunNetOnce(model.net)
+    params = {str(p): workspace.FetchBlob(p) for p in model.params}
+    init = [
+        (workspace.FetchBlob("h0"), workspace.FetchBlob("c0")),
+        (workspace.FetchBlob("h1"), workspace.FetchBlob("c1")),
+    ]
+    all_h, last_h, last_c = lstm_stack(workspace.FetchBlob("seq"), np.array([4, 2, 3]), init, params, "lstm")
+    np.testing.assert_allclose(workspace.FetchBlob(hidden_all), all_h[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(workspace.FetchBlob(cell_last)[0], last_c[1], rtol=1e-5, atol=1e-5)
+    # Train a few SGD steps on sum(hidden_all * target) and check the loss falls.
+    workspace.FeedBlob("target", -np.ones((T, N, H), np.float32))
+    prod = model.net.Mul([hidden_all, "target"], "prod")
+    loss = model.net.SumElements(prod, "loss")
+    grads = model.AddGradientOperators([loss])
+    for p in model.params:
+        model.net.WeightedSum([p, "ONE", grads[p], "LR"], p)
+    workspace.FeedBlob("ONE", np.array([1.0], np.float32))
+    workspace.FeedBlob("LR", np.array([-0.05], np.float32))
+    workspace.CreateNet(model.net)
+    losses = []
+    for _ in range(5):
+        workspace.RunNet(model.net.Name())
+        losses.append(float(workspace.FetchBlob("loss")))
+    assert losses[-1] < losses[0]
+
+
+def test_multi_rnn_cell_of_gru_cells_matches_naive() -> None:
+    model = model_helper.ModelHelper(name="gru_model")
+    workspace.FeedBlob("seq", np.random.default_rng(1).standard_normal((T, N, D)).astype(np.float32))
+    _feed_states(["g0", "g1"])
+    cell = rnn_cell.MultiRNNCell([rnn_cell.GRUCell(D, H), rnn_cell.GRUCell(H, H)], name="gru")
+    outs = cell.apply_over_sequence(model, "seq", None, ["g0", "g1"])
+    workspace.RunNetOnce(model.param_init_net)
+    workspace.RunNetOnce(model.net)
+    params = {str(p): workspace.FetchBlob(p) for p in model.params}
+    all_h, _ = gru_stack(
+        workspace.FetchBlob("seq"), np.full(N, T), [workspace.FetchBlob("g0"), workspace.FetchBlob("g1")], params, "gru"
+    )
+    np.testing.assert_allclose(workspace.FetchBlob(outs[0]), all_h[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ArgumentError, match="all LSTMCell or all GRUCell"):
+        rnn_cell.MultiRNNCell([rnn_cell.GRUCell(D, H), rnn_cell.LSTMCell(H, H)])
+    with pytest.raises(ArgumentError, match="need 4 initial state"):
+        rnn_cell.LSTM(model, "seq", None, ["a"], D, [H, H])
