@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 from asyncnet.errors import UnsupportedError
 from asyncnet.opinfo import DeviceKey
 from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.serde import atomic_write_bytes
+from asyncnet.serde import atomic_write_bytes, nested_nets
 
 PALETTE = ("#cfe2f3", "#d9ead3", "#fff2cc", "#f4cccc", "#d9d2e9", "#fce5cd", "#d0e0e3", "#ead1dc")
 COLOR_MODES = ("device", "pool")
@@ -50,6 +50,8 @@ class Drawing:
     edges: list[tuple[str, str]] = field(default_factory=list)
     chains: list[list[str]] = field(default_factory=list)
     legend: dict[str, str] = field(default_factory=dict)
+    # Nested nets (If/While/Do/RecurrentNetwork arguments): (label, node ids), drawn as clusters.
+    subnets: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 def _device_of(op: pb.OperatorDef, net: pb.NetDef) -> pb.DeviceOption | None:
@@ -146,10 +148,29 @@ def build_drawing(
                 producer[b] = oid
             else:
                 d.edges.append((oid, blob_node(b)))
+        _add_subnets(d, op, oid)
     d.legend = {v: k for k, v in colors.items()}
     if mark_chains:
         d.chains = [[f"op{i}" for i in c] for c in op_chains(net) if len(c) > 1]
     return d
+
+
+def _add_subnets(d: Drawing, op: pb.OperatorDef, owner: str) -> None:
+    """Ops of the nets nested in ``op`` as a cluster each, hanging below the owning op node."""
+    for arg_name, sub in nested_nets(op):
+        ids: list[str] = []
+        producer: dict[str, str] = {}
+        d.subnets.append((f"{op.type} {arg_name}: net '{sub.name}'", ids))
+        for j, inner in enumerate(sub.op):
+            nid = f"{owner}.{arg_name}.{j}"
+            d.nodes.append(Node(nid, inner.type, True, color=PALETTE[1]))
+            ids.append(nid)
+            parents = {producer[b] for b in (*inner.input, *inner.control_input) if b in producer}
+            for p in sorted(parents) or [owner]:
+                d.edges.append((p, nid))
+            for b in inner.output:
+                producer[b] = nid
+            _add_subnets(d, inner, nid)
 
 
 def _dot_id(s: str) -> str:
@@ -159,11 +180,17 @@ def _dot_id(s: str) -> str:
 def to_dot(d: Drawing) -> str:
     """Graphviz DOT text of a drawing."""
     lines = [f"digraph {_dot_id(d.name)} {{", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
-    in_chain = {n for c in d.chains for n in c}
+    in_chain = {n for c in d.chains for n in c} | {n for _, ids in d.subnets for n in ids}
     for n in d.nodes:
         if n.id in in_chain:
             continue
         lines.append("  " + _dot_node(n))
+    by_id = {n.id: n for n in d.nodes}
+    for k, (label, ids) in enumerate(d.subnets):
+        lines.append(f"  subgraph cluster_subnet{k} {{")
+        lines.append(f'    label={_dot_id(label)}; style=rounded; color="#3c78d8";')
+        lines.extend("    " + _dot_node(by_id[nid]) for nid in ids)
+        lines.append("  }")
     for k, chain in enumerate(d.chains):
         lines.append(f"  subgraph cluster_chain{k} {{")
         lines.append(f'    label="chain {k}"; style=dashed; color="#888888";')
@@ -265,6 +292,19 @@ def to_svg(d: Drawing) -> str:
         out.append(
             f'<rect class="chain" data-chain="{k}" x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
             f'height="{y1 - y0:.1f}" fill="none" stroke="#888" stroke-dasharray="5,3"/>'
+        )
+    for k, (label, members) in enumerate(d.subnets):
+        if not members:
+            continue
+        ns = [ids[c] for c in members]
+        x0 = min(n.x - n.width / 2 for n in ns) - 8
+        x1 = max(n.x + n.width / 2 for n in ns) + 8
+        y0 = min(n.y for n in ns) - NODE_H / 2 - 18
+        y1 = max(n.y for n in ns) + NODE_H / 2 + 8
+        out.append(
+            f'<g class="subnet" data-subnet="{k}"><rect x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
+            f'height="{y1 - y0:.1f}" rx="8" fill="#f3f6fc" stroke="#3c78d8"/><text x="{x0 + 4:.1f}" '
+            f'y="{y0 + 12:.1f}" font-family="Helvetica" font-size="10">{escape(label)}</text></g>'
         )
     for a, b in d.edges:
         s, t = ids[a], ids[b]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,10 @@ class _Walker:
                 result.op_inputs.append(ins)
             if op.type == "If":
                 outs = self._infer_if(op, info, blobs, result, where)
+            elif op.type == "While":
+                outs = self._infer_while(op, blobs, result)
+            elif op.type == "RecurrentNetwork":
+                outs = self._infer_recurrent(info, ins, blobs, result, where)
             elif info.schema.infer is None:
                 self._unknown(op, i, blobs, result, top, reason="has no infer hook")
                 continue
@@ -273,6 +278,62 @@ class _Walker:
             elif b is not None:
                 blobs[name] = b
         return [blobs.get(o, UNKNOWN) for o in op.output]
+
+    def _infer_while(self, op: pb.OperatorDef, blobs: dict[str, TensorInfo], result: NetShapes) -> list[TensorInfo]:
+        # The body runs zero or more times: a blob it writes is either its old info or the body's.
+        nets = dict(nested_nets(op))
+        body = dict(blobs)
+        for name in ("cond_net", "loop_net", "cond_net"):
+            sub = nets.get(name)
+            if sub is not None:
+                self.walk(sub, body, result, top=False)
+        for name, after in body.items():
+            old = blobs.get(name)
+            blobs[name] = after if old is None or old == after else join(old, after)
+        return [blobs.get(o, UNKNOWN) for o in op.output]
+
+    def _infer_recurrent(
+        self, info: OpInfo, ins: list[TensorInfo], blobs: dict[str, TensorInfo], result: NetShapes, where: str
+    ) -> list[TensorInfo]:
+        """Walk the step net with its link blobs' per-timestep infos, then infer the outputs."""
+        from asyncnet.recurrent.spec import parse_spec
+
+        spec = parse_spec(info)
+        x = ins[0].shape if ins else None
+        batch = x[1] if x is not None and len(x) >= 2 else None
+        named = dict(zip(info.inputs, ins))
+        state_init = {s: ins[i] if i < len(ins) else UNKNOWN for s, i in zip(spec.recurrent_states, spec.initial_ids)}
+        step = dict(blobs)
+        for link in spec.links:
+            if link.external in state_init:
+                init = state_init[link.external]
+                last = init.shape[-1] if init.shape else None
+                step[link.internal] = TensorInfo((link.window, batch, last), init.dtype)
+            else:
+                ext = named.get(link.external, blobs.get(link.external, UNKNOWN))
+                shape = None if ext.shape is None else (link.window, *ext.shape[1:])
+                step[link.internal] = TensorInfo(shape, ext.dtype)
+        step[spec.timestep] = TensorInfo((1,), np.dtype(np.int32))
+        try:
+            self.walk(spec.step_net, step, result, top=False)
+        except ShapeInferenceError as e:
+            raise ShapeInferenceError(f"{where}: in its step net: {e}") from e
+        for link in spec.links:
+            if link.external not in state_init or link.internal not in {
+                o for op in spec.step_net.op for o in op.output
+            }:
+                continue
+            got, want = step.get(link.internal, UNKNOWN), state_init[link.external]
+            if got.known and want.shape is not None and want.shape[-1] is not None and batch is not None:
+                if got.shape is not None and math.prod(d or 0 for d in got.shape) != link.window * batch * int(
+                    want.shape[-1]
+                ):
+                    raise ShapeInferenceError(
+                        f"{where}: step net '{spec.step_net.name}' writes '{link.internal}' {got.shape}, which does "
+                        f"not fit {link.window} row(s) of state '{link.external}' ({link.window}, {batch}, "
+                        f"{want.shape[-1]})"
+                    )
+        return self._infer(info, ins, where)
 
 
 def infer_shapes(

@@ -34,7 +34,7 @@ class CharLMConfig:
     seq_len: int = 25
     batch: int = 16
     lr: float = 0.005
-    steps: int = 600
+    steps: int = 1500
     seed: int = 0
     threaded: bool = True
     progress: bool = False

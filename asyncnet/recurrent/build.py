@@ -170,6 +170,14 @@ def recurrent_network_op(
         bwd_ops, mapping = backward_pass(step_ops, {s[1]: f"{s[1]}_grad" for s in states})
         bwd = pb.NetDef(name=f"{scope}/backward_step_net", type="simple")
         bwd.op.extend([*re_ops, *bwd_ops])
+        # Like Caffe2's recurrent_net: declare what the backward step reads from the forward step
+        # workspace and the links (checkers then know where those blobs come from).
+        made: set[str] = set()
+        reads: dict[str, None] = {}
+        for o in bwd.op:
+            reads.update((n, None) for n in o.input if n not in made)
+            made.update(o.output)
+        bwd.external_input.extend(reads)
         b_i: list[str] = []
         b_e: list[str] = []
         b_o: list[int] = []
