@@ -8712,12 +8712,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         loop_net: Any = ...,
         cond_net: Any = ...,
+        max_trip_count: int = ...,
     ) -> tuple[Blob, ...]:
         """Caffe2's While: repeat {run cond_net (if any); stop unless input 0 is true; run loop_net}, all in this op's workspace. Further inputs/outputs declare the blobs the nets read and write.
 
         Args:
             loop_net: NetDef run while the condition blob (input 0) holds true
             cond_net: NetDef run before every check of the condition; it computes input 0 (optional)
+            max_trip_count: stop after this many iterations even while the condition holds (asyncnet extension, as ONNX Loop / Caffe2's ONNXWhile bound their loops; negative: no bound)
         """
         ...
 

@@ -108,6 +108,12 @@ def if_op(op: OpInfo) -> Callable[..., Any]:
     args=(
         Arg("loop_net", None, "NetDef run while the condition blob (input 0) holds true"),
         Arg("cond_net", None, "NetDef run before every check of the condition; it computes input 0 (optional)"),
+        Arg(
+            "max_trip_count",
+            -1,
+            "stop after this many iterations even while the condition holds (asyncnet extension, as "
+            "ONNX Loop / Caffe2's ONNXWhile bound their loops; negative: no bound)",
+        ),
     ),
     doc="Caffe2's While: repeat {run cond_net (if any); stop unless input 0 is true; run loop_net}, "
     "all in this op's workspace. Further inputs/outputs declare the blobs the nets read and write.",
@@ -122,8 +128,12 @@ def while_op(op: OpInfo) -> Callable[..., Any]:
     cond_cell = ws.cell(op.inputs[0])
     out_cells = [ws.cell(n) for n in op.outputs]
 
+    max_trips = int(op.arg("max_trip_count", -1))
+
     def run(*_ins: Any) -> list[Any]:
-        while True:
+        trips = 0
+        while max_trips < 0 or trips < max_trips:
+            trips += 1
             if cond_net is not None:
                 cond_net.run()
             # Read the cell, not the argument: the loop body (or cond_net) rewrites it.

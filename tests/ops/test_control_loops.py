@@ -65,6 +65,17 @@ def test_while_without_cond_net_reads_the_condition_blob_each_time() -> None:
         assert float(ws.fetch("i")) == 3.0
 
 
+def test_while_max_trip_count_bounds_an_endless_loop() -> None:
+    body = net("body", op("Add", ["i", "one"], ["i"]))
+    with Workspace() as ws:
+        scalars(ws, i=0, one=1)
+        ws.feed("c", np.array(True))  # never becomes false
+        ws.run_operator_once(op("While", ["c", "i"], ["i"], loop_net=body, max_trip_count=7))
+        assert float(ws.fetch("i")) == 7.0
+        ws.run_operator_once(op("While", ["c", "i"], ["i"], loop_net=body, max_trip_count=0))
+        assert float(ws.fetch("i")) == 7.0
+
+
 def test_nested_while_loops() -> None:
     inner = counting_loop("j", "m", [op("Add", ["acc", "one"], ["acc"])], "in")
     reset = op("ConstantFill", [], ["j"], shape=[], value=0.0)
