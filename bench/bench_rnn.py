@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -48,6 +49,31 @@ def build(threaded: bool, hidden: int, batch: int, steps: int, backward: bool) -
     for p, shape in layer.params.items():
         ws.feed(p, (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32))
     return ws, net, out
+
+
+def raw_ceiling(hidden: int, batch: int, calls: int = 100) -> float:
+    """Speedup of the same-sized matmuls split over two Python threads (1 BLAS thread each) vs one:
+    the parallelism the machine's free cores allow right now."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((batch, hidden)).astype(np.float32)
+    w = rng.standard_normal((hidden, 4 * hidden)).astype(np.float32)
+
+    def work(n: int) -> None:
+        for _ in range(n):
+            a @ w
+
+    with blas_limit(1):
+        t0 = time.perf_counter()
+        work(calls)
+        one = time.perf_counter() - t0
+        threads = [threading.Thread(target=work, args=(calls // 2,)) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        two = time.perf_counter() - t0
+    return one / two
 
 
 def main() -> None:
@@ -86,6 +112,7 @@ def main() -> None:
     print(f"speedup threaded/sequential: {ratio:.2f}x (median), {best:.2f}x (best); load average {load:.1f}")
     same_blas = statistics.median(times["sequential-blas1"]) / statistics.median(times["threaded"])
     print(f"speedup threaded/sequential with 1 BLAS thread each (concurrency alone): {same_blas:.2f}x (median)")
+    print(f"raw 2-thread ceiling of these matmuls right now: {raw_ceiling(a.hidden, a.batch):.2f}x")
     for _ws, n, _out in contenders.values():
         n.close()
 

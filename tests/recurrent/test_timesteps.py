@@ -212,3 +212,54 @@ def test_more_recurrent_ops_than_workers_under_async_scheduling(no_thread_leak: 
     for layer in layers:
         out = layer.outputs["hidden_all"]
         assert np.array_equal(ws.fetch(out), seq.fetch(out))
+
+
+def sleepy_two_layer_rnn(threaded: bool, steps: int, ms: float) -> pb.OperatorDef:
+    """Layer 1: s1[t+1] = f(s1[t]); layer 2: s2[t+1] = g(s2[t], s1[t+1]); each op sleeps ``ms``."""
+    step = pb.NetDef(name="sleepy_step")
+    l1 = pb.OperatorDef(type="ExecTestSleep", input=["s1_prev"], output=["s1_new"])
+    l1.arg.extend([make_argument("ms", ms), make_argument("tag", "layer1")])
+    l2 = pb.OperatorDef(type="ExecTestSleep", input=["s2_prev", "s1_new"], output=["s2_new"])
+    l2.arg.extend([make_argument("ms", ms), make_argument("tag", "layer2")])
+    step.op.extend([l1, l2])
+    op = pb.OperatorDef(type="RecurrentNetwork", input=["x", "a0", "b0"], output=["s2_all", "steps"])
+    args = {
+        "link_internal": ["s1_prev", "s1_new", "s2_prev", "s2_new"],
+        "link_external": ["s1_states", "s1_states", "s2_states", "s2_states"],
+        "link_offset": [0, 1, 0, 1],
+        "alias_src": ["s2_states"],
+        "alias_dst": ["s2_all"],
+        "alias_offset": [1],
+        "recurrent_states": ["s1_states", "s2_states"],
+        "initial_recurrent_state_ids": [1, 2],
+        "enable_rnn_executor": int(threaded),
+        "rnn_executor.num_threads": 2,
+    }
+    op.arg.append(pb.Argument(name="step_net", n=step))
+    op.arg.extend(make_argument(k, v) for k, v in args.items())
+    return op
+
+
+@pytest.mark.timeout(60)
+def test_layer_two_at_t_overlaps_layer_one_at_t_plus_one(no_thread_leak: None) -> None:
+    """With sleeping (GIL-free) step ops the overlap is visible in time, whatever the machine load."""
+    from tests.executors import helpers
+
+    helpers._register()
+    steps, ms = 8, 20.0
+    for threaded in (False, True):
+        helpers.EVENTS.clear()
+        with Workspace() as ws:
+            ws.feed("x", np.zeros((steps, 1, 1), np.float32))
+            ws.feed("a0", np.ones((1, 1), np.float32))
+            ws.feed("b0", np.full((1, 1), 2.0, np.float32))
+            ws.run_operator_once(sleepy_two_layer_rnn(threaded, steps, ms))
+            np.testing.assert_array_equal(ws.fetch("s2_all"), np.full((steps, 1, 1), 2.0))
+        l1 = [(s, e) for tag, _t, s, e in helpers.EVENTS if tag == "layer1"]
+        l2 = [(s, e) for tag, _t, s, e in helpers.EVENTS if tag == "layer2"]
+        assert len(l1) == len(l2) == steps
+        overlaps = sum(1 for a in l1 for b in l2 if a[0] < b[1] and b[0] < a[1])
+        if threaded:
+            assert overlaps >= steps // 2, f"only {overlaps} layer-1/layer-2 overlaps"
+        else:
+            assert overlaps == 0
