@@ -234,6 +234,7 @@ def lstm(
     forward_only: bool = False,
     threaded: bool = True,
     outputs_with_grads: Sequence[int] = (0,),
+    recompute_blobs_on_backward: Sequence[str] = (),
 ) -> RecurrentLayer:
     """A (multi-layer) LSTM over ``input_blob`` (T, N, dim_in) as one RecurrentNetwork op.
 
@@ -250,6 +251,8 @@ def lstm(
         threaded: enable the threaded timestep executor.
         outputs_with_grads: which of the last layer's outputs (0 hidden_all, 1 hidden_last,
             2 cell_all, 3 cell_last) the backward pass gets gradients for.
+        recompute_blobs_on_backward: step blobs (e.g. ``{scope}/layer0/gates``) whose ops the
+            backward step net runs again before its gradient ops, as Caffe2's memory optimisation.
 
     Returns:
         The ops, params (``{scope}/layer<k>/{i2h,gates}_{w,b}``) and outputs: ``hidden_all``,
@@ -311,6 +314,7 @@ def lstm(
         forward_only=forward_only,
         threaded=threaded,
         outputs_with_grads=[4 * (len(dims) - 1) + i for i in outputs_with_grads],
+        recompute_blobs_on_backward=recompute_blobs_on_backward,
     )
     ops.append(rnn)
     outputs: dict[str, str] = {}

@@ -143,3 +143,22 @@ def test_recurrent_network_errors() -> None:
         ws.feed("steps", np.zeros(1))
         with pytest.raises(OperatorError, match="RecurrentNetworkGradient.*expected the step workspaces"):
             ws.run_operator_once(grad)
+
+
+def test_recompute_blobs_on_backward_gives_the_same_gradients() -> None:
+    rng = np.random.default_rng(4)
+    results = []
+    for recompute in ((), ("L/layer0/gates_h", "L/layer0/gates")):
+        layer = lstm("x", None, [("h0", "c0")], D, 4, "L", recompute_blobs_on_backward=recompute)
+        rnn = layer.ops[1]
+        bwd = next(a.n for a in rnn.arg if a.name == "backward_step_net")
+        assert [o.type for o in bwd.op[: len(recompute)]] == (["FC", "Sum"] if recompute else [])
+        values = {n: np.random.default_rng(5).standard_normal((1, N, 4)) for n in layer.initial_states}
+        values["L/i2h"] = rng.standard_normal((T, N, 16)) if not results else results[0][1]
+        for p, shape in layer.params.items():
+            values[p] = np.random.default_rng(len(p)).standard_normal(shape)
+        res = check_gradient(rnn, {n: values[n] for n in rnn.input}, stepsize=1e-6, threshold=1e-6)
+        assert res.ok, res.describe()
+        results.append((res.analytic, values["L/i2h"]))
+    for name, grad in results[0][0].items():
+        assert np.array_equal(grad, results[1][0][name]), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -214,12 +215,43 @@ def test_more_recurrent_ops_than_workers_under_async_scheduling(no_thread_leak: 
         assert np.array_equal(ws.fetch(out), seq.fetch(out))
 
 
+SLEEP_EVENTS: list[tuple[str, float, float]] = []
+
+
+def _register_sleep_op() -> None:
+    if default_registry().has("RnnTestSleep"):
+        return
+
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        return [ins[0]]
+
+    @register_op(
+        "RnnTestSleep",
+        inputs=(1, 2),
+        outputs=1,
+        infer=infer,
+        args=(Arg("ms", 0.0, "sleep"), Arg("tag", "", "event tag")),
+        doc="Test only: sleeps `ms` (GIL released), records (tag, start, end), passes input 0 through.",
+    )
+    def factory(op: OpInfo) -> Callable[..., Any]:
+        delay = float(op.arg("ms", 0.0)) / 1000.0
+        tag = str(op.arg("tag", ""))
+
+        def kernel(*xs: Any) -> tuple[Any]:
+            t0 = time.monotonic()
+            time.sleep(delay)
+            SLEEP_EVENTS.append((tag, t0, time.monotonic()))
+            return (xs[0],)
+
+        return kernel
+
+
 def sleepy_two_layer_rnn(threaded: bool, steps: int, ms: float) -> pb.OperatorDef:
     """Layer 1: s1[t+1] = f(s1[t]); layer 2: s2[t+1] = g(s2[t], s1[t+1]); each op sleeps ``ms``."""
     step = pb.NetDef(name="sleepy_step")
-    l1 = pb.OperatorDef(type="ExecTestSleep", input=["s1_prev"], output=["s1_new"])
+    l1 = pb.OperatorDef(type="RnnTestSleep", input=["s1_prev"], output=["s1_new"])
     l1.arg.extend([make_argument("ms", ms), make_argument("tag", "layer1")])
-    l2 = pb.OperatorDef(type="ExecTestSleep", input=["s2_prev", "s1_new"], output=["s2_new"])
+    l2 = pb.OperatorDef(type="RnnTestSleep", input=["s2_prev", "s1_new"], output=["s2_new"])
     l2.arg.extend([make_argument("ms", ms), make_argument("tag", "layer2")])
     step.op.extend([l1, l2])
     op = pb.OperatorDef(type="RecurrentNetwork", input=["x", "a0", "b0"], output=["s2_all", "steps"])
@@ -243,20 +275,18 @@ def sleepy_two_layer_rnn(threaded: bool, steps: int, ms: float) -> pb.OperatorDe
 @pytest.mark.timeout(60)
 def test_layer_two_at_t_overlaps_layer_one_at_t_plus_one(no_thread_leak: None) -> None:
     """With sleeping (GIL-free) step ops the overlap is visible in time, whatever the machine load."""
-    from tests.executors import helpers
-
-    helpers._register()
+    _register_sleep_op()
     steps, ms = 8, 20.0
     for threaded in (False, True):
-        helpers.EVENTS.clear()
+        SLEEP_EVENTS.clear()
         with Workspace() as ws:
             ws.feed("x", np.zeros((steps, 1, 1), np.float32))
             ws.feed("a0", np.ones((1, 1), np.float32))
             ws.feed("b0", np.full((1, 1), 2.0, np.float32))
             ws.run_operator_once(sleepy_two_layer_rnn(threaded, steps, ms))
             np.testing.assert_array_equal(ws.fetch("s2_all"), np.full((steps, 1, 1), 2.0))
-        l1 = [(s, e) for tag, _t, s, e in helpers.EVENTS if tag == "layer1"]
-        l2 = [(s, e) for tag, _t, s, e in helpers.EVENTS if tag == "layer2"]
+        l1 = [(s, e) for tag, s, e in SLEEP_EVENTS if tag == "layer1"]
+        l2 = [(s, e) for tag, s, e in SLEEP_EVENTS if tag == "layer2"]
         assert len(l1) == len(l2) == steps
         overlaps = sum(1 for a in l1 for b in l2 if a[0] < b[1] and b[0] < a[1])
         if threaded:
