@@ -162,3 +162,27 @@ def test_recompute_blobs_on_backward_gives_the_same_gradients() -> None:
         results.append((res.analytic, values["L/i2h"]))
     for name, grad in results[0][0].items():
         assert np.array_equal(grad, results[1][0][name]), name
+
+
+def test_step_net_given_as_text_like_old_caffe2_scripts() -> None:
+    from google.protobuf import text_format
+
+    op = window_rnn()
+    for a in op.arg:
+        if a.name == "step_net":
+            text = text_format.MessageToString(a.n)
+            a.ClearField("n")
+            a.s = text.encode("utf-8")
+    rng = np.random.default_rng(6)
+    with Workspace() as ws:
+        ws.feed("x", rng.standard_normal((T, N, D)).astype(np.float32))
+        ws.feed("s0", rng.standard_normal((2, N, D)).astype(np.float32))
+        ws.run_operator_once(op)
+        text_out = ws.fetch("s_all").copy()
+        ws.run_operator_once(window_rnn())
+        np.testing.assert_array_equal(text_out, ws.fetch("s_all"))
+        for a in op.arg:
+            if a.name == "step_net":
+                a.s = b"op { type: "
+        with pytest.raises(ArgumentError, match="not a NetDef in text format"):
+            ws.run_operator_once(op)
