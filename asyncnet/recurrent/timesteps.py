@@ -9,7 +9,8 @@ write-after-write and write-after-read edges in sequential order make any schedu
 exactly what running the timesteps in order computes (bitwise: each op sees the same values).
 
 Scheduling: the calling thread works through ready tasks; helpers from the shared device pool
-join while more than one task is ready and leave when none is, so a recurrent op run from a
+join when more than one task is ready and stay (waiting on the run's condition, not spinning)
+until the run ends. The caller never waits for a helper to start, so a recurrent op run from a
 pool worker never waits for that pool. The first failure stops new tasks; running ones finish.
 """
 
@@ -91,7 +92,7 @@ class _Run:
         self.stop = False
         self.error: tuple[Task, BaseException] | None = None
         self.helpers = 0
-        self.waiting = False
+        self.waiting = 0
 
 
 def run_tasks(
@@ -127,13 +128,15 @@ def run_tasks(
         while True:
             with cond:
                 while not run.ready or run.stop:
-                    if finished() or not caller:
+                    if finished():
                         if not caller:
                             run.helpers -= 1
                         return
-                    run.waiting = True
+                    # Helpers stay for the run (no busy wait): re-submitting one to the pool for every
+                    # burst of ready tasks would pay a wake-up each time, milliseconds on a loaded machine.
+                    run.waiting += 1
                     cond.wait()
-                    run.waiting = False
+                    run.waiting -= 1
                 i = run.ready.popleft()
                 run.active += 1
                 maybe_help()
