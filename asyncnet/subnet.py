@@ -57,6 +57,7 @@ class Subnet:
         owner: shown in messages, e.g. the owning op's label.
         role: which argument it came from (``loop_net``, ``then_net``...).
         options: executor options for it.
+        executor: executor name overriding ``net_def.type``.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Subnet:
         owner: str,
         role: str,
         options: ExecutorOptions | None = None,
+        executor: str | None = None,
     ) -> None:
         from asyncnet.net import Net
 
@@ -78,7 +80,7 @@ class Subnet:
         self.owner = owner
         self.role = role
         self.workspace = workspace
-        self.net = Net(net_def, workspace, options=options)
+        self.net = Net(net_def, workspace, executor=executor, options=options)
 
     @property
     def name(self) -> str:

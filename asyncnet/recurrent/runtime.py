@@ -123,7 +123,11 @@ class RecurrentRunner:
                     sw.bind(name, self.ws.cell(name))
                 ts = sw.cell(self.spec.timestep)
                 ts.value = np.array([t], np.int32)
-                sub = Subnet(self.spec.step_net, sw, owner=self.label, role=f"step_net (timestep {t})")
+                # Step nets run op by op, as Caffe2 ran them without its RNN executor (exports may
+                # carry a net type such as "rnn" that names no executor here).
+                sub = Subnet(
+                    self.spec.step_net, sw, owner=self.label, role=f"step_net (timestep {t})", executor="simple"
+                )
                 steps.slots.append(StepSlot(sw, sub, ts))
             return steps.slots[:count]
 
@@ -136,7 +140,9 @@ class RecurrentRunner:
             for name in self.refs_b:
                 if name not in sw.local_blobs():
                     sw.bind(name, self.ws.cell(name))
-            slot.backward = Subnet(net, sw, owner=self.label, role=f"backward_step_net (timestep {t})")
+            slot.backward = Subnet(
+                net, sw, owner=self.label, role=f"backward_step_net (timestep {t})", executor="simple"
+            )
         return slot.backward
 
     # -- externals -----------------------------------------------------------------------
@@ -198,6 +204,7 @@ class RecurrentRunner:
         for t, slot in enumerate(slots):
             self._views(spec.links, ext, slot, t)
         if spec.threaded and self.threads > 1 and steps_n > 1:
+            slots[0].forward.net.check_inputs()  # what Net.run checks, once: the slots share their sources
             tasks = self._tasks(slots, [slot.forward.net.ops for slot in slots], spec.links, self.written_f, ext)
             run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
         else:
@@ -273,6 +280,7 @@ class RecurrentRunner:
             self._views(spec.backward_links, ext, slot, t)
         order = list(reversed(range(steps_n)))
         if spec.threaded and self.threads > 1 and steps_n > 1:
+            nets[-1].net.check_inputs()
             tasks = self._tasks(
                 slots,
                 [n.net.ops for n in nets],

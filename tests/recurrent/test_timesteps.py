@@ -293,3 +293,18 @@ def test_layer_two_at_t_overlaps_layer_one_at_t_plus_one(no_thread_leak: None) -
             assert overlaps >= steps // 2, f"only {overlaps} layer-1/layer-2 overlaps"
         else:
             assert overlaps == 0
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_missing_outer_blob_of_the_step_net_is_named(threaded: bool) -> None:
+    layer = lstm("x", "lens", [("h0", "c0")], D, H, "L", threaded=threaded, forward_only=True)
+    rnn = layer.ops[1]
+    rnn.input.remove("lens")  # the step net still reads it: nothing declares or feeds it
+    ws = Workspace()
+    ws.feed("L/i2h", np.ones((T, N, 4 * H), np.float32))
+    for s in layer.initial_states:
+        ws.feed(s, np.zeros((1, N, H), np.float32))
+    for p, shape in layer.params.items():
+        ws.feed(p, np.zeros(shape, np.float32))
+    with pytest.raises(OperatorError, match="RecurrentNetwork.*LSTMUnit reads blob 'lens'"):
+        ws.run_operator_once(rnn)
