@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 from asyncnet.errors import ArgumentError, BlobNotFoundError, OperatorError
+from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.registry import default_registry, register_op
+from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import make_argument
 from asyncnet.workspace import Workspace
-from tests.executors.helpers import _register as register_exec_test_ops
+
+
+def register_exec_test_ops() -> None:
+    """Test ops of this file (own names: the executor tests' helpers keep module state of their own)."""
+    if default_registry().has("CtlTestSleep"):
+        return
+
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        return [ins[0] if ins else TensorInfo()] * len(op.outputs)
+
+    @register_op(
+        "CtlTestSleep",
+        inputs=(0, -1),
+        outputs=(0, -1),
+        infer=infer,
+        args=(Arg("ms", 0.0, "sleep"),),
+        doc="Test only: sleeps `ms` (holding its thread), passes input 0 to every output.",
+    )
+    def sleep_factory(op: OpInfo) -> Callable[..., Any]:
+        delay = float(op.arg("ms", 0.0)) / 1000.0
+
+        def run(*xs: Any) -> tuple[Any, ...]:
+            time.sleep(delay)
+            return (xs[0] if xs else np.zeros(1),) * len(op.outputs)
+
+        return run
+
+    @register_op(
+        "CtlTestFail",
+        inputs=(0, -1),
+        outputs=(0, -1),
+        infer=infer,
+        args=(Arg("message", "boom", "error text"),),
+        doc="Test only: raises ValueError(message).",
+    )
+    def fail_factory(op: OpInfo) -> Callable[..., Any]:
+        message = str(op.arg("message", "boom"))
+
+        def run(*xs: Any) -> tuple[Any, ...]:
+            raise ValueError(message)
+
+        return run
 
 
 def op(op_type: str, inputs: list[str], outputs: list[str], **args: Any) -> pb.OperatorDef:
@@ -176,14 +222,14 @@ def test_more_nested_subnets_than_workers_finish(no_thread_leak: None, inner_typ
     main = net("main", type="async_scheduling")
     main.arg.append(make_argument("num_workers", 2))
     for k in range(width):
-        then = net(f"then{k}", op("ExecTestSleep", [f"v{k}"], [f"w{k}"], ms=2.0), type=inner_type)
+        then = net(f"then{k}", op("CtlTestSleep", [f"v{k}"], [f"w{k}"], ms=2.0), type=inner_type)
         do_body = net(
             f"dobody{k}",
             op("If", ["t"], [f"in{k}"], then_net=net(f"if{k}", op("Add", [f"in{k}", "one"], [f"in{k}"]))),
             type=inner_type,
         )
         body = [
-            op("ExecTestSleep", ["x"], [f"v{k}"], ms=2.0),
+            op("CtlTestSleep", ["x"], [f"v{k}"], ms=2.0),
             op("If", ["t", f"v{k}"], [f"w{k}"], then_net=then),
             op(
                 "Do",
@@ -219,13 +265,13 @@ def test_failure_in_a_subnet_under_async_scheduling_stops_the_run(no_thread_leak
     main = net("main", type="async_scheduling")
     main.arg.append(make_argument("num_workers", 2))
     for k in range(4):
-        body = net(f"b{k}", op("ExecTestSleep", ["x"], [f"y{k}"], ms=1.0), type="async_scheduling")
+        body = net(f"b{k}", op("CtlTestSleep", ["x"], [f"y{k}"], ms=1.0), type="async_scheduling")
         if k == 2:
-            body.op.append(op("ExecTestFail", [], [f"z{k}"], message="inner boom", name="failing"))
+            body.op.append(op("CtlTestFail", [], [f"z{k}"], message="inner boom", name="failing"))
         main.op.append(op("If", ["t"], [f"y{k}"], then_net=body, name=f"if{k}"))
     with Workspace() as ws:
         ws.feed("t", np.array(True))
         ws.feed("x", np.ones(2, np.float32))
         with ws.create_net(main) as m, pytest.raises(OperatorError) as info:
             m.run(timeout=30)
-    assert "If 'if2'" in str(info.value) and "ExecTestFail 'failing' in net 'b2'" in str(info.value)
+    assert "If 'if2'" in str(info.value) and "CtlTestFail 'failing' in net 'b2'" in str(info.value)
