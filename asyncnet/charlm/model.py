@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -13,8 +12,8 @@ import numpy as np
 
 from asyncnet.compat import brew, model_helper, optimizer, rnn_cell
 from asyncnet.errors import ArgumentError, CheckpointError
-from asyncnet.executors.pools import blas_limit
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.recurrent.timesteps import one_blas_thread
 from asyncnet.serde import read_net, write_message
 from asyncnet.workspace import Workspace
 
@@ -182,7 +181,7 @@ def train_charlm(cfg: CharLMConfig, text: str | None = None) -> tuple[CharLM, Tr
     eye = np.eye(v, dtype=np.float32)
     result = TrainResult()
     bar = _progress(cfg.steps, cfg.progress)
-    with _one_blas_thread(), Workspace("charlm_train") as ws:
+    with one_blas_thread(), Workspace("charlm_train") as ws:
         ws.run_net_once(init_def)
         ws.feed("seq_lengths", np.full(n, t_len, np.int32))
         zeros = np.zeros((1, n, h), np.float32)
@@ -223,13 +222,3 @@ def _progress(total: int, enabled: bool) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, unit="step", leave=False, dynamic_ncols=True)
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    # The matrices are small: multi-threaded BLAS only adds wake-ups (milliseconds per call on a
-    # busy machine); the timestep executor's threads give the parallelism.
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        return contextlib.nullcontext()
-    return blas_limit(1)

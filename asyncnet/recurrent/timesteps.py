@@ -17,17 +17,19 @@ pool worker never waits for that pool. The first failure stops new tasks; runnin
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from asyncnet.errors import OperatorError
-from asyncnet.executors.pools import blas_limit, shared_pool
+from asyncnet.executors.pools import shared_pool
 from asyncnet.net import PreparedOp
 from asyncnet.opinfo import DeviceKey
 
-__all__ = ["Task", "dependencies", "run_tasks"]
+__all__ = ["Task", "dependencies", "one_blas_thread", "run_tasks"]
 
 
 @dataclass
@@ -72,12 +74,26 @@ def dependencies(tasks: Sequence[Task]) -> tuple[list[list[int]], list[int]]:
     return children, [len(ps) for ps in parents]
 
 
-def _blas_one() -> contextlib.AbstractContextManager[None]:
+_controller: Any = None
+_controller_modules = -1
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """Limit BLAS libraries to one thread for the duration (a no-op without threadpoolctl).
+
+    The threadpoolctl controller is cached, but rebuilt when modules were imported since it was
+    built: a controller only knows the libraries loaded when it scanned, and a BLAS loaded later
+    (scipy's, say) would escape the limit.
+    """
+    global _controller, _controller_modules
     try:
-        import threadpoolctl  # noqa: F401
+        from threadpoolctl import ThreadpoolController
     except ImportError:
-        return blas_limit(None)
-    return blas_limit(1)
+        return contextlib.nullcontext()
+    if _controller is None or _controller_modules != len(sys.modules):
+        _controller = ThreadpoolController()
+        _controller_modules = len(sys.modules)
+    return _controller.limit(limits=1, user_api="blas")  # type: ignore[no-any-return]
 
 
 class _Run:
@@ -167,7 +183,7 @@ def run_tasks(
     # The caller returns only when every started task has ended. A helper still queued on a busy
     # pool is not waited for (that could deadlock under a parent holding the pool): when it starts
     # it finds the run finished and leaves at once.
-    with _blas_one() if max_helpers else blas_limit(None):
+    with one_blas_thread() if max_helpers else contextlib.nullcontext():
         work(True)
     if run.error is not None:
         task, exc = run.error
