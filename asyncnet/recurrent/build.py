@@ -101,7 +101,7 @@ def recurrent_network_op(
     sequence: tuple[str, str],
     states: Sequence[tuple[str, str, str, str]],
     references: Sequence[str],
-    params: Sequence[str],
+    params: Sequence[str] | None,
     scope: str,
     timestep: str = "timestep",
     forward_only: bool = False,
@@ -117,7 +117,8 @@ def recurrent_network_op(
         states: per recurrent state (step input name, step output name, initial-state blob, state
             tensor name).
         references: further outer blobs the step net reads (parameters, sequence lengths).
-        params: the references that get gradients.
+        params: the references that get gradients (None: every reference the backward pass of the
+            step net gives a gradient, as Caffe2's recurrent_net chose them).
         scope: prefix of internal names.
         timestep: the timestep blob name inside the step net.
         forward_only: build no backward step net.
@@ -193,6 +194,8 @@ def recurrent_network_op(
             b_i.append(mapping[input_t])
             b_e.append(f"{seq_blob}_grad")
             b_o.append(0)
+        if params is None:
+            params = [r for r in references if r in mapping]
         missing = [p for p in params if p not in mapping]
         if missing:
             raise ArgumentError(f"recurrent network '{scope}': params {missing} get no gradient from the step net")

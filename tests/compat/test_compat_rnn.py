@@ -118,3 +118,68 @@ def test_multi_rnn_cell_of_gru_cells_matches_naive() -> None:
         rnn_cell.MultiRNNCell([rnn_cell.GRUCell(D, H), rnn_cell.LSTMCell(H, H)])
     with pytest.raises(ArgumentError, match="need 4 initial state"):
         rnn_cell.LSTM(model, "seq", None, ["a"], D, [H, H])
+
+
+def test_recurrent_net_with_a_caffe2_style_cell_matches_naive_and_the_builder() -> None:
+    from asyncnet.compat import recurrent
+
+    step = core.Net("lstm_cell")
+    input_t, timestep, cell_t_prev, hidden_t_prev = step.AddExternalInputs(
+        "input_t", "timestep", "cell_t_prev", "hidden_t_prev"
+    )
+    gates_t = step.FC([hidden_t_prev, "L/layer0/gates_w", "L/layer0/gates_b"], "gates_t", axis=2)
+    step.Sum([gates_t, input_t], "gates_sum")
+    hidden_t, cell_t = step.LSTMUnit(
+        [hidden_t_prev, cell_t_prev, "gates_sum", "lens", timestep], ["hidden_t", "cell_t"]
+    )
+    step.AddExternalOutputs(cell_t, hidden_t)
+    net = core.Net("main")
+    net.FC(["seq", "L/layer0/i2h_w", "L/layer0/i2h_b"], "i2h", axis=2)
+    out_all, out_last, cell_all, cell_last = recurrent.recurrent_net(
+        net,
+        step,
+        inputs=[(input_t, "i2h")],
+        initial_cell_inputs=[(hidden_t_prev, "h0"), (cell_t_prev, "c0")],
+        links={hidden_t_prev: hidden_t, cell_t_prev: cell_t},
+        timestep=timestep,
+        scope="lstm",
+    )
+    assert [str(b) for b in (out_all, out_last, cell_all, cell_last)] == [
+        "hidden_t_all", "hidden_t_last", "cell_t_all", "cell_t_last"
+    ]  # fmt: skip
+    rnn = net.Proto().op[-1]
+    assert rnn.type == "RecurrentNetwork" and list(rnn.input)[:3] == ["i2h", "h0", "c0"]
+    rng = np.random.default_rng(8)
+    values = {
+        "seq": rng.standard_normal((T, N, D)).astype(np.float32),
+        "lens": np.array([4, 1, 3], np.int32),
+        "h0": rng.standard_normal((1, N, H)).astype(np.float32),
+        "c0": rng.standard_normal((1, N, H)).astype(np.float32),
+        "L/layer0/i2h_w": rng.standard_normal((4 * H, D)).astype(np.float32),
+        "L/layer0/i2h_b": rng.standard_normal(4 * H).astype(np.float32),
+        "L/layer0/gates_w": rng.standard_normal((4 * H, H)).astype(np.float32),
+        "L/layer0/gates_b": rng.standard_normal(4 * H).astype(np.float32),
+    }
+    for k, v in values.items():
+        workspace.FeedBlob(k, v)
+    loss = net.SumElements(out_all, "loss")
+    grads = net.AddGradientOperators([loss])
+    workspace.RunNetOnce(net)
+    all_h, _h, _c = lstm_stack(values["seq"], values["lens"], [(values["h0"], values["c0"])], values, "L")
+    np.testing.assert_allclose(workspace.FetchBlob(out_all), all_h[0], rtol=1e-5, atol=1e-5)
+    # The same model from the idiomatic builder gives the same gradients.
+    from asyncnet.gradients import add_gradient_ops
+    from asyncnet.proto import caffe2_pb2 as pb
+    from asyncnet.recurrent.build import lstm
+    from asyncnet.workspace import Workspace
+
+    layer = lstm("seq", "lens", [("h0", "c0")], D, H, "L")
+    ref = pb.NetDef(name="ref", op=layer.ops)
+    ref.op.append(pb.OperatorDef(type="SumElements", input=[layer.outputs["hidden_all"]], output=["loss"]))
+    ref_grads = add_gradient_ops(ref, ["loss"])
+    ws = Workspace()
+    for k, v in values.items():
+        ws.feed(k, v)
+    ws.run_net_once(ref)
+    for p in ("L/layer0/gates_w", "L/layer0/i2h_w", "h0", "c0"):
+        np.testing.assert_allclose(workspace.FetchBlob(grads[p]), ws.fetch(ref_grads[p]), rtol=1e-5, atol=1e-6)
