@@ -16,7 +16,13 @@ from asyncnet.benchmark import (
     profile_net,
     progress_bar,
 )
-from asyncnet.commands._common import add_input_arguments, read_net_setup
+from asyncnet.commands._common import (
+    add_input_arguments,
+    add_io_policy_args,
+    io_policy_from_args,
+    refuse_file_accesses,
+    setup_from_args,
+)
 from asyncnet.errors import ArgumentError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.serde import atomic_write_bytes
@@ -60,6 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", metavar="FILE", help="write the numbers as JSON here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
@@ -73,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
     profile_iters = args.iters if args.profile_iters is None else args.profile_iters
     if profile_iters < 0:
         raise ArgumentError(f"--profile-iters must be 0 or more, got {profile_iters}")
-    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
+    setup = setup_from_args(args)
     net_def = setup.net_def
     executors: list[str | None] = list(args.executor) if args.executor else [None]
     options = ExecutorOptions(threads=args.threads, blas_threads=args.blas_threads)
     show = not args.quiet
     per_pass = args.warmup + args.iters
-    with Workspace() as ws:
+    policy = io_policy_from_args(args, args.net, args.init)
+    refuse_file_accesses(policy, nets=(setup.init_def, net_def))
+    with Workspace(io_policy=policy) as ws:
         setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
         runs: list[NetTiming] = []
         for name in executors:

@@ -6,7 +6,15 @@ import argparse
 import sys
 import time
 
-from asyncnet.commands._common import add_input_arguments, describe_array, read_net_setup, save_npz
+from asyncnet.commands._common import (
+    add_input_arguments,
+    add_io_policy_args,
+    describe_array,
+    io_policy_from_args,
+    refuse_file_accesses,
+    save_npz,
+    setup_from_args,
+)
 from asyncnet.errors import NetDefinitionError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.profiling import profile_report
@@ -24,16 +32,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run NET N times (default 1)")
     p.add_argument("--profile", action="store_true", help="print per-op timings (count, total, mean, share of run)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace-event JSON of the runs (Perfetto)")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise NetDefinitionError(f"--repeat must be at least 1, got {args.repeat}")
-    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
+    setup = setup_from_args(args)
     net_def = setup.net_def
     options = ExecutorOptions(threads=args.threads)
-    with Workspace() as ws:
+    policy = io_policy_from_args(args, args.net, args.init)
+    refuse_file_accesses(policy, nets=(setup.init_def, net_def))
+    with Workspace(io_policy=policy) as ws:
         setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
         profiling = args.profile or bool(args.trace)
         net_options = ExecutorOptions(threads=args.threads, profile=profiling)
