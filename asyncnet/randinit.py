@@ -162,13 +162,30 @@ def plan_random_init(
         if name not in read and name not in known and name not in specs:
             specs[name] = ParamSpec(TensorInfo((0,), F32), "zeros")
     if unresolved:
-        lines = "; ".join(f"'{n}': {why}" for n, why in unresolved.items())
-        raise NetDefinitionError(
-            f"net '{net_def.name}': cannot derive the shape of input(s) for random init: {lines}. "
-            "Feed them (--inputs) or give their shape (--input-shape NAME=D0,D1,...)"
-        )
+        raise NetDefinitionError(_unresolved_message(net_def, unresolved, {**known, **specs}))
     guessed = {n: why for n, why in ctx.guessed.items() if n in specs and n not in given}
     return InitPlan(specs, shapes, guessed)
+
+
+def _unresolved_message(net_def: pb.NetDef, unresolved: Mapping[str, str], known: Mapping[str, object]) -> str:
+    from asyncnet.modelinputs import classify_inputs
+
+    data, _ = classify_inputs(net_def)
+    # A data input without a shape leaves every parameter after it unknown: name the cause, not the symptoms.
+    missing_data = [n for n in data if n not in known and n in unresolved]
+    if not missing_data:
+        missing_data = [n for n in data if n not in known and n in {o for op in flat_ops(net_def) for o in op.input}]
+    head = f"net '{net_def.name}': cannot derive the shape of {len(unresolved)} input(s) for random init"
+    items = list(unresolved.items())
+    detail = "; ".join(f"'{n}': {why}" for n, why in items[:8]) + (
+        f"; ... ({len(items) - 8} more)" if len(items) > 8 else ""
+    )
+    if missing_data:
+        return (
+            f"{head}: data input(s) {', '.join(missing_data)} have no shape; give --input-shape "
+            f"{missing_data[0]}=D0,D1,... or --value-info FILE (or feed them with --inputs). Unresolved: {detail}"
+        )
+    return f"{head}: {detail}. Feed them (--inputs) or give their shape (--input-shape / --param-shape NAME=D0,D1,...)"
 
 
 def _anchors(count: int, stride: float) -> np.ndarray:

@@ -207,3 +207,11 @@ def test_from_caffe_writes_value_info_beside_the_predict_net(
     assert shapes.get("prob").shape is None  # the shape really comes from value_info.json
     assert main(["from-caffe", "deploy.prototxt", "-o", "p2.pb", "--init", "i2.pb", "--no-value-info"]) == 0
     assert not (tmp_path / "value_info.json").exists()
+
+
+def test_random_init_without_any_data_shape_names_the_data_input(zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (zoo / "value_info.json").unlink()
+    assert main(["run", str(zoo / "predict_net.pbtxt"), "--random-init"]) == 1
+    err = capsys.readouterr().err
+    assert "data input(s) data have no shape; give --input-shape data=D0,D1,... or --value-info FILE" in err
+    assert len(err.splitlines()) == 1

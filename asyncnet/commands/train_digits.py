@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from asyncnet.commands._common import add_io_policy_args, io_policy_from_args
 from asyncnet.training import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", default=None, help="directory for init_net/predict_net (default: do not save)")
     p.add_argument("--binary", action="store_true", help="save .pb instead of .pbtxt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_steps=args.max_steps,
         progress=not args.no_progress and sys.stderr.isatty(),
+        io_policy=io_policy_from_args(args),
     )
     result, params_net, predict_net = train_digits(cfg)
     out = sys.stdout
