@@ -186,3 +186,18 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(
     assert main(["from-onnx", model("ok.bin"), *out]) == 0
     assert "floats: 3.0" in (tmp_path / "i.pbtxt").read_text()
     assert onnx is not None
+
+
+def test_caffe_translator_never_opens_files_a_prototxt_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.prototxt").write_text(
+        'name: "D" layer { name: "data" type: "Data" top: "data" data_param { source: "/nonexistent/lmdb" '
+        'batch_size: 2 } transform_param { mean_file: "../../nonexistent.binaryproto" crop_size: 8 } }'
+        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 3 } }'
+    )
+    # Both files are absent: translating succeeds only because neither is opened.
+    assert main(["from-caffe", "d.prototxt", "-o", "p.pb", "--init", "i.pb"]) == 0
+    out = capsys.readouterr().out
+    assert "never read: /nonexistent/lmdb, ../../nonexistent.binaryproto" in out
