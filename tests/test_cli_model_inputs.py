@@ -215,3 +215,14 @@ def test_random_init_without_any_data_shape_names_the_data_input(zoo: Path, caps
     err = capsys.readouterr().err
     assert "data input(s) data have no shape; give --input-shape data=D0,D1,... or --value-info FILE" in err
     assert len(err.splitlines()) == 1
+
+
+def test_value_info_found_beside_the_net_may_name_other_blobs(zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (zoo / "value_info.json").write_text(json.dumps({"data": [1, [2, 3, 8, 8]], "other": [1, [1]]}))
+    assert main(["run", str(zoo / "predict_net.pbtxt"), "--random-init"]) == 0
+    assert "ignoring ['other']" in capsys.readouterr().err
+    assert (
+        main(["run", str(zoo / "predict_net.pbtxt"), "--random-init", "--value-info", str(zoo / "value_info.json")])
+        == 1
+    )
+    assert "names ['other'], which are not inputs" in capsys.readouterr().err

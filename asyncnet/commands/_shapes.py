@@ -74,6 +74,7 @@ class Shapes:
     data: dict[str, TensorInfo] = field(default_factory=dict)
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
+    found_beside: str = ""
 
 
 def resolve_shapes(
@@ -93,7 +94,7 @@ def resolve_shapes(
     if path is None and net_path:
         beside = Path(net_path).parent / VALUE_INFO
         if beside.is_file():
-            path = str(beside)
+            path = out.found_beside = str(beside)
             note(f"input shapes from {beside} (the {VALUE_INFO} beside the net; --value-info FILE picks another)")
     if path:
         for name, info in read_value_info(path).items():
@@ -118,6 +119,14 @@ def check_names(net: pb.NetDef, net_path: str, shapes: Shapes) -> None:
 
     accepted = set(net_inputs(net))
     listing = ", ".join(sorted(accepted)) or "none"
+    # A value_info.json found beside the net (not asked for) may describe another net of the folder.
+    stray = [
+        k for k in shapes.data if k not in accepted and shapes.found_beside and shapes.origin[k] == shapes.found_beside
+    ]
+    if stray:
+        note(f"ignoring {stray} from {shapes.found_beside}: not inputs of net '{net.name}'")
+        for k in stray:
+            del shapes.data[k]
     bad = [k for k in (*shapes.data, *shapes.params) if k not in accepted]
     if bad:
         source = shapes.origin.get(bad[0], "a shape option")
