@@ -26,9 +26,17 @@ __all__ = ["FileAccessError", "IOPolicy", "op_read_path", "op_write_path", "reso
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` made absolute with ``~`` expanded and every symlink followed (the file need not exist)."""
-    # strict=False: a file about to be written does not exist yet; its folder's links still resolve.
-    return Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
+    """``path`` made absolute with ``~`` expanded and every symlink followed (the file need not exist).
+
+    Raises:
+        FileAccessError: the path cannot be resolved (an embedded NUL byte, a symlink loop).
+    """
+    try:
+        # strict=False: a file about to be written does not exist yet; its folder's links still resolve.
+        return Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
+    except (ValueError, RuntimeError, OSError) as e:
+        # Python < 3.13 reports a symlink loop as RuntimeError, later versions as OSError.
+        raise FileAccessError(f"cannot resolve the path {os.fspath(path)!r}: {e}") from None
 
 
 def _within(path: Path, roots: Iterable[Path]) -> bool:

@@ -106,3 +106,14 @@ def test_workspace_policy_reaches_if_branches_and_plans(tmp_path: Path) -> None:
     free.run_net_once(_if_net(_save(str(outside))))
     PlanRunner(free, plan).run()
     assert outside.exists()
+
+
+def test_unresolvable_paths_are_refused_not_crashes(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    policy = IOPolicy.restricted(read=[tmp_path], write=[tmp_path])
+    for bad in ("a\0b", loop / "x"):
+        with pytest.raises(FileAccessError, match="cannot resolve the path"):
+            policy.check_write(bad)
+    with pytest.raises(FileAccessError, match="cannot resolve"):
+        net_file_accesses(_net(_save("x\\000y")))
