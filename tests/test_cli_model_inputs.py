@@ -226,3 +226,16 @@ def test_value_info_found_beside_the_net_may_name_other_blobs(zoo: Path, capsys:
         == 1
     )
     assert "names ['other'], which are not inputs" in capsys.readouterr().err
+
+
+def test_to_onnx_takes_value_info_beside_the_net_over_the_placeholder(
+    export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    (export / "value_info.json").write_text(json.dumps({"data": [1, [3, 3, 8, 8]]}))
+    model_path = tmp_path / "m.onnx"
+    assert main(["to-onnx", *_pair(export), "-o", str(model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "value_info.json" in err and err.count("placeholder") == 1
+    graph = onnx.load(str(model_path)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [3, 3, 8, 8]
