@@ -131,6 +131,7 @@ def optimize_for_inference(
     params: Mapping[str, Any] | None = None,
     data_inputs: Iterable[str] = (),
     rewrites: Sequence[str] | None = None,
+    keep: Iterable[str] = (),
 ) -> OptimizeResult:
     """Rewrite ``predict_net`` for inference with constant parameters.
 
@@ -146,6 +147,7 @@ def optimize_for_inference(
         data_inputs: names fed per run (never folded).
         rewrites: families to run, a subset of ``drop_identity``, ``fold_affine``, ``fuse_relu``
             (default: all, in that order).
+        keep: blobs whose values the caller fetches, preserved like external outputs.
 
     Raises:
         ArgumentError: an unknown rewrite name.
@@ -156,6 +158,7 @@ def optimize_for_inference(
         raise ArgumentError(f"unknown rewrite(s) {unknown}; available: {', '.join(REWRITES)}")
     values = _params_of(predict_net, init_net, workspace, params, set(data_inputs))
     g = Graph.of(predict_net, values)
+    g.external_outputs += [n for n in keep if n not in g.external_outputs]
     for name in REWRITES:
         if name in chosen:
             REWRITES[name](g)
