@@ -101,6 +101,27 @@ def _rewrite_init(init: pb.NetDef, new_params: Mapping[str, np.ndarray], dropped
     return out
 
 
+def _nested_names(net: pb.NetDef) -> set[str]:
+    """Blob names used inside nets nested in op arguments (If/While/Do branches, step nets).
+
+    Those nets read and write the parent's blobs without listing them as op inputs, so the rewrites
+    treat every such name like an external output: never renamed, never folded away.
+    """
+    from asyncnet.serde import nested_nets
+
+    names: set[str] = set()
+    for op in net.op:
+        for _, sub in nested_nets(op):
+            names.update(sub.external_input)
+            names.update(sub.external_output)
+            for inner in sub.op:
+                names.update(inner.input)
+                names.update(inner.output)
+                names.update(inner.control_input)
+            names |= _nested_names(sub)
+    return names
+
+
 def _params_of(
     predict: pb.NetDef,
     init: pb.NetDef | None,
@@ -158,7 +179,8 @@ def optimize_for_inference(
         raise ArgumentError(f"unknown rewrite(s) {unknown}; available: {', '.join(REWRITES)}")
     values = _params_of(predict_net, init_net, workspace, params, set(data_inputs))
     g = Graph.of(predict_net, values)
-    g.external_outputs += [n for n in keep if n not in g.external_outputs]
+    protected = [*keep, *sorted(_nested_names(predict_net))]
+    g.external_outputs += [n for n in protected if n not in g.external_outputs]
     for name in REWRITES:
         if name in chosen:
             REWRITES[name](g)
@@ -167,6 +189,6 @@ def optimize_for_inference(
     new_params = {n: g.params[n] for n in g.new_params if n in read}
     new_init = None
     if init_net is not None:
-        dropped = {n for n in values if n not in read and n not in predict_net.external_output}
+        dropped = {n for n in values if n not in read and n not in g.external_outputs}
         new_init = _rewrite_init(init_net, new_params, dropped)
     return OptimizeResult(new_net, new_params, new_init, list(g.records), len(predict_net.op))

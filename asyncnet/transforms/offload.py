@@ -122,7 +122,7 @@ def offload_to_onnxruntime(
     """
     _require()
     from asyncnet.shapes import infer_shapes, info_of
-    from asyncnet.transforms.inference import _params_of
+    from asyncnet.transforms.inference import _nested_names, _params_of
 
     data = set(data_inputs)
     values = _params_of(predict_net, init_net, workspace, params, data)
@@ -157,6 +157,7 @@ def offload_to_onnxruntime(
         runs.append((i, j))
         i = j
 
+    nested = _nested_names(predict_net)  # branch nets read parent blobs without declaring them
     result = OffloadResult(pb.NetDef())
     out = pb.NetDef()
     out.CopyFrom(predict_net)
@@ -174,7 +175,7 @@ def offload_to_onnxruntime(
             result.kept.extend(labels[a:b])
             continue
         later = {n for op in predict_net.op[b:] for n in (*op.input, *op.control_input)}
-        later |= set(predict_net.external_output)
+        later |= set(predict_net.external_output) | nested
         written = list(dict.fromkeys(o for op in ops for o in op.output))
         outputs = [n for n in written if n in later]
         if not outputs:

@@ -158,3 +158,28 @@ def test_caffe_cnns_offloaded_match_numpy(rel: tuple[str, ...], shape: tuple[int
         assert [op.type for op in res.predict_net.op] == ["Onnxifi"]
         ws.run_net_once(res.predict_net)
         assert_close(ws.fetch(out), ref, out)
+
+
+@pytest.mark.timeout(120)
+def test_initializers_argument_reads_weights_from_the_workspace() -> None:
+    import onnx
+
+    net, params, feeds = _small_cnn()
+    with Workspace() as ws:
+        for k, v in {**params, **feeds}.items():
+            ws.feed(k, v)
+        res = offload_to_onnxruntime(net, workspace=ws, data_inputs=["x"])
+        op = res.predict_net.op[0]
+        arg = next(a for a in op.arg if a.name == "onnx_model")
+        model = onnx.ModelProto()
+        model.ParseFromString(arg.s)
+        weights = [i for i in model.graph.initializer if i.name in params]
+        assert {i.name for i in weights} == set(params)
+        for i in weights:
+            model.graph.initializer.remove(i)
+        arg.s = model.SerializeToString()
+        from asyncnet.serde import make_argument
+
+        op.arg.append(make_argument("initializers", sorted(params)))
+        ws.run_net_once(res.predict_net)
+        assert_close(ws.fetch("prob"), _run(net, {**params, **feeds}), "prob")

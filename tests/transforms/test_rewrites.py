@@ -270,3 +270,20 @@ def test_init_net_is_rewritten_with_the_folded_parameters(conv_bn: Any) -> None:
         got = ws.fetch("y")
     assert_close(got, run_net(net, {**params, **feeds}, ["y"])["y"], "y")
     assert "rewrites: 2 -> 1 ops (fold_bn_into_conv x1)" in res.summary_lines()[0]
+
+
+def test_blobs_used_inside_nested_nets_are_left_alone(conv_bn: Any) -> None:
+    from asyncnet.workspace import Workspace
+
+    params, feeds = conv_bn
+    then_net = pb.NetDef(name="then", op=[make_op("Copy", ["c"], ["branch"])])
+    net = _conv_bn_net([], ["y"])
+    net.op.append(make_op("If", ["cond"], [], then_net=then_net))
+    cond = {"cond": np.array(True)}
+    res = check_rewrite(net, params, {**feeds, **cond})
+    assert [op.type for op in res.predict_net.op] == ["Conv", "SpatialBN", "If"], "c is read by the branch"
+    with Workspace() as ws:
+        for k, v in {**params, **feeds, **cond}.items():
+            ws.feed(k, v)
+        ws.run_net_once(res.predict_net)
+        assert ws.has("branch")
