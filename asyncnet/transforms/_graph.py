@@ -58,6 +58,7 @@ class Graph:
     external_inputs: list[str]
     external_outputs: list[str]
     new_params: list[str] = field(default_factory=list)
+    nested: set[str] = field(default_factory=set)  # names used inside nested nets (If branches, ...)
     records: list[RewriteRecord] = field(default_factory=list)
 
     @classmethod

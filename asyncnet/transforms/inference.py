@@ -179,7 +179,8 @@ def optimize_for_inference(
         raise ArgumentError(f"unknown rewrite(s) {unknown}; available: {', '.join(REWRITES)}")
     values = _params_of(predict_net, init_net, workspace, params, set(data_inputs))
     g = Graph.of(predict_net, values)
-    protected = [*keep, *sorted(_nested_names(predict_net))]
+    g.nested = _nested_names(predict_net)
+    protected = [*keep, *sorted(g.nested)]
     g.external_outputs += [n for n in protected if n not in g.external_outputs]
     for name in REWRITES:
         if name in chosen:

@@ -125,7 +125,9 @@ def offload_to_onnxruntime(
     from asyncnet.transforms.inference import _nested_names, _params_of
 
     data = set(data_inputs)
-    values = _params_of(predict_net, init_net, workspace, params, data)
+    written = {o for op in predict_net.op for o in op.output}
+    # A blob the net writes changes from run to run: it is never baked into a subgraph.
+    values = {k: v for k, v in _params_of(predict_net, init_net, workspace, params, data).items() if k not in written}
     known: dict[str, TensorInfo] = {n: info_of(v) for n, v in values.items()}
     if workspace is not None:
         known.update({n: info_of(workspace.fetch(n)) for n in data if workspace.has(n)})
@@ -144,51 +146,67 @@ def offload_to_onnxruntime(
         ins = shapes.op_inputs[i] if i < len(shapes.op_inputs) else []
         return {n: t for n, t in zip(predict_net.op[i].input, ins) if n not in values}
 
-    flags = [_exportable(op, op_infos(i), values) for i, op in enumerate(predict_net.op)]
-    runs: list[tuple[int, int]] = []
-    i = 0
-    while i < len(flags):
-        if not flags[i]:
-            i += 1
-            continue
-        j = i
-        while j < len(flags) and flags[j]:
-            j += 1
-        runs.append((i, j))
-        i = j
+    from asyncnet.onnx.export_ops import EXPORTERS
+
+    def split(flags: list[bool], offset: int) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        i = 0
+        while i < len(flags):
+            if not flags[i]:
+                i += 1
+                continue
+            j = i
+            while j < len(flags) and flags[j]:
+                j += 1
+            spans.append((offset + i, offset + j))
+            i = j
+        return spans
+
+    def run_infos(a: int, b: int) -> dict[str, TensorInfo]:
+        infos: dict[str, TensorInfo] = {}
+        for i in range(a, b):
+            for n, t in op_infos(i).items():
+                infos.setdefault(n, t)
+        return infos
 
     nested = _nested_names(predict_net)  # branch nets read parent blobs without declaring them
+
+    def outputs_of(a: int, b: int) -> list[str]:
+        later = {n for op in predict_net.op[b:] for n in (*op.input, *op.control_input)}
+        later |= set(predict_net.external_output) | nested
+        written = dict.fromkeys(o for op in predict_net.op[a:b] for o in op.output)
+        return [n for n in written if n in later]
+
+    def export_span(a: int, b: int) -> Any:
+        return _export(_Run(list(predict_net.op[a:b]), [], run_infos(a, b)), outputs_of(a, b), values, "subgraph")
+
+    # Candidate runs by op type; one that does not export whole is probed op by op and split.
+    models: dict[tuple[int, int], Any] = {}
+    for a, b in split([op.type in EXPORTERS and not op.control_input for op in predict_net.op], 0):
+        if b - a < min_ops or not outputs_of(a, b):
+            continue
+        try:
+            models[(a, b)] = export_span(a, b)
+        except Exception:  # noqa: BLE001 - exporter, shape inference and the onnx checker raise various types
+            flags = [_exportable(predict_net.op[i], op_infos(i), values) for i in range(a, b)]
+            for c, d in split(flags, a):
+                if d - c >= min_ops and outputs_of(c, d):
+                    models[(c, d)] = export_span(c, d)
+
     result = OffloadResult(pb.NetDef())
     out = pb.NetDef()
     out.CopyFrom(predict_net)
     del out.op[:]
     labels = [op_label(i, op) for i, op in enumerate(predict_net.op)]
     cursor = 0
-    for k, (a, b) in enumerate(runs):
+    for k, ((a, b), model) in enumerate(sorted(models.items())):
         for i in range(cursor, a):
             out.op.append(predict_net.op[i])
             result.kept.append(labels[i])
         cursor = b
-        ops = list(predict_net.op[a:b])
-        if b - a < min_ops:
-            out.op.extend(ops)
-            result.kept.extend(labels[a:b])
-            continue
-        later = {n for op in predict_net.op[b:] for n in (*op.input, *op.control_input)}
-        later |= set(predict_net.external_output) | nested
-        written = list(dict.fromkeys(o for op in ops for o in op.output))
-        outputs = [n for n in written if n in later]
-        if not outputs:
-            out.op.extend(ops)
-            result.kept.extend(labels[a:b])
-            continue
-        infos: dict[str, TensorInfo] = {}
-        for i in range(a, b):
-            for n, t in op_infos(i).items():
-                infos.setdefault(n, t)
         name = f"onnxifi_{k}"
-        model = _export(_Run(ops, labels[a:b], infos), outputs, values, name)
-        out.op.append(_onnxifi_op(name, model, outputs, labels[a:b], ops[0]))
+        model.graph.name = name
+        out.op.append(_onnxifi_op(name, model, outputs_of(a, b), labels[a:b], predict_net.op[a]))
         result.report.append(RewriteRecord("offload_onnxruntime", tuple(labels[a:b]), f"Onnxifi '{name}'"))
     for i in range(cursor, len(predict_net.op)):
         out.op.append(predict_net.op[i])

@@ -58,6 +58,7 @@ def _try_drop(g: Graph, k: int, kind: str) -> bool:
         or x in g.external_inputs
         or x in g.external_outputs
         or x in g.params
+        or y in g.nested
         or any(r < producers[0] for r in g.readers(x))
     ):
         return False
