@@ -6,14 +6,17 @@ list on demand (nets have hundreds of ops, not millions, so clarity wins over in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import arguments_to_dict
+
+if TYPE_CHECKING:
+    from asyncnet.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -170,3 +173,48 @@ class Graph:
         del out.external_input[:]
         out.external_input.extend(keep)
         return out
+
+
+def nested_names(net: pb.NetDef) -> set[str]:
+    """Blob names used inside nets nested in op arguments (If/While/Do branches, step nets).
+
+    Those nets read and write the parent's blobs without listing them as op inputs, so the rewrites
+    treat every such name like an external output: never renamed, never folded away.
+    """
+    from asyncnet.serde import nested_nets
+
+    names: set[str] = set()
+    for op in net.op:
+        for _, sub in nested_nets(op):
+            names.update(sub.external_input)
+            names.update(sub.external_output)
+            for inner in sub.op:
+                names.update(inner.input)
+                names.update(inner.output)
+                names.update(inner.control_input)
+            names |= nested_names(sub)
+    return names
+
+
+def collect_params(
+    predict: pb.NetDef,
+    init: pb.NetDef | None,
+    workspace: Workspace | None,
+    params: Mapping[str, Any] | None,
+    data_inputs: Collection[str],
+) -> dict[str, np.ndarray]:
+    """Parameter values the predict net reads: from ``init`` (run in a scratch workspace), then
+    ``workspace``, then ``params``; ``data_inputs`` and non-array blobs are left out."""
+    from asyncnet.net import net_inputs
+    from asyncnet.workspace import Workspace
+
+    reads = set(net_inputs(predict))
+    found: dict[str, np.ndarray] = {}
+    if init is not None:
+        with Workspace() as tmp:
+            tmp.run_net_once(init, executor="simple")
+            found.update({n: tmp.fetch(n) for n in tmp.blobs() if n in reads})
+    if workspace is not None:
+        found.update({n: workspace.fetch(n) for n in reads if workspace.has(n)})
+    found.update(params or {})
+    return {k: v for k, v in found.items() if k not in data_inputs and isinstance(v, np.ndarray)}

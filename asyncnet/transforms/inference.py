@@ -8,7 +8,7 @@ of the external outputs, stay the same (up to float rounding of the folded weigh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument
-from asyncnet.transforms._graph import Graph, RewriteRecord
+from asyncnet.transforms._graph import Graph, RewriteRecord, collect_params, nested_names
 from asyncnet.transforms.fold import fold_affine
 from asyncnet.transforms.fuse import fuse_relu
 from asyncnet.transforms.prune import drop_identities
@@ -101,49 +101,6 @@ def _rewrite_init(init: pb.NetDef, new_params: Mapping[str, np.ndarray], dropped
     return out
 
 
-def _nested_names(net: pb.NetDef) -> set[str]:
-    """Blob names used inside nets nested in op arguments (If/While/Do branches, step nets).
-
-    Those nets read and write the parent's blobs without listing them as op inputs, so the rewrites
-    treat every such name like an external output: never renamed, never folded away.
-    """
-    from asyncnet.serde import nested_nets
-
-    names: set[str] = set()
-    for op in net.op:
-        for _, sub in nested_nets(op):
-            names.update(sub.external_input)
-            names.update(sub.external_output)
-            for inner in sub.op:
-                names.update(inner.input)
-                names.update(inner.output)
-                names.update(inner.control_input)
-            names |= _nested_names(sub)
-    return names
-
-
-def _params_of(
-    predict: pb.NetDef,
-    init: pb.NetDef | None,
-    workspace: Workspace | None,
-    params: Mapping[str, Any] | None,
-    data_inputs: Collection[str],
-) -> dict[str, np.ndarray]:
-    from asyncnet.net import net_inputs
-    from asyncnet.workspace import Workspace
-
-    reads = set(net_inputs(predict))
-    found: dict[str, np.ndarray] = {}
-    if init is not None:
-        with Workspace() as tmp:
-            tmp.run_net_once(init, executor="simple")
-            found.update({n: tmp.fetch(n) for n in tmp.blobs() if n in reads})
-    if workspace is not None:
-        found.update({n: workspace.fetch(n) for n in reads if workspace.has(n)})
-    found.update(params or {})
-    return {k: v for k, v in found.items() if k not in data_inputs and isinstance(v, np.ndarray)}
-
-
 def optimize_for_inference(
     predict_net: pb.NetDef,
     init_net: pb.NetDef | None = None,
@@ -177,9 +134,9 @@ def optimize_for_inference(
     unknown = [r for r in chosen if r not in REWRITES]
     if unknown:
         raise ArgumentError(f"unknown rewrite(s) {unknown}; available: {', '.join(REWRITES)}")
-    values = _params_of(predict_net, init_net, workspace, params, set(data_inputs))
+    values = collect_params(predict_net, init_net, workspace, params, set(data_inputs))
     g = Graph.of(predict_net, values)
-    g.nested = _nested_names(predict_net)
+    g.nested = nested_names(predict_net)
     protected = [*keep, *sorted(g.nested)]
     g.external_outputs += [n for n in protected if n not in g.external_outputs]
     for name in REWRITES:

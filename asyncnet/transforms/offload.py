@@ -92,6 +92,22 @@ def _exportable(op: pb.OperatorDef, infos: dict[str, TensorInfo], params: Mappin
     return True
 
 
+def _split(flags: list[bool], offset: int) -> list[tuple[int, int]]:
+    """Spans [a, b) (shifted by ``offset``) of consecutive True flags."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(flags):
+        if not flags[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(flags) and flags[j]:
+            j += 1
+        spans.append((offset + i, offset + j))
+        i = j
+    return spans
+
+
 def offload_to_onnxruntime(
     predict_net: pb.NetDef,
     *,
@@ -121,19 +137,21 @@ def offload_to_onnxruntime(
         UnsupportedError: the ``onnx`` extra is not installed.
     """
     _require()
+    from asyncnet.net import net_inputs
+    from asyncnet.onnx.export_ops import EXPORTERS
     from asyncnet.shapes import infer_shapes, info_of
-    from asyncnet.transforms.inference import _nested_names, _params_of
+    from asyncnet.transforms._graph import collect_params, nested_names
 
     data = set(data_inputs)
     written = {o for op in predict_net.op for o in op.output}
     # A blob the net writes changes from run to run: it is never baked into a subgraph.
-    values = {k: v for k, v in _params_of(predict_net, init_net, workspace, params, data).items() if k not in written}
+    values = {
+        k: v for k, v in collect_params(predict_net, init_net, workspace, params, data).items() if k not in written
+    }
     known: dict[str, TensorInfo] = {n: info_of(v) for n, v in values.items()}
     if workspace is not None:
         known.update({n: info_of(workspace.fetch(n)) for n in data if workspace.has(n)})
     known.update(input_infos or {})
-    from asyncnet.net import net_inputs
-
     unknown = [n for n in net_inputs(predict_net) if n not in values and (n not in known or known[n].shape is None)]
     if unknown:
         raise UnsupportedError(
@@ -146,22 +164,6 @@ def offload_to_onnxruntime(
         ins = shapes.op_inputs[i] if i < len(shapes.op_inputs) else []
         return {n: t for n, t in zip(predict_net.op[i].input, ins) if n not in values}
 
-    from asyncnet.onnx.export_ops import EXPORTERS
-
-    def split(flags: list[bool], offset: int) -> list[tuple[int, int]]:
-        spans: list[tuple[int, int]] = []
-        i = 0
-        while i < len(flags):
-            if not flags[i]:
-                i += 1
-                continue
-            j = i
-            while j < len(flags) and flags[j]:
-                j += 1
-            spans.append((offset + i, offset + j))
-            i = j
-        return spans
-
     def run_infos(a: int, b: int) -> dict[str, TensorInfo]:
         infos: dict[str, TensorInfo] = {}
         for i in range(a, b):
@@ -169,7 +171,7 @@ def offload_to_onnxruntime(
                 infos.setdefault(n, t)
         return infos
 
-    nested = _nested_names(predict_net)  # branch nets read parent blobs without declaring them
+    nested = nested_names(predict_net)  # branch nets read parent blobs without declaring them
 
     def outputs_of(a: int, b: int) -> list[str]:
         later = {n for op in predict_net.op[b:] for n in (*op.input, *op.control_input)}
@@ -182,14 +184,14 @@ def offload_to_onnxruntime(
 
     # Candidate runs by op type; one that does not export whole is probed op by op and split.
     models: dict[tuple[int, int], Any] = {}
-    for a, b in split([op.type in EXPORTERS and not op.control_input for op in predict_net.op], 0):
+    for a, b in _split([op.type in EXPORTERS and not op.control_input for op in predict_net.op], 0):
         if b - a < min_ops or not outputs_of(a, b):
             continue
         try:
             models[(a, b)] = export_span(a, b)
         except Exception:  # noqa: BLE001 - exporter, shape inference and the onnx checker raise various types
             flags = [_exportable(predict_net.op[i], op_infos(i), values) for i in range(a, b)]
-            for c, d in split(flags, a):
+            for c, d in _split(flags, a):
                 if d - c >= min_ops and outputs_of(c, d):
                     models[(c, d)] = export_span(c, d)
 
