@@ -2364,6 +2364,89 @@ class OpNamespace:
         """
         ...
 
+    def ConvRelu(
+        self,
+        X: BlobLike,
+        filter: BlobLike,
+        bias: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+    ) -> Blob:
+        """Y = Relu(Conv(X, filter, bias)): the Conv kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms); same arguments as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+        """
+        ...
+
     def ConvTranspose(
         self,
         X: BlobLike,
@@ -3102,6 +3185,31 @@ class OpNamespace:
         float16_compute: int = ...,
     ) -> tuple[Blob, ...]:
         """FC gradient: dW = dY^T X, db = column sums of dY, dX = dY W (X, W flattened as the forward op).
+
+        Args:
+            axis: X is flattened to 2-D at this axis
+            axis_w: W is flattened to 2-D at this axis
+            float16_compute: ignored (numpy computes in the input precision)
+        """
+        ...
+
+    def FCRelu(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_w: int = ...,
+        float16_compute: int = ...,
+    ) -> Blob:
+        """Y = Relu(FC(X, W, b)): the FC kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms); same arguments as FC.
 
         Args:
             axis: X is flattened to 2-D at this axis
@@ -5936,6 +6044,33 @@ class OpNamespace:
         """One-hot rows (float32, shape (N, index_size)) for the int64 indices (N,) and the scalar index_size."""
         ...
 
+    def Onnxifi(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        onnx_model: Any,
+        input_names: Sequence[Any] = ...,
+        output_names: Sequence[Any] = ...,
+        initializers: Sequence[Any] = ...,
+        backend: str = ...,
+        replaced_ops: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Run an ONNX subgraph in an onnxruntime InferenceSession built once at prepare time (Caffe2's Onnxifi). Made by asyncnet.transforms.offload_to_onnxruntime; needs the 'onnx' extra.
+
+        Args:
+            onnx_model: the serialized ONNX ModelProto of the subgraph
+            input_names: ONNX graph input names, one per op input, in order
+            output_names: ONNX graph output names, one per op output, in order
+            initializers: workspace blobs added to the model as ONNX initializers at prepare time
+            backend: the runtime (only onnxruntime)
+            replaced_ops: labels of the original ops this op stands for (for errors and reports)
+        """
+        ...
+
     def Or(
         self,
         A: BlobLike,
@@ -7995,6 +8130,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The sum of every element of an int32 tensor, as an int32 scalar."""
+        ...
+
+    def SumRelu(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = Relu(Sum(X0, X1, ...)): the Sum kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms), e.g. for residual joins."""
         ...
 
     def SumSqrElements(
