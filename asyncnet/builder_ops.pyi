@@ -275,6 +275,40 @@ class OpNamespace:
         """
         ...
 
+    def Allgather(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+    ) -> Blob:
+        """One 1-D output holding every rank's data inputs, flattened, rank after rank (Caffe2's layout). Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
+    def Allreduce(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Sums the data inputs over all ranks (and over the local inputs, which must share one shape, as in Caffe2); every output gets the sum. In place allowed. Async: holds no thread while Gloo works.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def And(
         self,
         A: BlobLike,
@@ -1077,6 +1111,25 @@ class OpNamespace:
         """float BGR [N, 3, H, W] -> uint8 BGRA [N, H, W, 4]: add the per-channel mean (input 1), clamp to [0, 255], truncate; alpha is 255."""
         ...
 
+    def Barrier(
+        self,
+        comm_world: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+    ) -> Blob:
+        """Completes when every rank of the common world has reached it. Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def BatchBucketOneHot(
         self,
         X: BlobLike,
@@ -1380,6 +1433,25 @@ class OpNamespace:
         """
         ...
 
+    def Broadcast(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        root: int = ...,
+        status_blob: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Every rank's outputs become the `root` rank's inputs. In place allowed. Async.
+
+        Args:
+            root: rank whose tensors are sent
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def Cast(
         self,
         input: BlobLike,
@@ -1595,6 +1667,25 @@ class OpNamespace:
 
         Args:
             threshold: the largest norm allowed
+        """
+        ...
+
+    def CloneCommonWorld(
+        self,
+        existing_comm_world: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sync: int = ...,
+    ) -> Blob:
+        """A new common world of the same ranks with connections of its own, so collectives on the two worlds can run concurrently (Caffe2's data_parallel_model cycles through such clones).
+
+        Args:
+            sync: Caffe2's synchronous-pairs flag (accepted)
         """
         ...
 
@@ -2624,6 +2715,33 @@ class OpNamespace:
         """
         ...
 
+    def CreateCommonWorld(
+        self,
+        store_handler: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        size: Any = ...,
+        rank: int = ...,
+        timeout_ms: int = ...,
+        sync: int = ...,
+        status_blob: str = ...,
+    ) -> Blob:
+        """Connects `size` ranks through the store handler into a Gloo common world (a torch.distributed ProcessGroupGloo). The op's name names the world (keys are prefixed by it; it must match across ranks); without a name the output blob's name is used. Fails within the timeout when a rank never joins.
+
+        Args:
+            size: number of ranks (required)
+            rank: this process's rank, 0 <= rank < size
+            timeout_ms: rendezvous and collective timeout in ms (-1: 30000)
+            sync: Caffe2's synchronous-pairs flag (accepted; Gloo via torch decides)
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -2703,6 +2821,20 @@ class OpNamespace:
             db_name: path of the db
             db_type: minidb or protodb
         """
+        ...
+
+    def DestroyCommonWorld(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Closes the connections of a common world; later collectives on it fail clearly."""
         ...
 
     def Div(
@@ -3132,6 +3264,27 @@ class OpNamespace:
             axis: X is flattened to 2-D at this axis
             axis_w: W is flattened to 2-D at this axis
             float16_compute: ignored (numpy computes in the input precision)
+        """
+        ...
+
+    def FileStoreHandlerCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        path: Any = ...,
+        prefix: str = ...,
+        timeout: float = ...,
+    ) -> Blob:
+        """Creates a file-backed rendezvous store handler (a torch.distributed FileStore on `path`, opened by CreateCommonWorld). Every rank must see the same path (a shared or local file system).
+
+        Args:
+            path: directory (or file) of the shared file store (required)
+            prefix: namespace of the keys, so several jobs can share a path
+            timeout: seconds a rendezvous waits for missing ranks (asyncnet; default 60)
         """
         ...
 
@@ -6725,6 +6878,23 @@ class OpNamespace:
         """
         ...
 
+    def ReduceScatter(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+    ) -> Blob:
+        """Sums X over all ranks and returns this rank's block of it along axis 0 (axis 0 must divide by the world size). Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def ReduceSum(
         self,
         data: BlobLike,
@@ -8044,6 +8214,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Swish: dX = dY * (Y + sigmoid(X) * (1 - Y))."""
+        ...
+
+    def TCPStoreHandlerCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        host: str = ...,
+        port: Any = ...,
+        prefix: str = ...,
+        timeout: float = ...,
+    ) -> Blob:
+        """Creates a TCP rendezvous store handler: asyncnet's replacement for Caffe2's RedisStoreHandlerCreate. Rank 0 serves a torch.distributed TCPStore on host:port (no Redis server needed); other ranks connect.
+
+        Args:
+            host: address of rank 0, which serves the store
+            port: TCP port of the store (required)
+            prefix: namespace of the keys
+            timeout: seconds a rendezvous waits for missing ranks (asyncnet; default 60)
+        """
         ...
 
     def Tan(
