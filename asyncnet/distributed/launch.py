@@ -117,12 +117,14 @@ def launch(
     run_id: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     world_size: int | None = None,
+    per_rank_args: bool = False,
 ) -> LaunchResult:
     """Run ``command`` in ``nprocs`` local processes, ranks ``node_rank * nprocs + i``.
 
     Without ``master_addr`` the ranks meet through a FileStore in ``store_dir`` (a fresh
     temporary directory by default); with it, through a TCP store on ``master_addr:master_port``.
     ``world_size`` overrides ``nprocs * nnodes`` (to start only some ranks of a world here).
+    With ``per_rank_args``, ``{rank}`` in an argument becomes the worker's rank.
     """
     if nprocs < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
         raise ArgumentError(
@@ -160,7 +162,9 @@ def launch(
                 env.pop(STORE_ENV, None)
             else:
                 env[STORE_ENV] = str(store_dir)
-            procs.append(subprocess.Popen(list(command), env=env))
+            rank = node_rank * nprocs + i
+            argv = [a.replace("{rank}", str(rank)) for a in command] if per_rank_args else list(command)
+            procs.append(subprocess.Popen(argv, env=env))
         return _supervise(procs, node_rank * nprocs, timeout_ms / 1000 + 10 if grace is None else grace)
     finally:
         _reap(procs)

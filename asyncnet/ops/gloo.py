@@ -10,6 +10,7 @@ thread, so no executor worker waits while the network works.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,15 @@ def _timeout_seconds(op: OpInfo) -> float:
     return ms / 1000.0
 
 
+def _env_int(op: OpInfo, name: str, env: str) -> int:
+    if op.has(name):
+        return op.int_arg(name)
+    text = os.environ.get(env, "")
+    if not text.strip().isdigit():
+        raise ArgumentError(f"{op.label()}: argument '{name}' is missing and ${env} is not set (got '{text}')")
+    return int(text)
+
+
 def _register_gloo_engine(op_type: str, factory: Callable[[OpInfo], Any], is_async: bool) -> None:
     # engine: "GLOO" is what Caffe2 nets say; a kernel under it avoids the fallback log line.
     from asyncnet.registry import _DEFAULT
@@ -67,7 +77,7 @@ def _register_gloo_engine(op_type: str, factory: Callable[[OpInfo], Any], is_asy
     inputs=0,
     outputs=1,
     args=(
-        Arg("path", None, "directory (or file) of the shared file store (required)"),
+        Arg("path", None, "directory (or file) of the shared file store (default: $ASYNCNET_STORE from launch)"),
         Arg("prefix", "", "namespace of the keys, so several jobs can share a path"),
         Arg("timeout", 60.0, _TIMEOUT_DOC),
     ),
@@ -79,9 +89,10 @@ def _register_gloo_engine(op_type: str, factory: Callable[[OpInfo], Any], is_asy
 def file_store_handler_create(op: OpInfo) -> Callable[..., Any]:
     from asyncnet.distributed.store import StoreHandler
 
-    if not op.has("path"):
-        raise ArgumentError(f"{op.label()}: required argument 'path' is missing")
-    path = op_write_path(op, op.str_arg("path"))
+    path_text = op.str_arg("path") if op.has("path") else os.environ.get("ASYNCNET_STORE", "")
+    if not path_text:
+        raise ArgumentError(f"{op.label()}: required argument 'path' is missing (and ASYNCNET_STORE is not set)")
+    path = op_write_path(op, path_text)
     prefix, timeout = op.str_arg("prefix"), op.float_arg("timeout")
 
     def run() -> list[Any]:
@@ -126,8 +137,8 @@ def tcp_store_handler_create(op: OpInfo) -> Callable[..., Any]:
     inputs=1,
     outputs=1,
     args=(
-        Arg("size", None, "number of ranks (required)"),
-        Arg("rank", 0, "this process's rank, 0 <= rank < size"),
+        Arg("size", None, "number of ranks (default: $WORLD_SIZE, as `asyncnet launch` and torchrun set it)"),
+        Arg("rank", None, "this process's rank, 0 <= rank < size (default: $RANK)"),
         Arg("timeout_ms", -1, "rendezvous and collective timeout in ms (-1: 30000)"),
         Arg("sync", 0, "Caffe2's synchronous-pairs flag (accepted; Gloo via torch decides)"),
         Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)"),
@@ -140,9 +151,7 @@ def tcp_store_handler_create(op: OpInfo) -> Callable[..., Any]:
     "ranks); without a name the output blob's name is used. Fails within the timeout when a rank never joins.",
 )
 def create_common_world(op: OpInfo) -> Callable[..., Any]:
-    if not op.has("size"):
-        raise ArgumentError(f"{op.label()}: required argument 'size' is missing")
-    size, rank = op.int_arg("size"), op.int_arg("rank")
+    size, rank = _env_int(op, "size", "WORLD_SIZE"), _env_int(op, "rank", "RANK")
     if size < 1 or not 0 <= rank < size:
         raise ArgumentError(f"{op.label()}: need 0 <= rank < size, got rank {rank}, size {size}")
     if op.str_arg("status_blob"):
