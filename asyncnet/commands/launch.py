@@ -42,7 +42,12 @@ def target_command(target: str, args: list[str]) -> list[str]:
         return [sys.executable, target, *args]
     from asyncnet.cli import build_parser
 
-    commands = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    commands = sorted(
+        name
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    )
     if target not in commands:
         raise ArgumentError(f"launch: '{target}' is neither a script nor an asyncnet command; commands: {commands}")
     return [sys.executable, "-m", "asyncnet", target, *args]
