@@ -36,10 +36,10 @@ def run_data_parallel(args: argparse.Namespace) -> int:
     if env is None:
         if args.workers < 1:
             raise ArgumentError(f"--workers must be >= 1, got {args.workers}")
-        result = launch([sys.executable, "-m", "asyncnet", *_argv(args)], args.workers)
-        if not result.ok:
+        launched = launch([sys.executable, "-m", "asyncnet", *_argv(args)], args.workers)
+        if not launched.ok:
             sys.stderr.write(
-                f"asyncnet train-digits: rank {result.first_failed} failed; exit codes {result.returncodes}\n"
+                f"asyncnet train-digits: rank {launched.first_failed} failed; exit codes {launched.returncodes}\n"
             )
             return 1
         return 0
