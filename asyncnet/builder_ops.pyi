@@ -2726,7 +2726,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         size: Any = ...,
-        rank: int = ...,
+        rank: Any = ...,
         timeout_ms: int = ...,
         sync: int = ...,
         status_blob: str = ...,
@@ -2734,11 +2734,34 @@ class OpNamespace:
         """Connects `size` ranks through the store handler into a Gloo common world (a torch.distributed ProcessGroupGloo). The op's name names the world (keys are prefixed by it; it must match across ranks); without a name the output blob's name is used. Fails within the timeout when a rank never joins.
 
         Args:
-            size: number of ranks (required)
-            rank: this process's rank, 0 <= rank < size
+            size: number of ranks (default: $WORLD_SIZE, as `asyncnet launch` and torchrun set it)
+            rank: this process's rank, 0 <= rank < size (default: $RANK)
             timeout_ms: rendezvous and collective timeout in ms (-1: 30000)
             sync: Caffe2's synchronous-pairs flag (accepted; Gloo via torch decides)
             status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
+    def CreateDB(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        db: Any = ...,
+        db_type: str = ...,
+        num_shards: int = ...,
+        shard_id: int = ...,
+    ) -> Blob:
+        """Opens a database of TensorProtos records for TensorProtosDBInput, reading only this shard.
+
+        Args:
+            db: path of the database (required)
+            db_type: minidb or lmdb (Caffe2's default leveldb is not supported)
+            num_shards: number of shards the records are split into (one per rank)
+            shard_id: the shard this reader sees: records with index % num_shards == shard_id
         """
         ...
 
@@ -3282,7 +3305,7 @@ class OpNamespace:
         """Creates a file-backed rendezvous store handler (a torch.distributed FileStore on `path`, opened by CreateCommonWorld). Every rank must see the same path (a shared or local file system).
 
         Args:
-            path: directory (or file) of the shared file store (required)
+            path: directory (or file) of the shared file store (default: $ASYNCNET_STORE from launch)
             prefix: namespace of the keys, so several jobs can share a path
             timeout: seconds a rendezvous waits for missing ranks (asyncnet; default 60)
         """
@@ -8295,6 +8318,25 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """dX = dY * (1 - Y^2). Inputs Y (the forward output) and dY; output dX."""
+        ...
+
+    def TensorProtosDBInput(
+        self,
+        db_reader: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard.
+
+        Args:
+            batch_size: records per run, stacked along a new first axis (0: one record, no batch axis)
+        """
         ...
 
     def ThresholdedRelu(
