@@ -143,3 +143,19 @@ def test_mismatched_shapes_fail_every_rank_clearly(tmp_path: Path) -> None:
     for r in range(2):
         err = _survivor_error(reports, r)
         assert "Broadcast" in err and "disagree" in err and "[32, 64]" in err and "[16, 64]" in err, err
+
+
+@pytest.mark.timeout(180)
+def test_compat_parallelize_two_processes_match_one(tmp_path: Path) -> None:
+    require_torch()
+    from tests.distributed.worker import compat_train
+
+    result, reports = run_workers("compat", tmp_path, 2)
+    assert result.ok, (result, reports)
+    reference = compat_train(0, 2, None)
+    for step, want in enumerate(reference, start=1):
+        got = [np.load(tmp_path / f"compat_rank{r}_step{step}.npz") for r in range(2)]
+        assert sorted(want) == ["cpu_0/fc1_b", "cpu_0/fc1_w", "cpu_0/fc2_b", "cpu_0/fc2_w"]
+        for p, value in want.items():
+            assert np.array_equal(got[0][p], got[1][p]), f"step {step}: {p} differs across ranks"
+            np.testing.assert_allclose(got[0][p], value, rtol=1e-5, atol=1e-6, err_msg=f"step {step}: {p}")

@@ -83,6 +83,8 @@ def main() -> None:
     try:
         if scenario == "equivalence":
             report.update(equivalence(out, rank, size))
+        elif scenario == "compat":
+            report.update(compat(out, rank, size))
         elif scenario == "reconnect":
             report.update(reconnect(out, rank, size))
         else:
@@ -95,6 +97,78 @@ def main() -> None:
     report["threads"] = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     exit_process(code, error)
+
+
+# -- Caffe2's data_parallel_model, as a Caffe2 script would use it ------------------------------------
+
+
+def compat_train(rank: int, size: int, store: str | None, steps: int = STEPS) -> list[dict[str, np.ndarray]]:
+    """Train an MLP with ``data_parallel_model.Parallelize``; parameters after each step.
+
+    ``store`` None: one process, no rendezvous, on the whole (concatenated) batch.
+    """
+    from asyncnet.compat import brew, core, data_parallel_model, model_helper, optimizer, workspace
+    from asyncnet.training import load_digits_split
+
+    x, y, _, _ = load_digits_split(0)
+    x = x.reshape(len(x), 64)
+    batch = 8 * size
+    workspace.ResetWorkspace()
+    rendezvous = None
+    if store is not None:
+        op = core.CreateOperator("FileStoreHandlerCreate", [], ["store_handler"], path=store, prefix="compat")
+        workspace.RunOperatorOnce(op)
+        rendezvous = {"kv_handler": "store_handler", "shard_id": rank, "num_shards": size, "engine": "GLOO"}
+    model = model_helper.ModelHelper(name="mlp")
+
+    def add_input(m: Any) -> None:
+        pass  # fed per step: cpu_0/data, cpu_0/label
+
+    def forward(m: Any, loss_scale: float) -> list[Any]:
+        hidden = brew.relu(m, brew.fc(m, "data", "fc1", dim_in=64, dim_out=32), "relu1")
+        pred = brew.fc(m, hidden, "fc2", dim_in=32, dim_out=10)
+        softmax, loss = m.SoftmaxWithLoss([pred, "label"], ["softmax", "loss"])
+        return [m.Scale(loss, "loss_scaled", scale=loss_scale)]
+
+    def add_optimizer(m: Any) -> None:
+        optimizer.build_sgd(m, base_learning_rate=0.1, momentum=0.9)
+
+    data_parallel_model.Parallelize(
+        model,
+        input_builder_fun=add_input,
+        forward_pass_builder_fun=forward,
+        optimizer_builder_fun=add_optimizer,
+        devices=[0],
+        rendezvous=rendezvous,
+        cpu_device=True,
+    )
+    for i, init_op in enumerate(model.param_init_net.Proto().op):
+        init_op.device_option.random_seed = 100 + i  # the same initial parameters as the reference
+    local = batch // size
+    workspace.FeedBlob("cpu_0/data", x[:local])
+    workspace.FeedBlob("cpu_0/label", y[:local])
+    workspace.RunNetOnce(model.param_init_net)
+    workspace.CreateNet(model.net)
+    out = []
+    params = [str(p) for p in model.GetParams()]
+    for k in range(steps):
+        idx = np.arange(k * batch, (k + 1) * batch)
+        lo = 0 if store is None else rank * local
+        hi = batch if store is None else lo + local
+        workspace.FeedBlob("cpu_0/data", x[idx[lo:hi]])
+        workspace.FeedBlob("cpu_0/label", y[idx[lo:hi]])
+        workspace.RunNet(model.net)
+        out.append({p: np.array(workspace.FetchBlob(p)) for p in params})
+    workspace.ResetWorkspace()
+    return out
+
+
+def compat(out: Path, rank: int, size: int) -> dict[str, Any]:
+    env = world_from_env()
+    assert env is not None
+    for step, params in enumerate(compat_train(rank, size, env.store_path), start=1):
+        np.savez(out / f"compat_rank{rank}_step{step}.npz", **params)
+    return {}
 
 
 if __name__ == "__main__":
