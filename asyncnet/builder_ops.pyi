@@ -284,11 +284,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         status_blob: str = ...,
+        check: int = ...,
     ) -> Blob:
         """One 1-D output holding every rank's data inputs, flattened, rank after rank (Caffe2's layout). Async.
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
         """
         ...
 
@@ -301,11 +303,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         status_blob: str = ...,
+        check: int = ...,
     ) -> tuple[Blob, ...]:
         """Sums the data inputs over all ranks (and over the local inputs, which must share one shape, as in Caffe2); every output gets the sum. In place allowed. Async: holds no thread while Gloo works.
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
         """
         ...
 
@@ -1443,12 +1447,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         root: int = ...,
         status_blob: str = ...,
+        check: int = ...,
     ) -> tuple[Blob, ...]:
         """Every rank's outputs become the `root` rank's inputs. In place allowed. Async.
 
         Args:
             root: rank whose tensors are sent
             status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
         """
         ...
 
@@ -6910,11 +6916,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         status_blob: str = ...,
+        check: int = ...,
     ) -> Blob:
         """Sums X over all ranks and returns this rank's block of it along axis 0 (axis 0 must divide by the world size). Async.
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
         """
         ...
 

@@ -238,7 +238,13 @@ class CommonWorld:
         *,
         check: bool = True,
     ) -> Future[Any]:
-        """Queue one collective: descriptor exchange, then ``start()``'s work, then ``finish()``."""
+        """Queue one collective: descriptor exchange, then ``start()``'s work, then ``finish()``.
+
+        The exchange costs one small round trip before the collective. It cannot run alongside:
+        Gloo aborts the whole process (not an exception) when the ranks' message sizes differ,
+        so sizes must be agreed before any data moves. ``check=False`` skips it (Caffe2 had no
+        such check): a mismatch then aborts inside Gloo.
+        """
         if self.closed:
             raise CollectiveError(f"{label}: {self.describe()} was destroyed (DestroyCommonWorld)")
         result: Future[Any] = Future()
@@ -319,7 +325,9 @@ class CommonWorld:
 
     # -- collectives ---------------------------------------------------------------
 
-    def allreduce(self, arrays: Sequence[np.ndarray], label: str, *, inplace: bool = False) -> Future[Any]:
+    def allreduce(
+        self, arrays: Sequence[np.ndarray], label: str, *, inplace: bool = False, check: bool = True
+    ) -> Future[Any]:
         """Sum of all local ``arrays`` over all ranks, returned once per input (Caffe2 semantics)."""
         torch, dist = torch_dist()
         first = arrays[0]
@@ -341,9 +349,9 @@ class CommonWorld:
         def finish() -> list[np.ndarray]:
             return [buf] + [buf.copy() for _ in range(n - 1)]
 
-        return self._submit("Allreduce", label, arrays, start, finish)
+        return self._submit("Allreduce", label, arrays, start, finish, check=check)
 
-    def broadcast(self, arrays: Sequence[np.ndarray], root: int, label: str) -> Future[Any]:
+    def broadcast(self, arrays: Sequence[np.ndarray], root: int, label: str, *, check: bool = True) -> Future[Any]:
         """Every output is the root's corresponding input."""
         torch, dist = torch_dist()
         if not 0 <= root < self.size:
@@ -359,9 +367,9 @@ class CommonWorld:
             works = [self.pg.broadcast([t], opts) for t in tensors]
             return _AllWorks(torch, works)
 
-        return self._submit("Broadcast", label, arrays, start, lambda: bufs)
+        return self._submit("Broadcast", label, arrays, start, lambda: bufs, check=check)
 
-    def allgather(self, arrays: Sequence[np.ndarray], label: str) -> Future[Any]:
+    def allgather(self, arrays: Sequence[np.ndarray], label: str, *, check: bool = True) -> Future[Any]:
         """One 1-D output: every rank's inputs, flattened, rank after rank (Caffe2's Allgather)."""
         torch, _ = torch_dist()
         flat = np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in arrays])
@@ -372,9 +380,9 @@ class CommonWorld:
         def start() -> Any:
             return self.pg.allgather([parts], [src])
 
-        return self._submit("Allgather", label, arrays, start, lambda: [out])
+        return self._submit("Allgather", label, arrays, start, lambda: [out], check=check)
 
-    def reduce_scatter(self, array: np.ndarray, label: str) -> Future[Any]:
+    def reduce_scatter(self, array: np.ndarray, label: str, *, check: bool = True) -> Future[Any]:
         """This rank's block (along axis 0) of the sum over ranks; axis 0 must divide by size."""
         torch, dist = torch_dist()
         if array.ndim == 0 or array.shape[0] % self.size:
@@ -392,7 +400,7 @@ class CommonWorld:
         def finish() -> list[np.ndarray]:
             return [buf[self.rank * block : (self.rank + 1) * block].copy()]
 
-        return self._submit("ReduceScatter", label, [array], start, finish)
+        return self._submit("ReduceScatter", label, [array], start, finish, check=check)
 
     def barrier(self, label: str) -> Future[Any]:
         """Completes when every rank has reached the barrier."""

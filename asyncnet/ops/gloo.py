@@ -230,7 +230,16 @@ def _collective(
         allow_inplace=inplace,
         arity=arity,
         arity_doc=arity_doc,
-        args=(*args, Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)")),
+        args=(
+            *args,
+            Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)"),
+            Arg(
+                "check",
+                1,
+                "exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; "
+                "0 saves a small round trip, but a size mismatch then aborts inside Gloo)",
+            ),
+        ),
         infer=infer,
         is_async=True,
         input_names=("comm_world", "X"),
@@ -244,11 +253,11 @@ def _collective(
     "as in Caffe2); every output gets the sum. In place allowed. Async: holds no thread while Gloo works.",
 )
 def allreduce(op: OpInfo) -> Callable[..., Any]:
-    label = op.label()
+    label, check = op.label(), op.bool_arg("check")
     inplace = len(op.inputs) == 2 and op.inputs[1] == op.outputs[0]
 
     def run(comm: Any, *xs: Any) -> Any:
-        return _comm(op, comm).allreduce([_array(op, x) for x in xs], label, inplace=inplace)
+        return _comm(op, comm).allreduce([_array(op, x) for x in xs], label, inplace=inplace, check=check)
 
     return run
 
@@ -259,10 +268,10 @@ def allreduce(op: OpInfo) -> Callable[..., Any]:
     args=(Arg("root", 0, "rank whose tensors are sent"),),
 )
 def broadcast(op: OpInfo) -> Callable[..., Any]:
-    label, root = op.label(), op.int_arg("root")
+    label, root, check = op.label(), op.int_arg("root"), op.bool_arg("check")
 
     def run(comm: Any, *xs: Any) -> Any:
-        return _comm(op, comm).broadcast([_array(op, x) for x in xs], root, label)
+        return _comm(op, comm).broadcast([_array(op, x) for x in xs], root, label, check=check)
 
     return run
 
@@ -278,10 +287,10 @@ def _allgather_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     n_out="one",
 )
 def allgather(op: OpInfo) -> Callable[..., Any]:
-    label = op.label()
+    label, check = op.label(), op.bool_arg("check")
 
     def run(comm: Any, *xs: Any) -> Any:
-        return _comm(op, comm).allgather([_array(op, x) for x in xs], label)
+        return _comm(op, comm).allgather([_array(op, x) for x in xs], label, check=check)
 
     return run
 
@@ -303,8 +312,10 @@ def reduce_scatter(op: OpInfo) -> Callable[..., Any]:
     if len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: ReduceScatter takes one data input, got {len(op.inputs) - 1}")
 
+    check = op.bool_arg("check")
+
     def run(comm: Any, x: Any) -> Any:
-        return _comm(op, comm).reduce_scatter(_array(op, x), label)
+        return _comm(op, comm).reduce_scatter(_array(op, x), label, check=check)
 
     return run
 

@@ -76,7 +76,7 @@ def _worlds_net(rank: int, size: int, store: dict[str, Any]) -> pb.NetDef:
 def _collectives_net(rank: int) -> pb.NetDef:
     net = pb.NetDef(name=f"collectives_rank{rank}", type="async_scheduling")
     _op(net, "Allreduce", ["cw", "x"], ["x"])  # in place
-    _op(net, "Allreduce", ["cw2", "a", "b"], ["a_sum", "b_sum"])  # local inputs are summed too
+    _op(net, "Allreduce", ["cw2", "a", "b"], ["a_sum", "b_sum"], check=0)  # local inputs are summed too
     _op(net, "Broadcast", ["cw3", "y"], ["y_root1"], root=1)
     op = _op(net, "Allgather", ["cw3", "z"], ["gathered"])
     op.control_input.append("y_root1")  # one world: one collective at a time, same order everywhere
