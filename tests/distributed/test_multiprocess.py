@@ -128,7 +128,7 @@ def test_rank_killed_fails_the_others_and_next_run_reconnects(tmp_path: Path) ->
 @pytest.mark.timeout(180)
 def test_rank_that_never_joins_fails_rendezvous(tmp_path: Path) -> None:
     require_torch()
-    # Only rank 0 of a world of 2 is started (nnodes=2, this is node 0 of a TCP-less... single node run).
+    # Only rank 0 of a world of 2 is started: rank 1 never arrives.
     result, reports = run_workers("never", tmp_path, 1, timeout_ms=TIMEOUT_MS, world_size=2)
     assert not result.ok
     err = _survivor_error(reports, 0)
