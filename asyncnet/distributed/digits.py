@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 
@@ -142,8 +141,3 @@ def _train(cfg: DigitsConfig, rdv: Rendezvous, on_step: StepCallback | None, tra
         result.test_accuracy,
     )
     return result
-
-
-def single_process_config(cfg: DigitsConfig) -> DigitsConfig:
-    """The one-process configuration the data-parallel run is equivalent to."""
-    return replace(cfg)
