@@ -193,3 +193,46 @@ def test_core_import_never_imports_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_pending_allreduce_holds_no_thread(tmp_path: Path) -> None:
+    """With one executor thread, independent compute runs while an Allreduce waits for a late peer."""
+    require_torch()
+    import time
+
+    from asyncnet.executors import ExecutorOptions
+    from asyncnet.profiling import profiler_of
+
+    def rank_fn(rank: int) -> tuple[float, float, float] | None:
+        with Workspace(f"rank{rank}") as ws:
+            ws.run_net_once(_worlds_net(rank, 2, {"path": str(tmp_path), "prefix": "hold"}))
+            net_def = pb.NetDef(name=f"overlap{rank}", type="async_scheduling")
+            _op(net_def, "Allreduce", ["cw", "x"], ["x"], name="slow_sum")
+            prev = "y"
+            for k in range(20):
+                net_def.op.add(type="Relu", input=[prev], output=[f"y{k}"])
+                prev = f"y{k}"
+            ws.feed("x", np.ones(8, np.float32))
+            ws.feed("y", np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32))
+            net = ws.create_net(net_def, options=ExecutorOptions(threads=1, profile=True))
+            if rank == 1:
+                time.sleep(0.5)  # the peer arrives late: rank 0's all-reduce stays pending meanwhile
+            net.run()
+            prof = profiler_of(net)
+            assert prof is not None
+            spans = {e.index: (e.start, e.end) for e in prof.events}
+            for w in ("cw", "cw2", "cw3"):
+                ws.fetch(w).destroy()
+            if rank == 1:
+                return None
+            first_relu_start = min(spans[k][0] for k in range(1, 21))
+            last_relu_end = max(spans[k][1] for k in range(1, 21))
+            assert first_relu_start > spans[0][0], "the all-reduce (op 0, a root) should start first"
+            return spans[0][0], spans[0][1], last_relu_end
+
+    results = _on_ranks(2, rank_fn)
+    assert not isinstance(results[0], Exception) and not isinstance(results[1], Exception), results
+    start, end, relu_end = results[0]
+    assert end - start > 0.3, "the all-reduce should have waited for the late peer"
+    assert relu_end < end, "the independent ops should have finished while the all-reduce was pending"
