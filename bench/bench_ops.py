@@ -4,6 +4,11 @@ Two parts:
 
 * ``ops``: single Conv / MaxPool / AveragePool / FC shapes taken from ResNet-50, each run
   through asyncnet's kernel and through an equivalent one-node onnxruntime model.
+* ``nets``: whole nets translated from the Caffe prototxts under realnets with
+  ``asyncnet.caffe`` (ResNet-50, SqueezeNet 1.1, MobileNet v1; batch 1, seeded random weights)
+  plus bench_executors' INCEPTION, against the ONNX export of the same net in onnxruntime's
+  default session; timed in alternating rounds, medians reported. ``--no-reuse`` turns off
+  output-buffer reuse (asyncnet.ops._buffers) to measure what it saves.
 * ``resnet50``: the Caffe2 model-zoo ``resnet50/predict_net.pbtxt`` against the ONNX
   ``light_resnet50.onnx`` of the same architecture. The ONNX file stores only weight
   shapes (ConstantOfShape nodes); both runtimes get the same seeded random weights made
@@ -12,7 +17,8 @@ Two parts:
 
 Usage::
 
-    .venv/bin/python bench/bench_ops.py [ops|resnet50|all] [--repeat N] [--threads T] [--profile]
+    .venv/bin/python bench/bench_ops.py [ops|nets|resnet50|all] [--repeat N] [--threads T] [--profile]
+    .venv/bin/python bench/bench_ops.py nets --rounds 15 [--only resnet50,mobilenet] [--no-reuse]
 
 Needs onnx and onnxruntime, and the realnets corpus (../shared/realnets or $ASYNCNET_REALNETS)
 for the resnet50 part. Machines are noisy: compare the ratio, not the absolute times.
@@ -275,6 +281,143 @@ def prepare_zoo_pair(
     return run_ours, run_ort, net
 
 
+# ---------------------------------------------------------------------------
+# Whole nets from Caffe prototxts
+
+CAFFE_NETS = {
+    "resnet50": ("caffe_resnet_kaiminghe", "ResNet-50-deploy.prototxt"),
+    "squeezenet": ("caffe_squeezenet", "SqueezeNet_v1.1/deploy.prototxt"),
+    "mobilenet": ("caffe_mobilenet_shicai", "mobilenet_deploy.prototxt"),
+}
+
+
+def _ort_net_session(model: Any, threads: int) -> Any:
+    """onnxruntime's default session, or one limited to ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _inception_onnx(ops: list[Any], feeds: dict[str, np.ndarray], output: str, out_shape: tuple[int, ...]) -> Any:
+    """bench_executors' INCEPTION as an ONNX model (weights as initializers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = []
+    for t, ins, outs, args in ops:
+        if t in ("Conv", "MaxPool"):
+            k, pad = args["kernel"], args["pad"]
+            nodes.append(helper.make_node(t, ins, outs[:1], kernel_shape=[k, k], pads=[pad] * 4))
+        elif t == "Concat":
+            nodes.append(helper.make_node("Concat", ins, outs[:1], axis=args["axis"]))
+        else:
+            nodes.append(helper.make_node(t, ins, outs[:1]))
+    graph = helper.make_graph(
+        nodes,
+        "inception",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, list(feeds["data"].shape))],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))],
+        initializer=[numpy_helper.from_array(v, name=k) for k, v in feeds.items() if k != "data"],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def prepare_net_pair(
+    name: str, seed: int = 0, ort_threads: int = 0
+) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
+    """(run asyncnet, run onnxruntime, asyncnet Net) for a CAFFE_NETS entry or "inception";
+    onnxruntime gets its default session unless ``ort_threads``; outputs are checked to agree first."""
+
+    from asyncnet.onnx import export_onnx
+    from asyncnet.shapes import info_of
+    from asyncnet.workspace import Workspace
+
+    ws = Workspace()
+    rng = np.random.default_rng(seed)
+    if name == "inception":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_executors import inception_net
+
+        net_def, feeds, ops = inception_net()
+        for blob, arr in feeds.items():
+            ws.feed(blob, arr)
+        net = ws.create_net(net_def)
+        out_name = net_def.op[-1].output[0]
+        net.run()
+        isess = _ort_net_session(_inception_onnx(ops, feeds, out_name, ws.fetch(out_name).shape), ort_threads)
+        data_feed = {"data": feeds["data"]}
+
+        def run_ort() -> Any:
+            return isess.run(None, data_feed)[0]
+
+    else:
+        from asyncnet.caffe import translate_files
+
+        folder, proto = CAFFE_NETS[name]
+        tr = translate_files(REALNETS / folder / proto)
+        ws.run_net_once(tr.init)
+        net_def = tr.predict
+        data = list(tr.input_shapes)
+        for blob, shape in tr.input_shapes.items():
+            ws.feed(blob, rng.standard_normal((1, *shape[1:])).astype(np.float32))
+        names = [n for n in net_def.external_input if ws.has(n)]
+        params = {n: ws.fetch(n) for n in names if n not in data}
+        infos = {n: info_of(ws.fetch(n)) for n in data}
+        model = export_onnx(net_def, None, input_infos=infos, params=params)
+        sess = _ort_net_session(model, ort_threads)
+        feeds_ort = {i.name: np.asarray(ws.fetch(i.name)) for i in sess.get_inputs()}
+        net = ws.create_net(net_def)
+        out_name = net_def.external_output[0]
+
+        def run_ort() -> Any:
+            return sess.run(None, feeds_ort)[0]
+
+    def run_ours() -> Any:
+        net.run()
+        return ws.fetch(out_name)
+
+    a, b = np.asarray(run_ours()), np.asarray(run_ort())
+    np.testing.assert_allclose(a, b.reshape(a.shape), rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+    return run_ours, run_ort, net
+
+
+def bench_nets(
+    names: Sequence[str], rounds: int, reuse: bool, block: int = 4, ort_threads: int = 0
+) -> list[tuple[str, float, float]]:
+    """(net, asyncnet median s, onnxruntime median s).
+
+    Each round runs ``block`` passes of asyncnet, then ``block`` of onnxruntime, and times all
+    but the first of each block: onnxruntime's default session spins its pool threads after a
+    run and OpenBLAS spins its own, so strict one-by-one alternation would measure each
+    contender against the other's spinning threads.
+    """
+    try:
+        from asyncnet.ops import _buffers
+    except ImportError:  # an older checkout, measured as the baseline
+        _buffers = None  # type: ignore[assignment]
+    if _buffers is not None:
+        _buffers.ENABLED = reuse
+    pairs = {n: prepare_net_pair(n, ort_threads=ort_threads) for n in names}
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
+    for _ in range(rounds):
+        for n, (fa, fb, _) in pairs.items():
+            for fn, acc in ((fa, times[n][0]), (fb, times[n][1])):
+                fn()
+                for _ in range(block - 1):
+                    t0 = CLOCK()
+                    fn()
+                    acc.append(CLOCK() - t0)
+    for _, _, net in pairs.values():
+        net.close()
+    if _buffers is not None:
+        _buffers.ENABLED = True
+    return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
+
+
 def profile_net(net: Any, repeat: int) -> dict[str, float]:
     """Seconds per op type for one pass (best of ``repeat`` per op)."""
     per_type: dict[str, float] = defaultdict(float)
@@ -292,7 +435,10 @@ def profile_net(net: Any, repeat: int) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("what", nargs="?", default="all", choices=("ops", "resnet50", "all"))
+    parser.add_argument("what", nargs="?", default="all", choices=("ops", "nets", "resnet50", "all"))
+    parser.add_argument("--rounds", type=int, default=15, help="nets: alternating timed rounds (median reported)")
+    parser.add_argument("--only", default="resnet50,squeezenet,mobilenet,inception", help="nets: comma-separated")
+    parser.add_argument("--no-reuse", action="store_true", help="nets: allocate every output afresh")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
     parser.add_argument(
@@ -316,6 +462,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'op':32s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}")
         for name, ours, ort_t in bench_ops(args.repeat, args.threads):
             print(f"{name:32s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+    if args.what in ("nets", "all"):
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        print(f"{'net':12s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
+        for name, ours, ort_t in bench_nets(names, args.rounds, reuse=not args.no_reuse, ort_threads=args.threads):
+            print(f"{name:12s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+        if args.profile:
+            _, _, net = prepare_net_pair(names[0])
+            for op_type, secs in sorted(profile_net(net, 3).items(), key=lambda kv: -kv[1]):
+                print(f"  {names[0]} {op_type:14s} {secs * 1e3:8.2f} ms")
+            net.close()
     if args.what in ("resnet50", "all"):
         run_ours, run_ort, net = prepare_zoo_pair("resnet50", args.threads)
         a, b = run_ours(), run_ort()
