@@ -25,6 +25,7 @@ import numpy as np
 
 from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._conv_util import Window, _full_tail, conv_forward, spatial_axes, tap_slices, taps, window_view
+from asyncnet.ops._flat import FlatDepthwise
 
 
 class ConvPlan:
@@ -172,100 +173,3 @@ class ConvPlan:
                 np.matmul(wm, cols.reshape(n, k, p), out=y.reshape(n, mg, p))
         else:
             np.matmul(w.reshape(g, mg, k), cols.reshape(n, g, k, p), out=y.reshape(n, g, mg, p))
-
-
-class FlatDepthwise:
-    """2-D NCHW depthwise conv on a phase-split, row-flattened padded copy of the input.
-
-    Splitting the padded image by stride phase (``xp[a::sh, b::sw]``) turns every kernel tap,
-    whatever the stride and dilation, into a stride-1 shift of one phase image. With each phase
-    image's rows laid end to end, the shift is a plain offset into a flat row of ``OH * Ws``
-    values per channel: every tap is a long contiguous slice (numpy's inner loops stay long
-    even at 7x7 maps). The ``Ws - OW`` columns per row computed past the output are cropped.
-
-    Two ways to sum the taps, chosen per shape (measured on ResNet/MobileNet shapes): large
-    maps multiply-add tap by tap; small maps gather the tap slices into columns and let one
-    batched ``matmul`` ([C, 1, T] x [N, C, T, L]) do the sums.
-    """
-
-    # Flat row length from which tap-by-tap multiply-adds beat the columns + matmul form.
-    TAPWISE_MIN_LEN = 2000
-
-    def __init__(self, x_shape: tuple[int, ...], win: Window, dtype: np.dtype[Any]) -> None:
-        n, c, h, w = x_shape
-        (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
-        (ph, pw), (oh, ow) = win.pad_head, win.out
-        hs = -(-((oh - 1) * sh + (kh - 1) * dh + 1) // sh)
-        ws = -(-((ow - 1) * sw + (kw - 1) * dw + 1) // sw)
-        self.shape = (n, c, oh, ow)
-        self._hs, self.ws = hs, ws
-        self.length = oh * ws
-        self.taps: list[tuple[int, int, int, int]] = []  # (phase, flat offset, i, j)
-        for i in range(kh):
-            for j in range(kw):
-                a, oi = divmod(i * dh, sh)[::-1]
-                b, oj = divmod(j * dw, sw)[::-1]
-                self.taps.append((a * sw + b, oi * ws + oj, i, j))
-        extra = max(t[1] for t in self.taps) + self.length - hs * ws
-        self.buf_shape = (n, c, sh * sw, hs * ws + max(extra, 0))
-        self.dtype = dtype
-        # Per phase: where the input lands (the rest of the buffer is padding and stays zero).
-        self.copies: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
-        for a in range(sh):
-            r0, r1 = max(-(-(ph - a) // sh), 0), min(hs, (h - 1 + ph - a) // sh + 1)
-            for b in range(sw):
-                q0, q1 = max(-(-(pw - b) // sw), 0), min(ws, (w - 1 + pw - b) // sw + 1)
-                if r1 <= r0 or q1 <= q0:
-                    continue
-                i0, j0 = r0 * sh + a - ph, q0 * sw + b - pw
-                src = (
-                    slice(None),
-                    slice(None),
-                    slice(i0, i0 + (r1 - r0 - 1) * sh + 1, sh),
-                    slice(j0, j0 + (q1 - q0 - 1) * sw + 1, sw),
-                )
-                dst = (a * sw + b, slice(r0, r1), slice(q0, q1))
-                self.copies.append((src, dst))
-        self.tapwise = self.length >= self.TAPWISE_MIN_LEN
-        self._buf: np.ndarray | None = None
-        self._lock = threading.Lock()
-
-    def run(self, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
-        locked = self._lock.acquire(blocking=False)
-        try:
-            buf = self._buf if locked else None
-            if buf is None:
-                buf = np.zeros(self.buf_shape, dtype=self.dtype)
-                if locked:
-                    self._buf = buf
-            self._compute(x, w, y, buf)
-        finally:
-            if locked:
-                self._lock.release()
-
-    def _compute(self, x: np.ndarray, w: np.ndarray, y: np.ndarray, buf: np.ndarray) -> None:
-        n, c, oh, ow = self.shape
-        length = self.length
-        for src, (phase, rows, cols) in self.copies:
-            plane = buf[:, :, phase, : self._hs * self.ws].reshape(n, c, self._hs, self.ws)
-            plane[:, :, rows, cols] = x[src]
-        wk = w.reshape(c, -1)
-        kw = w.shape[-1]
-        if self.tapwise:
-            acc = np.empty((n, c, length), dtype=self.dtype)
-            tmp = np.empty_like(acc)
-            for k, (phase, off, i, j) in enumerate(self.taps):
-                sl = buf[:, :, phase, off : off + length]
-                wt = wk[:, i * kw + j].reshape(c, 1)
-                if k == 0:
-                    np.multiply(sl, wt, out=acc)
-                else:
-                    np.multiply(sl, wt, out=tmp)
-                    acc += tmp
-        else:
-            cols = np.empty((n, c, len(self.taps), length), dtype=self.dtype)
-            order = [i * kw + j for _, _, i, j in self.taps]
-            for k, (phase, off, _, _) in enumerate(self.taps):
-                cols[:, :, k, :] = buf[:, :, phase, off : off + length]
-            acc = np.matmul(wk[:, order].reshape(c, 1, len(order)), cols).reshape(n, c, length)
-        y[...] = acc.reshape(n, c, oh, self.ws)[:, :, :, :ow]
