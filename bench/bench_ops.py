@@ -418,6 +418,27 @@ def bench_nets(
     return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
 
 
+def bench_reuse(names: Sequence[str], rounds: int, block: int = 4) -> list[tuple[str, float, float]]:
+    """(net, median s with output-buffer reuse, median s without), alternating per block."""
+    from asyncnet.ops import _buffers
+
+    pairs = {n: prepare_net_pair(n) for n in names}
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
+    for _ in range(rounds):
+        for n, (fa, _, _) in pairs.items():
+            for enabled, acc in ((True, times[n][0]), (False, times[n][1])):
+                _buffers.ENABLED = enabled
+                fa()
+                for _ in range(block - 1):
+                    t0 = CLOCK()
+                    fa()
+                    acc.append(CLOCK() - t0)
+    _buffers.ENABLED = True
+    for _, _, net in pairs.values():
+        net.close()
+    return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
+
+
 def profile_net(net: Any, repeat: int) -> dict[str, float]:
     """Seconds per op type for one pass (best of ``repeat`` per op)."""
     per_type: dict[str, float] = defaultdict(float)
@@ -439,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="nets: alternating timed rounds (median reported)")
     parser.add_argument("--only", default="resnet50,squeezenet,mobilenet,inception", help="nets: comma-separated")
     parser.add_argument("--no-reuse", action="store_true", help="nets: allocate every output afresh")
+    parser.add_argument(
+        "--reuse-ab", action="store_true", help="nets: time asyncnet with and without output-buffer reuse instead"
+    )
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
     parser.add_argument(
@@ -464,6 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:32s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
     if args.what in ("nets", "all"):
         names = [n.strip() for n in args.only.split(",") if n.strip()]
+        if args.reuse_ab:
+            print(f"{'net':12s} {'reuse ms':>12s} {'fresh ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
+            for name, on, off in bench_reuse(names, args.rounds):
+                print(f"{name:12s} {on * 1e3:12.2f} {off * 1e3:10.2f} {on / off:7.3f}")
+            return 0
         print(f"{'net':12s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
         for name, ours, ort_t in bench_nets(names, args.rounds, reuse=not args.no_reuse, ort_threads=args.threads):
             print(f"{name:12s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")

@@ -29,8 +29,12 @@ if TYPE_CHECKING:
 
 # Reuse is on by default; bench/bench_ops.py flips it to measure what it saves.
 ENABLED = True
-# Below this many bytes numpy's allocator caches small blocks itself; reuse gains nothing.
-MIN_BYTES = 1 << 16
+# Only arrays this large are kept. glibc serves smaller blocks from memory it kept from the
+# previous run (its mmap threshold adapts up to 32 MiB): measured, steady-state runs of
+# ResNet-50 and MobileNet at batch 1 take 0 page faults per run with or without reuse, and
+# timing shows no difference. Above 32 MiB every fresh array is a new mmap: a 34 MiB Relu
+# output took 529 page faults and 11.3 ms per run fresh, 0 and 3.4 ms reused.
+MIN_BYTES = 32 << 20
 
 
 class OutputBuffer:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.ops import _buffers
 from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._conv_util import Window, _full_tail, conv_forward, spatial_axes, tap_slices, taps, window_view
 from asyncnet.ops._flat import FlatDepthwise
@@ -67,6 +68,7 @@ class ConvPlan:
         tail = _full_tail(sp, win)
         self.padded = any(win.pad_head) or any(tail)
         self._pad: np.ndarray | None = None
+        self._cols: np.ndarray | None = None
         self._pad_lock = threading.Lock()
         if self.padded:
             axes = list(spatial_axes(len(x_shape), order))
@@ -112,7 +114,7 @@ class ConvPlan:
                 if self.kind == "depthwise":
                     self._depthwise(xp, w, y)
                 else:
-                    self._im2col(xp, w, y)
+                    self._im2col(xp, w, y, locked)
             finally:
                 if locked:
                     self._pad_lock.release()
@@ -159,11 +161,16 @@ class ConvPlan:
             np.multiply(sl, wt, out=tmp)
             y += tmp
 
-    def _im2col(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    def _im2col(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray, locked: bool) -> None:
         n, g, mg, p = self.n, self.group, self.mg, self.p
         k = self.cg * self.kk
         view = window_view(xp, self.win, "NCHW", kernel_first=True)  # (N, C, *k, *out)
-        cols = np.empty(view.shape, dtype=self.dtype)
+        cols = self._cols if locked else None
+        if cols is None:
+            cols = np.empty(view.shape, dtype=self.dtype)
+            # Columns past glibc's mmap threshold would page-fault afresh every run (see _buffers).
+            if locked and cols.nbytes >= _buffers.MIN_BYTES and _buffers.ENABLED:
+                self._cols = cols
         np.copyto(cols, view)
         if g == 1:
             wm = w.reshape(mg, k)

@@ -15,6 +15,12 @@ from asyncnet.workspace import Workspace
 from tests.ops.run_util import make_op
 
 
+@pytest.fixture(autouse=True)
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reuse kicks in above 32 MiB by default; these tests use small arrays."""
+    monkeypatch.setattr(_buffers, "MIN_BYTES", 1 << 12)
+
+
 def address(a: Any) -> int:
     return int(np.asarray(a).__array_interface__["data"][0])
 
@@ -128,7 +134,7 @@ def test_buffer_rules_directly() -> None:
     assert buf.take((64, 1024), np.dtype(np.float32)) is not user  # the user holds it too
     cell.value = buf.take((64, 1024), np.dtype(np.float32))
     assert buf.take((64, 1024), np.dtype(np.float64)) is not cell.value  # another dtype
-    small = buf.take((4,), np.dtype(np.float32))
+    small = buf.take((4,), np.dtype(np.float32))  # under MIN_BYTES
     assert buf.take((4,), np.dtype(np.float32)) is not small  # too small to be worth keeping
 
 
@@ -138,3 +144,27 @@ def test_reuse_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     a = buf.take((64, 1024), np.dtype(np.float32))
     b = buf.take((64, 1024), np.dtype(np.float32))
     assert a is not b
+
+
+def test_arrays_at_the_threshold_are_kept() -> None:
+    buf = OutputBuffer()
+    big = buf.take((_buffers.MIN_BYTES // 4,), np.dtype(np.float32))
+    big_addr = address(big)
+    del big
+    assert address(buf.take((_buffers.MIN_BYTES // 4,), np.dtype(np.float32))) == big_addr
+
+
+def test_large_im2col_columns_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncnet.ops._conv_fast import ConvPlan
+    from asyncnet.ops._window import Window
+
+    x = np.random.default_rng(1).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    w = np.random.default_rng(2).standard_normal((3, 4, 3, 3)).astype(np.float32)
+    plan = ConvPlan(
+        x.shape, w.shape, np.dtype(np.float32), Window((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (10, 10)), "NCHW", 1
+    )
+    first = plan.run(x, w, None, None).copy()
+    cols = plan._cols
+    assert cols is not None
+    np.testing.assert_array_equal(plan.run(x, w, None, None), first)
+    assert plan._cols is cols
