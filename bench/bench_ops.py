@@ -114,71 +114,112 @@ def _asyncnet_kernel(op_type: str, inputs: Sequence[str], args: dict[str, Any]) 
     return prepare_op(op_info(op, workspace=ws), ws).kernel  # type: ignore[no-any-return]
 
 
-def bench_ops(repeat: int, threads: int) -> list[tuple[str, float, float]]:
-    """(name, asyncnet seconds, onnxruntime seconds) for ResNet-50-like single ops."""
-    rng = np.random.default_rng(0)
-    cases: list[tuple[str, str, dict[str, np.ndarray], dict[str, Any], str, dict[str, Any]]] = []
+def _median_triple(fns: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
+    """Median time of each of ``fns``, timed in alternation so that load changes hit all alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, acc in zip(fns, times):
+            t0 = CLOCK()
+            fn()
+            acc.append(CLOCK() - t0)
+    return [float(np.median(t)) for t in times]
 
-    def conv(name: str, n: int, c: int, hw: int, m: int, k: int, s: int, p: int) -> None:
+
+OpCase = tuple[str, str, dict[str, np.ndarray], dict[str, Any], str, dict[str, Any], Callable[..., Any]]
+
+
+def _window(hw: int, k: int, s: int, p: int, legacy: int = 0) -> Any:
+    from asyncnet.ops._window import Window, compute_size_and_pad
+
+    out, head, tail = compute_size_and_pad(hw, s, k, 1, legacy, p, p)
+    return Window((k, k), (s, s), (1, 1), (head, head), (tail, tail), (out, out))
+
+
+def op_cases(rng: np.random.Generator) -> list[OpCase]:
+    """Single ops from ResNet-50, MobileNet, SqueezeNet and INCEPTION, each with the previous
+    formulation of the kernel (``asyncnet.ops._conv_util``: im2col/strided-view conv, padded
+    separable pooling) as a same-process reference for what the planned kernels gained."""
+    from asyncnet.ops import _conv_util as cu
+
+    cases: list[OpCase] = []
+
+    def conv(name: str, n: int, c: int, hw: int, m: int, k: int, s: int, p: int, group: int = 1) -> None:
         x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
-        w = rng.standard_normal((m, c, k, k), dtype=np.float32) * np.float32(0.05)
-        cases.append(
-            (
-                name,
-                "Conv",
-                {"x": x, "w": w},
-                {"kernel": k, "stride": s, "pad": p},
-                "Conv",
-                {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4},
-            )
-        )
+        w = rng.standard_normal((m, c // group, k, k), dtype=np.float32) * np.float32(0.05)
+        win = _window(hw, k, s, p)
+        args = {"kernel": k, "stride": s, "pad": p, "group": group}
+        attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4, "group": group}
+        ref = lambda x, w, win=win, g=group: cu.conv_forward(x, w, None, win, "NCHW", g)  # noqa: E731
+        cases.append((name, "Conv", {"x": x, "w": w}, args, "Conv", attrs, ref))
 
-    conv("conv1 7x7/2 3->64 @224", 1, 3, 224, 64, 7, 2, 3)
-    conv("3x3 64->64 @56", 1, 64, 56, 64, 3, 1, 1)
-    conv("1x1 64->256 @56", 1, 64, 56, 256, 1, 1, 0)
-    conv("1x1/2 512->1024 @28", 1, 512, 28, 1024, 1, 2, 0)
-    conv("3x3 256->256 @14", 1, 256, 14, 256, 3, 1, 1)
-    conv("3x3 64->64 @56 batch 4", 4, 64, 56, 64, 3, 1, 1)
-    x = rng.standard_normal((1, 64, 112, 112), dtype=np.float32)
-    cases.append(
-        (
-            "maxpool 3x3/2 @112",
-            "MaxPool",
-            {"x": x},
-            {"kernel": 3, "stride": 2, "pad": 1},
-            "MaxPool",
-            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4},
-        )
-    )
-    cases.append(
-        (
-            "avgpool 3x3/1 @112",
-            "AveragePool",
-            {"x": x},
-            {"kernel": 3, "stride": 1, "pad": 1},
-            "AveragePool",
-            {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4},
-        )
-    )
+    def pool(name: str, op: str, c: int, hw: int, k: int, s: int, p: int, legacy: int = 0) -> None:
+        x = rng.standard_normal((1, c, hw, hw), dtype=np.float32)
+        win = _window(hw, k, s, p, legacy)
+        args = {"kernel": k, "stride": s, "pad": p, "legacy_pad": legacy}
+        attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+        if legacy:
+            attrs["ceil_mode"] = 1
+        if op == "MaxPool":
+            ref = lambda x, win=win: cu.max_pool(x, win, "NCHW")  # noqa: E731
+        else:
+            attrs["count_include_pad"] = 0
+            ref = lambda x, win=win: cu.average_pool(x, win, "NCHW", False)  # noqa: E731
+        cases.append((name, op, {"x": x}, args, op, attrs, ref))
+
+    conv("r50 conv1 7x7/2 3->64 @224", 1, 3, 224, 64, 7, 2, 3)
+    conv("r50 3x3 64->64 @56", 1, 64, 56, 64, 3, 1, 1)
+    conv("r50 1x1 64->256 @56", 1, 64, 56, 256, 1, 1, 0)
+    conv("r50 1x1/2 512->1024 @28", 1, 512, 28, 1024, 1, 2, 0)
+    conv("r50 3x3 256->256 @14", 1, 256, 14, 256, 3, 1, 1)
+    conv("r50 3x3 64->64 @56 batch 4", 4, 64, 56, 64, 3, 1, 1)
+    conv("mb dw 3x3 32 @112", 1, 32, 112, 32, 3, 1, 1, group=32)
+    conv("mb dw 3x3/2 64 @112", 1, 64, 112, 64, 3, 2, 1, group=64)
+    conv("mb dw 3x3 128 @56", 1, 128, 56, 128, 3, 1, 1, group=128)
+    conv("mb dw 3x3 256 @28", 1, 256, 28, 256, 3, 1, 1, group=256)
+    conv("mb dw 3x3 512 @14", 1, 512, 14, 512, 3, 1, 1, group=512)
+    conv("mb dw 3x3 1024 @7", 1, 1024, 7, 1024, 3, 1, 1, group=1024)
+    conv("mb 1x1 512->512 @14", 1, 512, 14, 512, 1, 1, 0)
+    conv("sq 3x3 16->64 @55", 1, 16, 55, 64, 3, 1, 1)
+    conv("inc 5x5 8->8 @28", 1, 8, 28, 8, 5, 1, 2)
+    pool("r50 maxpool 3x3/2 @112", "MaxPool", 64, 112, 3, 2, 1)
+    pool("sq maxpool 3x3/2 ceil @111", "MaxPool", 64, 111, 3, 2, 0, legacy=3)
+    pool("inc maxpool 3x3/1 @28", "MaxPool", 56, 28, 3, 1, 1)
+    pool("avgpool 3x3/1 @112", "AveragePool", 64, 112, 3, 1, 1)
+    return cases
+
+
+def bench_ops(repeat: int, threads: int) -> list[tuple[str, float, float, float]]:
+    """(name, asyncnet s, previous-formulation s, onnxruntime s), medians of alternated runs."""
+    rng = np.random.default_rng(0)
+    cases = op_cases(rng)
     xf = rng.standard_normal((1, 2048), dtype=np.float32)
     wf = rng.standard_normal((1000, 2048), dtype=np.float32)
     bf = rng.standard_normal((1000,), dtype=np.float32)
-    cases.append(("FC 2048->1000", "FC", {"x": xf, "w": wf, "b": bf}, {}, "Gemm", {"transB": 1}))
 
+    def fc_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return x @ w.T + b  # type: ignore[no-any-return]
+
+    cases.append(("FC 2048->1000", "FC", {"x": xf, "w": wf, "b": bf}, {}, "Gemm", {"transB": 1}, fc_ref))
     results = []
-    for name, c2_type, inputs, c2_args, onnx_type, onnx_attrs in cases:
+    for name, c2_type, inputs, c2_args, onnx_type, onnx_attrs, reference in cases:
         kernel = _asyncnet_kernel(c2_type, list(inputs), c2_args)
         sess = _ort_session(_one_node_model(onnx_type, inputs, onnx_attrs), threads)
         values = list(inputs.values())
         ours = kernel(*values)[0]
         ref = sess.run(None, inputs)[0]
         np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
-        t_ours, t_ort = _best_pair(
-            lambda k=kernel, v=values: k(*v),  # type: ignore[misc]
-            lambda s=sess, i=inputs: s.run(None, i),  # type: ignore[misc]
+        np.testing.assert_allclose(reference(*values), ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
+        t_ours, t_ref, t_ort = _median_triple(
+            [
+                lambda k=kernel, v=values: k(*v),  # type: ignore[misc]
+                lambda f=reference, v=values: f(*v),  # type: ignore[misc]
+                lambda s=sess, i=inputs: s.run(None, i),  # type: ignore[misc]
+            ],
             repeat,
         )
-        results.append((name, t_ours, t_ort))
+        results.append((name, t_ours, t_ref, t_ort))
     return results
 
 
@@ -483,9 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         limiter = threadpool_limits(1)
     print(f"clock: {'process CPU time, 1 thread each' if args.cpu_time else 'wall time'}; best of {args.repeat}")
     if args.what in ("ops", "all"):
-        print(f"{'op':32s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}")
-        for name, ours, ort_t in bench_ops(args.repeat, args.threads):
-            print(f"{name:32s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+        print(f"{'op':32s} {'asyncnet ms':>12s} {'before ms':>10s} {'ort ms':>10s} {'/ort':>6s} {'before/ort':>10s}")
+        for name, ours, before, ort_t in bench_ops(args.repeat, args.threads):
+            print(
+                f"{name:32s} {ours * 1e3:12.3f} {before * 1e3:10.3f} {ort_t * 1e3:10.3f} "
+                f"{ours / ort_t:6.2f} {before / ort_t:10.2f}"
+            )
     if args.what in ("nets", "all"):
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         if args.reuse_ab:
