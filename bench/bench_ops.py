@@ -115,15 +115,17 @@ def _asyncnet_kernel(op_type: str, inputs: Sequence[str], args: dict[str, Any]) 
 
 
 def _median_triple(fns: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
-    """Median time of each of ``fns``, timed in alternation so that load changes hit all alike."""
+    """Median time of each of ``fns``, timed in alternation (in a shuffled order each round, so
+    that neither load changes nor who-ran-before favours one)."""
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
+    order = np.random.default_rng(0)
     for _ in range(repeat):
-        for fn, acc in zip(fns, times):
+        for i in order.permutation(len(fns)):
             t0 = CLOCK()
-            fn()
-            acc.append(CLOCK() - t0)
+            fns[i]()
+            times[i].append(CLOCK() - t0)
     return [float(np.median(t)) for t in times]
 
 
