@@ -6,10 +6,17 @@ laid out for OpenBLAS and for numpy's per-call overheads:
 
 * ``pointwise`` (1x1, stride 1, no pads, any group count): the input already is the GEMM
   operand; one ``matmul`` per call writes [N, G, M/G, P] straight into the NCHW output.
-* ``depthwise`` (one filter per channel, MobileNet's 3x3): a multiply-add per kernel tap over
-  whole padded slices, vectorized across batch, channels and pixels, instead of C tiny GEMMs.
+* ``flat_depthwise`` (one filter per channel in 2-D NCHW, MobileNet's 3x3): taps summed over
+  long flat slices of a phase-split padded copy (:mod:`asyncnet.ops._flat`), instead of C
+  tiny GEMMs over im2col columns.
+* ``depthwise`` (other depthwise convs, e.g. NHWC): a multiply-add per kernel tap over whole
+  padded slices, vectorized across batch, channels and pixels.
 * ``im2col``: one copy of the strided window view into contiguous columns, then one batched
   ``matmul`` over every image and group, again written directly into the NCHW output.
+
+Tried and dropped (measured slower than ``im2col`` on every ResNet/SqueezeNet 3x3 shape):
+Winograd F(2x2, 3x3) — its input/output transforms as numpy passes cost more than the 2.25x
+fewer multiplications save, and the filter transform grows with C x M on small maps.
 
 Padding goes to a buffer the plan keeps: its border is zeroed once and only the interior is
 copied per run (the geometry is fixed for a plan). NHWC convolutions use the same pointwise
