@@ -461,11 +461,16 @@ def bench_nets(
     return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
 
 
-def bench_reuse(names: Sequence[str], rounds: int, block: int = 4) -> list[tuple[str, float, float]]:
-    """(net, median s with output-buffer reuse, median s without), alternating per block."""
+def bench_reuse(
+    names: Sequence[str], rounds: int, block: int = 4, ort_threads: int = 0
+) -> list[tuple[str, float, float]]:
+    """(net, median s with output-buffer reuse, median s without), alternating per block.
+
+    onnxruntime only checks outputs here, but its session is still made with ``ort_threads``:
+    a default session's spinning threads would otherwise count in ``--cpu-time``."""
     from asyncnet.ops import _buffers
 
-    pairs = {n: prepare_net_pair(n) for n in names}
+    pairs = {n: prepare_net_pair(n, ort_threads=ort_threads) for n in names}
     times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
     for _ in range(rounds):
         for n, (fa, _, _) in pairs.items():
@@ -536,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
         if args.reuse_ab:
             print(f"{'net':12s} {'reuse ms':>12s} {'fresh ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
-            for name, on, off in bench_reuse(names, args.rounds):
+            for name, on, off in bench_reuse(names, args.rounds, ort_threads=args.threads):
                 print(f"{name:12s} {on * 1e3:12.2f} {off * 1e3:10.2f} {on / off:7.3f}")
             return 0
         print(f"{'net':12s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
