@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError, CheckpointError
+from asyncnet.fileaccess import file_op, reads
 from asyncnet.iopolicy import op_read_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
@@ -50,6 +51,9 @@ def create_db(op: OpInfo) -> Callable[..., Any]:
         return [DBReader(path, db_type, num_shards=num_shards, shard_id=shard_id)]
 
     return run
+
+
+file_op("CreateDB", reads("db"))
 
 
 @register_op(

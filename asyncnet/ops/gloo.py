@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asyncnet.errors import ArgumentError
+from asyncnet.fileaccess import file_op, writes
 from asyncnet.iopolicy import op_write_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
@@ -99,6 +100,9 @@ def file_store_handler_create(op: OpInfo) -> Callable[..., Any]:
         return [StoreHandler("file", path=path, prefix=prefix, timeout=timeout)]
 
     return run
+
+
+file_op("FileStoreHandlerCreate", writes("path"))
 
 
 @register_op(
