@@ -12,6 +12,10 @@ chains; when the count reaches zero the task is ready. Ready tasks are run by:
 An async op (kernel returns a Future) ends its chain; it holds no thread while
 pending and its children are released by the future's completion callback.
 
+A chain holding BLAS-heavy ops (Conv, FC, MatMul, ...) runs inside the process-wide
+:class:`~asyncnet.executors.blas.BlasGovernor`: alone it gets every BLAS thread, with
+another one running both get one (unless ``ExecutorOptions.blas_threads`` fixes the count).
+
 The first failure (or a cancel / timeout) stops scheduling; running chains stop
 at their next op boundary; pending async futures are cancelled; ``run`` returns
 only when nothing of the run is still executing.
@@ -30,6 +34,7 @@ from typing import Any
 
 from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
+from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
 from asyncnet.executors.pools import (
     WorkerPool,
     blas_limit,
@@ -110,6 +115,14 @@ class AsyncSchedulingExecutor(Executor):
         self._devices = sorted(set(self._device), key=lambda d: (d.type, d.id, d.numa))
         self._ends_async = [ops[c[-1]].is_async for c in g.chains]
         self._cost = [math.inf] * len(g.chains)
+        # BLAS-heavy chains tell the process-wide governor when they run (see executors/blas.py),
+        # unless the user fixed the BLAS threads for the whole run.
+        heavy = [any(is_blas_op(net.infos[k].type) for k in c) for c in g.chains]
+        self._gov: BlasGovernor | None = None
+        if options.blas_threads is None and any(heavy):
+            gov = blas_governor()
+            self._gov = gov if gov.active else None
+        self._heavy = heavy if self._gov is not None else [False] * len(heavy)
         # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
         arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
@@ -348,9 +361,27 @@ class AsyncSchedulingExecutor(Executor):
 
     def _exec(self, run: _Run, c: int) -> list[int]:
         """Run chain ``c``; returns the chains it made ready (already counted active)."""
+        gov = self._gov if self._heavy[c] else None
+        # Leave the governor before releasing children: a child never sees its parent still counted.
+        if gov is not None:
+            gov.enter()
+        try:
+            ok = self._run_chain(run, c)
+        except BaseException:
+            if gov is not None:
+                gov.exit()
+            self._finish(run, c, False)
+            raise
+        if gov is not None:
+            gov.exit()
+        # None: the chain ended in a started async op, whose completion callback finishes it.
+        return [] if ok is None else self._finish(run, c, ok)
+
+    def _run_chain(self, run: _Run, c: int) -> bool | None:
+        """The ops of chain ``c``: True if all ran, False if stopped or failed, None if an async op is pending."""
         ops = self._chain_ops[c]
         if run.stop:
-            return self._finish(run, c, False)
+            return False
         prof = self.profiler
         op: PreparedOp | None = None
         t0 = time.perf_counter()
@@ -358,19 +389,19 @@ class AsyncSchedulingExecutor(Executor):
             if prof is None:
                 for op in ops[:-1] if self._ends_async[c] else ops:
                     if run.stop:
-                        return self._finish(run, c, False)
+                        return False
                     op.step()
             else:
                 for op in ops[:-1] if self._ends_async[c] else ops:
                     if run.stop:
-                        return self._finish(run, c, False)
+                        return False
                     s = time.perf_counter()
                     op.step()
                     prof.op(op.index, s, time.perf_counter())
             if self._ends_async[c]:
                 op = ops[-1]
                 if run.stop:
-                    return self._finish(run, c, False)
+                    return False
                 started = time.perf_counter()
                 fut = op.start()
                 assert fut is not None
@@ -378,21 +409,20 @@ class AsyncSchedulingExecutor(Executor):
                 with run.cond:
                     run.futures.add(fut)
                 fut.add_done_callback(lambda f: self._async_done(run, c, op, f, started))  # type: ignore[arg-type]
-                return []
+                return None
         except Exception as e:
             assert op is not None
             self._fail(run, op, e)
-            return self._finish(run, c, False)
+            return False
         except BaseException:
-            self._stop(run, "cancel")
-            self._finish(run, c, False)
+            self._stop(run, "cancel")  # KeyboardInterrupt and the like; _exec finishes the chain
             raise
         elapsed = time.perf_counter() - t0
         # Wall time includes waits for the GIL held by other threads, so noise is upward: follow a
         # smaller measurement at once, a larger one slowly (a chain that really grew still gets there).
         old = self._cost[c]
         self._cost[c] = elapsed if elapsed < old else old + 0.25 * (elapsed - old)
-        return self._finish(run, c, True)
+        return True
 
     def _async_done(self, run: _Run, c: int, op: PreparedOp, fut: Future[Any], started: float) -> None:
         """Completion callback of an async op (on whatever thread completed the future)."""
