@@ -60,6 +60,9 @@ DEFAULT_INLINE_SECONDS = 50e-6
 # this long is worth a second core. Without the cap one bad estimate made every chain "cheap"; with
 # nothing handed off the estimate was never corrected and the executor stayed sequential.
 MAX_INLINE_SECONDS = 1e-3
+# BLAS-heavy chains measured faster than this skip the BLAS governor (about 1 us per chain): their
+# GEMMs are too small for OpenBLAS to thread, or too short for the thread count to matter.
+GOVERNED_SECONDS = 100e-6
 
 
 class _Run:
@@ -361,7 +364,7 @@ class AsyncSchedulingExecutor(Executor):
 
     def _exec(self, run: _Run, c: int) -> list[int]:
         """Run chain ``c``; returns the chains it made ready (already counted active)."""
-        gov = self._gov if self._heavy[c] else None
+        gov = self._gov if self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS else None
         # Leave the governor before releasing children: a child never sees its parent still counted.
         if gov is not None:
             gov.enter()

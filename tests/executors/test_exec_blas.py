@@ -290,3 +290,34 @@ def test_maps_scan_finds_the_libraries_threadpoolctl_finds(openblas: int) -> Non
 
     found = {os.path.realpath(p) for p in _paths_from_maps()}
     assert {os.path.realpath(lib.path) for lib in find_blas_libraries()} <= found
+
+
+class CountingGovernor(BlasGovernor):
+    def __init__(self) -> None:
+        super().__init__([FakeLib(2).lib()])
+        self.entered = 0
+
+    def enter(self) -> None:
+        self.entered += 1
+        super().enter()
+
+
+@pytest.mark.timeout(30)
+def test_only_chains_measured_long_enough_are_governed(no_thread_leak: None) -> None:
+    from asyncnet.executors.async_scheduling import GOVERNED_SECONDS
+
+    ops = [op("MatMul", ["x", "x"], [f"m{b}"]) for b in range(3)]
+    with Workspace() as ws:
+        ws.feed("x", np.eye(4, dtype=np.float32))
+        n = ws.create_net(net(ops), options=ExecutorOptions(threads=2, shared_pools=False))
+        ex = n.executor
+        gov = CountingGovernor()
+        ex._gov = gov  # type: ignore[attr-defined]
+        ex._heavy = [True] * len(ex._heavy)  # type: ignore[attr-defined]
+        ex._cost = [GOVERNED_SECONDS] * len(ex._cost)  # type: ignore[attr-defined]
+        n.run(timeout=20)
+        assert gov.entered == 3 and gov.running == 0
+        ex._cost = [GOVERNED_SECONDS / 2] * len(ex._cost)  # type: ignore[attr-defined]
+        n.run(timeout=20)  # cheap chains: their GEMMs are too small to thread, not worth the governor
+        assert gov.entered == 3
+        n.close()
