@@ -54,8 +54,18 @@ from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-# As tests/conftest.py: ../shared/realnets next to the checkout (ASYNCNET_REALNETS overrides).
-REALNETS = Path(os.environ.get("ASYNCNET_REALNETS", ROOT.parent / "shared" / "realnets"))
+
+
+def _realnets() -> Path:
+    # As tests/conftest.py: ../shared/realnets next to the checkout (ASYNCNET_REALNETS overrides);
+    # also one level further up, for git worktrees kept in a folder of their own.
+    if "ASYNCNET_REALNETS" in os.environ:
+        return Path(os.environ["ASYNCNET_REALNETS"])
+    candidates = [ROOT.parent / "shared" / "realnets", ROOT.parent.parent / "shared" / "realnets"]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+REALNETS = _realnets()
 CAFFE_NETS = {
     "resnet50": ("ResNet-50", "caffe_resnet_kaiminghe/ResNet-50-deploy.prototxt"),
     "squeezenet": ("SqueezeNet 1.1", "caffe_squeezenet/SqueezeNet_v1.1/deploy.prototxt"),

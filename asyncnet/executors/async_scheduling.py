@@ -81,6 +81,7 @@ class _Run:
         "drainers",
         "caller_idle",
         "futures",
+        "held",
     )
 
     def __init__(self, counts: list[int], devices: list[DeviceKey]) -> None:
@@ -96,6 +97,8 @@ class _Run:
         self.drainers: dict[DeviceKey, int] = dict.fromkeys(devices, 0)
         self.caller_idle = False
         self.futures: set[Future[Any]] = set()
+        # Queued chains with a BLAS governor slot already taken for them (see _push).
+        self.held = bytearray(len(counts))
 
 
 @register_executor
@@ -267,8 +270,13 @@ class AsyncSchedulingExecutor(Executor):
     def _drop_queued(self, run: _Run) -> None:
         """Forget queued chains of a stopped run (lock held)."""
         n = 0
+        held = run.held
         for q in run.queues.values():
             n += len(q)
+            for c in q:
+                if held[c]:
+                    held[c] = 0
+                    self._release(c)
             q.clear()
         if n:
             run.active -= n
@@ -321,11 +329,13 @@ class AsyncSchedulingExecutor(Executor):
                 d = device[c]
                 run.queues[d].append(c)
                 fresh[d] = fresh.get(d, 0) + 1
+            woken = 0
             if run.caller_idle:
                 run.caller_idle = False  # one wake-up is enough; the caller takes one item
                 run.cond.notify()
                 d0 = device[items[0]]
                 fresh[d0] -= 1
+                woken += 1
             for d, n in fresh.items():
                 pool = None
                 cap = self._cap[d]
@@ -335,6 +345,20 @@ class AsyncSchedulingExecutor(Executor):
                     run.drainers[d] += 1
                     pool.submit(functools.partial(self._drain, run, d, time.perf_counter()))
                     n -= 1
+                    woken += 1
+            if woken and self._gov is not None:
+                # As many BLAS-heavy chains as threads were woken will run beside this thread: enter
+                # the governor for them now, so that what this thread runs next already gets one BLAS
+                # thread (no wake-up window in which its GEMM starts multi-threaded and then shares
+                # the cores). Whoever runs a held chain uses the slot; a dropped one releases it.
+                heavy, cost, held = self._heavy, self._cost, run.held
+                for c in items:
+                    if heavy[c] and cost[c] >= GOVERNED_SECONDS:
+                        held[c] = 1
+                        self._gov.enter()
+                        woken -= 1
+                        if not woken:
+                            break
 
     def _drain(self, run: _Run, device: DeviceKey, submitted: float) -> None:
         """A pool task: run queued chains of ``device`` until the queue is empty."""
@@ -362,12 +386,22 @@ class AsyncSchedulingExecutor(Executor):
             if ready:
                 self._place(run, ready, local)
 
+    def _release(self, c: int) -> None:
+        gov = self._gov
+        assert gov is not None
+        gov.exit()
+
     def _exec(self, run: _Run, c: int) -> list[int]:
         """Run chain ``c``; returns the chains it made ready (already counted active)."""
-        gov = self._gov if self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS else None
-        # Leave the governor before releasing children: a child never sees its parent still counted.
-        if gov is not None:
+        gov = None
+        if run.held[c]:  # set under run.cond as ``c`` was queued: visible to whoever popped it
+            run.held[c] = 0
+            gov = self._gov
+        elif self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS:
+            gov = self._gov
+            assert gov is not None
             gov.enter()
+        # Leave the governor before releasing children: a child never sees its parent still counted.
         try:
             ok = self._run_chain(run, c)
         except BaseException:
