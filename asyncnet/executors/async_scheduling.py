@@ -9,6 +9,10 @@ chains; when the count reaches zero the task is ready. Ready tasks are run by:
 * the worker pool of the chain's device, woken only when there is queued work
   and fewer drainers than workers.
 
+When every chain measured cheaper than a hand-off (so all would run inline anyway), the next
+runs skip the scheduling: a plain loop over the ops in NetDef order on the calling thread, as
+the simple executor runs them, with one scheduled run every ``SEQUENTIAL_RUNS`` to measure again.
+
 An async op (kernel returns a Future) ends its chain; it holds no thread while
 pending and its children are released by the future's completion callback.
 
@@ -23,6 +27,7 @@ only when nothing of the run is still executing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -63,6 +68,11 @@ MAX_INLINE_SECONDS = 1e-3
 # BLAS-heavy chains measured faster than this skip the BLAS governor (about 1 us per chain): their
 # GEMMs are too small for OpenBLAS to thread, or too short for the thread count to matter.
 GOVERNED_SECONDS = 100e-6
+# When every chain measured cheaper than a hand-off, nothing would leave the calling thread: the
+# next runs are then plain loops over the ops in NetDef order (no per-chain bookkeeping), and
+# every this-many runs one scheduled run measures the chains again.
+SEQUENTIAL_RUNS = 32
+_NO_BLAS_LIMIT = contextlib.nullcontext()
 
 
 class _Run:
@@ -99,6 +109,15 @@ class _Run:
         self.futures: set[Future[Any]] = set()
         # Queued chains with a BLAS governor slot already taken for them (see _push).
         self.held = bytearray(len(counts))
+
+
+class _Sequential:
+    """Stop flag of a sequential run ("", "cancel" or "timeout")."""
+
+    __slots__ = ("stop",)
+
+    def __init__(self) -> None:
+        self.stop = ""
 
 
 @register_executor
@@ -149,6 +168,8 @@ class AsyncSchedulingExecutor(Executor):
         self._pool_lock = threading.Lock()
         self._busy = threading.Lock()
         self._current: _Run | None = None
+        self._sequential: _Sequential | None = None
+        self._sequential_runs = 0  # runs left on the sequential path before measuring again
         self._closed = False
         self.profiler: Profiler | None = Profiler() if options.profile else None
         check_blas_limit(options.blas_threads)
@@ -193,6 +214,10 @@ class AsyncSchedulingExecutor(Executor):
                 raise ExecutorError(f"net '{self.net.name}': executor is closed")
             if not self._chain_ops:
                 return
+            if self._sequential_runs > 0:
+                self._sequential_runs -= 1
+                self._run_sequential(timeout)
+                return
             run = _Run(list(self._nparents), self._devices)
             self._current = run
             timer = None
@@ -217,10 +242,47 @@ class AsyncSchedulingExecutor(Executor):
             if self.profiler is not None:
                 self.profiler.run(t0, time.perf_counter())
             self._raise_outcome(run, timeout)
+            if self.profiler is None and not any(self._ends_async):
+                limit = self._inline_limit
+                if all(c < limit for c in self._cost):
+                    self._sequential_runs = SEQUENTIAL_RUNS
         finally:
             self._busy.release()
 
+    def _run_sequential(self, timeout: float | None) -> None:
+        """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
+        state = _Sequential()
+        self._sequential = state
+        timer = None
+        if timeout is not None:
+            timer = shared_timer().call_later(max(timeout, 0.0), functools.partial(setattr, state, "stop", "timeout"))
+        op: PreparedOp | None = None
+        n = self.options.blas_threads
+        stopped = ""
+        try:
+            with blas_limit(n) if n is not None else _NO_BLAS_LIMIT:
+                for op in self.net.ops:
+                    if state.stop:
+                        stopped = state.stop
+                        break
+                    op.step()
+        except Exception as e:
+            assert op is not None
+            raise op.error(e) from e
+        finally:
+            self._sequential = None
+            if timer is not None:
+                shared_timer().cancel(timer)
+        if stopped == "timeout":
+            raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s")
+        if stopped:
+            assert op is not None
+            raise RunCancelledError(f"net '{self.net.name}' was cancelled before {op.info.label()}")
+
     def cancel(self) -> None:
+        seq = self._sequential
+        if seq is not None:
+            seq.stop = "cancel"
         run = self._current
         if run is not None:
             self._stop(run, "cancel")
