@@ -2,9 +2,9 @@
 
 OpenBLAS (what numpy wheels ship) has one thread count for the whole process. A lone
 GEMM should use every core; two GEMMs running at once on different Python threads
-should use one BLAS thread each, or they oversubscribe the cores and OpenBLAS
-serializes them (on 2 cores two concurrent multi-threaded GEMMs ran 1.5x slower than
-one after the other; with one thread each they ran 1.8x faster).
+should use one BLAS thread each, or they oversubscribe the cores (on 2 cores, the WIDE
+bench's concurrent multi-threaded GEMMs ran 1.5x slower than one after the other; with
+one thread each they ran 1.8x faster).
 
 The :class:`BlasGovernor` is process-wide, like the setting it manages. Executors call
 :meth:`~BlasGovernor.enter` before a chain that holds BLAS-heavy operators and
