@@ -442,9 +442,10 @@ class AsyncSchedulingExecutor(Executor):
 
     def _work(self, run: _Run, local: list[int], device: DeviceKey | None) -> None:
         """Run ``local`` chains and whatever they make ready that this thread keeps."""
+        slot = False  # this thread holds a BLAS governor slot (only while ``local`` is not empty)
         while local:
             c = local.pop()
-            ready = self._exec(run, c)
+            ready, slot = self._exec(run, c, slot, local, device)
             if ready:
                 self._place(run, ready, local)
 
@@ -453,28 +454,63 @@ class AsyncSchedulingExecutor(Executor):
         assert gov is not None
         gov.exit()
 
-    def _exec(self, run: _Run, c: int) -> list[int]:
-        """Run chain ``c``; returns the chains it made ready (already counted active)."""
-        gov = None
+    def _governed(self, run: _Run, c: int) -> bool:
+        return bool(run.held[c]) or (self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS)
+
+    def _exec(
+        self, run: _Run, c: int, slot: bool, local: list[int], device: DeviceKey | None
+    ) -> tuple[list[int], bool]:
+        """Run chain ``c``; returns the chains it made ready (already counted active) and ``slot``.
+
+        ``slot``: whether this thread holds a BLAS governor slot, before and after. A BLAS-heavy
+        chain runs holding one. After it the slot is kept only for a heavy chain this thread runs
+        next (the top of ``local``, or one it takes from the queue now): leaving and re-entering
+        between two chains would restore the full count for a moment, and GEMMs that other threads
+        start then would run multi-threaded. Otherwise the slot is left before the children are
+        released, so that a child never sees its parent still counted.
+        """
+        gov = self._gov
         if run.held[c]:  # set under run.cond as ``c`` was queued: visible to whoever popped it
             run.held[c] = 0
-            gov = self._gov
+            if slot:
+                self._release(c)  # the chain brought its own slot
+            slot = True
         elif self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS:
-            gov = self._gov
-            assert gov is not None
-            gov.enter()
-        # Leave the governor before releasing children: a child never sees its parent still counted.
+            if not slot:
+                assert gov is not None
+                gov.enter()
+                slot = True
+        elif slot:
+            self._release(c)
+            slot = False
         try:
             ok = self._run_chain(run, c)
         except BaseException:
-            if gov is not None:
-                gov.exit()
+            if slot:
+                self._release(c)
             self._finish(run, c, False)
             raise
-        if gov is not None:
-            gov.exit()
+        if slot and not self._next_governed(run, local, device):
+            self._release(c)
+            slot = False
         # None: the chain ended in a started async op, whose completion callback finishes it.
-        return [] if ok is None else self._finish(run, c, ok)
+        return ([] if ok is None else self._finish(run, c, ok)), slot
+
+    def _next_governed(self, run: _Run, local: list[int], device: DeviceKey | None) -> bool:
+        """Whether this thread runs a governed chain next: the top of ``local``, or the head of its queue
+        (taken into ``local`` now, so that the run cannot end before this thread has run it)."""
+        if local:
+            return self._governed(run, local[-1])
+        with run.cond:
+            if run.stop:
+                return False
+            for d, q in run.queues.items():
+                if q and (device is None or d == device):
+                    if not self._governed(run, q[0]):
+                        return False
+                    local.append(q.popleft())
+                    return True
+        return False
 
     def _run_chain(self, run: _Run, c: int) -> bool | None:
         """The ops of chain ``c``: True if all ran, False if stopped or failed, None if an async op is pending."""
