@@ -16,7 +16,8 @@ Run (from the repository root):
       [--variant LABEL=EXECUTOR[,key=value...]] [--no-ort] [--json FILE]
 
 Every contender of a net is timed in the same process, in interleaved rounds (each round times each
-contender for about --sample seconds), so load from other processes hits all of them alike. The
+contender for about --sample seconds, starting with a different contender each round), so load from
+other processes, and the spinning threads of the contender before, hit all of them alike. The
 table gives medians over rounds, and the ratios are medians of the per-round ratios with their
 spread (interquartile range) so that the noise is visible. All contenders start from the same
 blobs and their outputs are compared with simple's before timing.
@@ -357,8 +358,11 @@ def time_case(case: Case, variants: list[Variant], *, rounds: int, sample: float
         one = max(time.perf_counter() - t0, 1e-6)
         loops = max(1, min(10_000, round(sample / one)))
         samples: dict[str, list[float]] = {n: [] for n in fns}
-        for _ in range(rounds):
-            for name, fn in fns.items():
+        order = list(fns.items())
+        for r in range(rounds):
+            # Rotate who goes first: whoever runs right after onnxruntime shares the cores with its
+            # still-spinning pool threads, and that must not always be the same contender.
+            for name, fn in order[r % len(order) :] + order[: r % len(order)]:
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
