@@ -27,7 +27,6 @@ only when nothing of the run is still executing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -38,6 +37,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
+from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
 from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
 from asyncnet.executors.pools import (
@@ -72,7 +72,6 @@ GOVERNED_SECONDS = 100e-6
 # next runs are then plain loops over the ops in NetDef order (no per-chain bookkeeping), and
 # every this-many runs one scheduled run measures the chains again.
 SEQUENTIAL_RUNS = 32
-_NO_BLAS_LIMIT = contextlib.nullcontext()
 
 
 class _Run:
@@ -109,15 +108,6 @@ class _Run:
         self.futures: set[Future[Any]] = set()
         # Queued chains with a BLAS governor slot already taken for them (see _push).
         self.held = bytearray(len(counts))
-
-
-class _Sequential:
-    """Stop flag of a sequential run ("", "cancel" or "timeout")."""
-
-    __slots__ = ("stop",)
-
-    def __init__(self) -> None:
-        self.stop = ""
 
 
 @register_executor
@@ -168,7 +158,7 @@ class AsyncSchedulingExecutor(Executor):
         self._pool_lock = threading.Lock()
         self._busy = threading.Lock()
         self._current: _Run | None = None
-        self._sequential: _Sequential | None = None
+        self._sequential: SequentialRun | None = None
         self._sequential_runs = 0  # runs left on the sequential path before measuring again
         self._closed = False
         self.profiler: Profiler | None = Profiler() if options.profile else None
@@ -251,33 +241,12 @@ class AsyncSchedulingExecutor(Executor):
 
     def _run_sequential(self, timeout: float | None) -> None:
         """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
-        state = _Sequential()
+        state = SequentialRun()
         self._sequential = state
-        timer = None
-        if timeout is not None:
-            timer = shared_timer().call_later(max(timeout, 0.0), functools.partial(setattr, state, "stop", "timeout"))
-        op: PreparedOp | None = None
-        n = self.options.blas_threads
-        stopped = ""
         try:
-            with blas_limit(n) if n is not None else _NO_BLAS_LIMIT:
-                for op in self.net.ops:
-                    if state.stop:
-                        stopped = state.stop
-                        break
-                    op.step()
-        except Exception as e:
-            assert op is not None
-            raise op.error(e) from e
+            run_sequential(self.net, state, timeout=timeout, blas_threads=self.options.blas_threads)
         finally:
             self._sequential = None
-            if timer is not None:
-                shared_timer().cancel(timer)
-        if stopped == "timeout":
-            raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s")
-        if stopped:
-            assert op is not None
-            raise RunCancelledError(f"net '{self.net.name}' was cancelled before {op.info.label()}")
 
     def cancel(self) -> None:
         seq = self._sequential
