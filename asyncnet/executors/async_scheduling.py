@@ -9,8 +9,16 @@ chains; when the count reaches zero the task is ready. Ready tasks are run by:
 * the worker pool of the chain's device, woken only when there is queued work
   and fewer drainers than workers.
 
+When every chain measured cheaper than a hand-off (so all would run inline anyway), the next
+runs skip the scheduling: a plain loop over the ops in NetDef order on the calling thread, as
+the simple executor runs them, with one scheduled run every ``SEQUENTIAL_RUNS`` to measure again.
+
 An async op (kernel returns a Future) ends its chain; it holds no thread while
 pending and its children are released by the future's completion callback.
+
+A chain holding BLAS-heavy ops (Conv, FC, MatMul, ...) runs inside the process-wide
+:class:`~asyncnet.executors.blas.BlasGovernor`: alone it gets every BLAS thread, with
+another one running both get one (unless ``ExecutorOptions.blas_threads`` fixes the count).
 
 The first failure (or a cancel / timeout) stops scheduling; running chains stop
 at their next op boundary; pending async futures are cancelled; ``run`` returns
@@ -29,7 +37,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
+from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
+from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
 from asyncnet.executors.pools import (
     WorkerPool,
     blas_limit,
@@ -55,6 +65,13 @@ DEFAULT_INLINE_SECONDS = 50e-6
 # this long is worth a second core. Without the cap one bad estimate made every chain "cheap"; with
 # nothing handed off the estimate was never corrected and the executor stayed sequential.
 MAX_INLINE_SECONDS = 1e-3
+# BLAS-heavy chains measured faster than this skip the BLAS governor (about 1 us per chain): their
+# GEMMs are too small for OpenBLAS to thread, or too short for the thread count to matter.
+GOVERNED_SECONDS = 100e-6
+# When every chain measured cheaper than a hand-off, nothing would leave the calling thread: the
+# next runs are then plain loops over the ops in NetDef order (no per-chain bookkeeping), and
+# every this-many runs one scheduled run measures the chains again.
+SEQUENTIAL_RUNS = 32
 
 
 class _Run:
@@ -73,6 +90,7 @@ class _Run:
         "drainers",
         "caller_idle",
         "futures",
+        "held",
     )
 
     def __init__(self, counts: list[int], devices: list[DeviceKey]) -> None:
@@ -88,6 +106,8 @@ class _Run:
         self.drainers: dict[DeviceKey, int] = dict.fromkeys(devices, 0)
         self.caller_idle = False
         self.futures: set[Future[Any]] = set()
+        # Queued chains with a BLAS governor slot already taken for them (see _push).
+        self.held = bytearray(len(counts))
 
 
 @register_executor
@@ -110,6 +130,14 @@ class AsyncSchedulingExecutor(Executor):
         self._devices = sorted(set(self._device), key=lambda d: (d.type, d.id, d.numa))
         self._ends_async = [ops[c[-1]].is_async for c in g.chains]
         self._cost = [math.inf] * len(g.chains)
+        # BLAS-heavy chains tell the process-wide governor when they run (see executors/blas.py),
+        # unless the user fixed the BLAS threads for the whole run.
+        heavy = [any(is_blas_op(net.infos[k].type) for k in c) for c in g.chains]
+        self._gov: BlasGovernor | None = None
+        if options.blas_threads is None and any(heavy):
+            gov = blas_governor()
+            self._gov = gov if gov.active else None
+        self._heavy = heavy if self._gov is not None else [False] * len(heavy)
         # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
         arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
@@ -130,6 +158,8 @@ class AsyncSchedulingExecutor(Executor):
         self._pool_lock = threading.Lock()
         self._busy = threading.Lock()
         self._current: _Run | None = None
+        self._sequential: SequentialRun | None = None
+        self._sequential_runs = 0  # runs left on the sequential path before measuring again
         self._closed = False
         self.profiler: Profiler | None = Profiler() if options.profile else None
         check_blas_limit(options.blas_threads)
@@ -174,6 +204,10 @@ class AsyncSchedulingExecutor(Executor):
                 raise ExecutorError(f"net '{self.net.name}': executor is closed")
             if not self._chain_ops:
                 return
+            if self._sequential_runs > 0:
+                self._sequential_runs -= 1
+                self._run_sequential(timeout)
+                return
             run = _Run(list(self._nparents), self._devices)
             self._current = run
             timer = None
@@ -198,10 +232,26 @@ class AsyncSchedulingExecutor(Executor):
             if self.profiler is not None:
                 self.profiler.run(t0, time.perf_counter())
             self._raise_outcome(run, timeout)
+            if self.profiler is None and not any(self._ends_async):
+                limit = self._inline_limit
+                if all(c < limit for c in self._cost):
+                    self._sequential_runs = SEQUENTIAL_RUNS
         finally:
             self._busy.release()
 
+    def _run_sequential(self, timeout: float | None) -> None:
+        """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
+        state = SequentialRun()
+        self._sequential = state
+        try:
+            run_sequential(self.net, state, timeout=timeout, blas_threads=self.options.blas_threads)
+        finally:
+            self._sequential = None
+
     def cancel(self) -> None:
+        seq = self._sequential
+        if seq is not None:
+            seq.stop = "cancel"
         run = self._current
         if run is not None:
             self._stop(run, "cancel")
@@ -251,8 +301,13 @@ class AsyncSchedulingExecutor(Executor):
     def _drop_queued(self, run: _Run) -> None:
         """Forget queued chains of a stopped run (lock held)."""
         n = 0
+        held = run.held
         for q in run.queues.values():
             n += len(q)
+            for c in q:
+                if held[c]:
+                    held[c] = 0
+                    self._release(c)
             q.clear()
         if n:
             run.active -= n
@@ -305,11 +360,13 @@ class AsyncSchedulingExecutor(Executor):
                 d = device[c]
                 run.queues[d].append(c)
                 fresh[d] = fresh.get(d, 0) + 1
+            woken = 0
             if run.caller_idle:
                 run.caller_idle = False  # one wake-up is enough; the caller takes one item
                 run.cond.notify()
                 d0 = device[items[0]]
                 fresh[d0] -= 1
+                woken += 1
             for d, n in fresh.items():
                 pool = None
                 cap = self._cap[d]
@@ -319,6 +376,20 @@ class AsyncSchedulingExecutor(Executor):
                     run.drainers[d] += 1
                     pool.submit(functools.partial(self._drain, run, d, time.perf_counter()))
                     n -= 1
+                    woken += 1
+            if woken and self._gov is not None:
+                # As many BLAS-heavy chains as threads were woken will run beside this thread: enter
+                # the governor for them now, so that what this thread runs next already gets one BLAS
+                # thread (no wake-up window in which its GEMM starts multi-threaded and then shares
+                # the cores). Whoever runs a held chain uses the slot; a dropped one releases it.
+                heavy, cost, held = self._heavy, self._cost, run.held
+                for c in items:
+                    if heavy[c] and cost[c] >= GOVERNED_SECONDS:
+                        held[c] = 1
+                        self._gov.enter()
+                        woken -= 1
+                        if not woken:
+                            break
 
     def _drain(self, run: _Run, device: DeviceKey, submitted: float) -> None:
         """A pool task: run queued chains of ``device`` until the queue is empty."""
@@ -340,17 +411,81 @@ class AsyncSchedulingExecutor(Executor):
 
     def _work(self, run: _Run, local: list[int], device: DeviceKey | None) -> None:
         """Run ``local`` chains and whatever they make ready that this thread keeps."""
+        slot = False  # this thread holds a BLAS governor slot (only while ``local`` is not empty)
         while local:
             c = local.pop()
-            ready = self._exec(run, c)
+            ready, slot = self._exec(run, c, slot, local, device)
             if ready:
                 self._place(run, ready, local)
 
-    def _exec(self, run: _Run, c: int) -> list[int]:
-        """Run chain ``c``; returns the chains it made ready (already counted active)."""
+    def _release(self, c: int) -> None:
+        gov = self._gov
+        assert gov is not None
+        gov.exit()
+
+    def _governed(self, run: _Run, c: int) -> bool:
+        return bool(run.held[c]) or (self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS)
+
+    def _exec(
+        self, run: _Run, c: int, slot: bool, local: list[int], device: DeviceKey | None
+    ) -> tuple[list[int], bool]:
+        """Run chain ``c``; returns the chains it made ready (already counted active) and ``slot``.
+
+        ``slot``: whether this thread holds a BLAS governor slot, before and after. A BLAS-heavy
+        chain runs holding one. After it the slot is kept only for a heavy chain this thread runs
+        next (the top of ``local``, or one it takes from the queue now): leaving and re-entering
+        between two chains would restore the full count for a moment, and GEMMs that other threads
+        start then would run multi-threaded. Otherwise the slot is left before the children are
+        released, so that a child never sees its parent still counted.
+        """
+        gov = self._gov
+        if run.held[c]:  # set under run.cond as ``c`` was queued: visible to whoever popped it
+            run.held[c] = 0
+            if slot:
+                self._release(c)  # the chain brought its own slot
+            slot = True
+        elif self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS:
+            if not slot:
+                assert gov is not None
+                gov.enter()
+                slot = True
+        elif slot:
+            self._release(c)
+            slot = False
+        try:
+            ok = self._run_chain(run, c)
+        except BaseException:
+            if slot:
+                self._release(c)
+            self._finish(run, c, False)
+            raise
+        if slot and not self._next_governed(run, local, device):
+            self._release(c)
+            slot = False
+        # None: the chain ended in a started async op, whose completion callback finishes it.
+        return ([] if ok is None else self._finish(run, c, ok)), slot
+
+    def _next_governed(self, run: _Run, local: list[int], device: DeviceKey | None) -> bool:
+        """Whether this thread runs a governed chain next: the top of ``local``, or the head of its queue
+        (taken into ``local`` now, so that the run cannot end before this thread has run it)."""
+        if local:
+            return self._governed(run, local[-1])
+        with run.cond:
+            if run.stop:
+                return False
+            for d, q in run.queues.items():
+                if q and (device is None or d == device):
+                    if not self._governed(run, q[0]):
+                        return False
+                    local.append(q.popleft())
+                    return True
+        return False
+
+    def _run_chain(self, run: _Run, c: int) -> bool | None:
+        """The ops of chain ``c``: True if all ran, False if stopped or failed, None if an async op is pending."""
         ops = self._chain_ops[c]
         if run.stop:
-            return self._finish(run, c, False)
+            return False
         prof = self.profiler
         op: PreparedOp | None = None
         t0 = time.perf_counter()
@@ -358,19 +493,19 @@ class AsyncSchedulingExecutor(Executor):
             if prof is None:
                 for op in ops[:-1] if self._ends_async[c] else ops:
                     if run.stop:
-                        return self._finish(run, c, False)
+                        return False
                     op.step()
             else:
                 for op in ops[:-1] if self._ends_async[c] else ops:
                     if run.stop:
-                        return self._finish(run, c, False)
+                        return False
                     s = time.perf_counter()
                     op.step()
                     prof.op(op.index, s, time.perf_counter())
             if self._ends_async[c]:
                 op = ops[-1]
                 if run.stop:
-                    return self._finish(run, c, False)
+                    return False
                 started = time.perf_counter()
                 fut = op.start()
                 assert fut is not None
@@ -378,21 +513,20 @@ class AsyncSchedulingExecutor(Executor):
                 with run.cond:
                     run.futures.add(fut)
                 fut.add_done_callback(lambda f: self._async_done(run, c, op, f, started))  # type: ignore[arg-type]
-                return []
+                return None
         except Exception as e:
             assert op is not None
             self._fail(run, op, e)
-            return self._finish(run, c, False)
+            return False
         except BaseException:
-            self._stop(run, "cancel")
-            self._finish(run, c, False)
+            self._stop(run, "cancel")  # KeyboardInterrupt and the like; _exec finishes the chain
             raise
         elapsed = time.perf_counter() - t0
         # Wall time includes waits for the GIL held by other threads, so noise is upward: follow a
         # smaller measurement at once, a larger one slowly (a chain that really grew still gets there).
         old = self._cost[c]
         self._cost[c] = elapsed if elapsed < old else old + 0.25 * (elapsed - old)
-        return self._finish(run, c, True)
+        return True
 
     def _async_done(self, run: _Run, c: int, op: PreparedOp, fut: Future[Any], started: float) -> None:
         """Completion callback of an async op (on whatever thread completed the future)."""

@@ -33,9 +33,13 @@ class ExecutorOptions:
             4x the usable CPUs with a warning (see asyncnet.executors.pools for every thread bound).
         shared_pools: use the process-wide pools (False: pools owned by the net).
         profile: collect per-op timings (see asyncnet.profiling).
-        blas_threads: while a run executes, limit BLAS libraries to this many threads per op
-            (needs threadpoolctl; the limit is process-wide while it lasts). Concurrent ops with
-            multi-threaded BLAS oversubscribe the cores; None leaves BLAS alone.
+        blas_threads: a fixed BLAS thread limit for the whole of each run (needs threadpoolctl;
+            the limit is process-wide while it lasts), replacing the default policy. None (the
+            default) lets the executor decide: async_scheduling gives a lone BLAS-heavy chain
+            (Conv, FC, MatMul, ...) the library's full thread count, and while two or more run at
+            once anywhere in the process it sets OpenBLAS's process-wide count to 1, restoring it
+            when at most one is left (see :mod:`asyncnet.executors.blas`). The simple executor
+            runs one op at a time and leaves BLAS alone.
     """
 
     threads: int | None = None

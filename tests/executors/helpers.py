@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.executors.blas import register_blas_op
 from asyncnet.executors.pools import timer_future
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
@@ -126,6 +127,48 @@ def _register() -> None:
 
         return run
 
+    @register_op(
+        "ExecTestBlasRendezvous",
+        inputs=(0, -1),
+        outputs=(0, -1),
+        allow_inplace=True,
+        infer=_identity_infer,
+        args=(
+            Arg("key", "", "rendezvous name (ops with one key wait for each other)"),
+            Arg("parties", 1, "ops that must arrive before any records"),
+        ),
+        doc="Test only, BLAS-heavy: waits until `parties` ops with its `key` arrived, records the "
+        "process-wide BLAS thread count (as threadpoolctl reports it), waits until all recorded, "
+        "passes inputs through.",
+    )
+    def blas_rendezvous(op: OpInfo) -> Callable[..., Any]:
+        from threadpoolctl import threadpool_info
+
+        key = op.str_arg("key") or op.name
+        parties = op.int_arg("parties")
+        tag = op.name or key
+        n = len(op.outputs)
+
+        def run(*xs: Any) -> tuple[Any, ...]:
+            if parties > 1:
+                with _lock:
+                    barrier = BARRIERS.setdefault(key, threading.Barrier(parties, timeout=10))
+                barrier.wait()
+            blas = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+            with _lock:
+                BLAS_SEEN.append((tag, max(blas, default=-1)))
+            if parties > 1:
+                barrier.wait()  # nobody leaves before all have looked
+            return tuple(xs[:n]) + (np.zeros(1),) * max(0, n - len(xs))
+
+        return run
+
+    register_blas_op("ExecTestBlasRendezvous")
+
+
+# ExecTestBlasRendezvous state: barriers by key, and (op name, BLAS threads seen) per op run.
+BARRIERS: dict[str, threading.Barrier] = {}
+BLAS_SEEN: list[tuple[str, int]] = []
 
 _register()
 

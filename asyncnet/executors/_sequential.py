@@ -1,0 +1,58 @@
+"""async_scheduling's sequential path: a net's ops in NetDef order on the calling thread.
+
+Used when every chain of a net measured cheaper than a hand-off, so that a scheduled run
+would run them all inline anyway: a plain loop then saves the per-chain bookkeeping.
+Cancel, timeout and failures behave as on the scheduled path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from asyncnet.errors import RunCancelledError, RunTimeoutError
+from asyncnet.executors.pools import blas_limit, shared_timer
+from asyncnet.net import Net, PreparedOp
+
+_NO_BLAS_LIMIT = contextlib.nullcontext()
+
+
+class SequentialRun:
+    """Stop flag of a sequential run: "" (running), "cancel" or "timeout"."""
+
+    __slots__ = ("stop",)
+
+    def __init__(self) -> None:
+        self.stop = ""
+
+
+def run_sequential(net: Net, state: SequentialRun, *, timeout: float | None, blas_threads: int | None) -> None:
+    """Run every op of ``net`` in order, checking ``state.stop`` before each (set by cancel or the timer).
+
+    Raises:
+        OperatorError: an op failed (names the op; chains the kernel's exception).
+        RunTimeoutError / RunCancelledError: stopped before the end.
+    """
+    timer = None
+    if timeout is not None:
+        timer = shared_timer().call_later(max(timeout, 0.0), functools.partial(setattr, state, "stop", "timeout"))
+    op: PreparedOp | None = None
+    stopped = ""
+    try:
+        with blas_limit(blas_threads) if blas_threads is not None else _NO_BLAS_LIMIT:
+            for op in net.ops:
+                if state.stop:
+                    stopped = state.stop
+                    break
+                op.step()
+    except Exception as e:
+        assert op is not None
+        raise op.error(e) from e
+    finally:
+        if timer is not None:
+            shared_timer().cancel(timer)
+    if stopped == "timeout":
+        raise RunTimeoutError(f"net '{net.name}' exceeded its timeout of {timeout:g} s")
+    if stopped:
+        assert op is not None
+        raise RunCancelledError(f"net '{net.name}' was cancelled before {op.info.label()}")
