@@ -214,11 +214,9 @@ def _progress(total: int, enabled: bool) -> Any:
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     # The matrices are tiny: multi-threaded BLAS only adds wake-up latency (tens of ms
     # per call on a busy machine); the executor's own threads give the parallelism.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")  # type: ignore[no-any-return]
+    from asyncnet.recurrent.timesteps import one_blas_thread
+
+    return one_blas_thread()
 
 
 def train_digits(cfg: DigitsConfig) -> tuple[TrainResult, pb.NetDef, pb.NetDef]:

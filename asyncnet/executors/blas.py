@@ -25,11 +25,12 @@ the policy with a fixed limit for the whole run.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class BlasGovernor:
         self._lock = threading.Lock()
         self._libs: list[BlasLibrary] | None = list(libraries) if libraries is not None else None
         self._running = 0
+        self._forced = 0
         self._saved: list[int] | None = None  # counts to restore while lowered
         self.lowerings = 0  # how often the count was lowered (diagnostics)
 
@@ -178,24 +180,45 @@ class BlasGovernor:
         """A BLAS-heavy chain starts; the second one at a time lowers the count to 1."""
         with self._lock:
             self._running += 1
-            if self._running == 2 and self._saved is None:
-                libs = self._libs or []
-                saved = [lib.get() for lib in libs]
-                for lib, n in zip(libs, saved):
-                    if n > 1:
-                        lib.set(1)
-                self._saved = saved
-                self.lowerings += 1
+            self._update()
 
     def exit(self) -> None:
         """A BLAS-heavy chain ended; with at most one left the count is restored."""
         with self._lock:
             self._running -= 1
-            if self._running <= 1 and self._saved is not None:
-                for lib, n in zip(self._libs or [], self._saved):
-                    if n > 1:
-                        lib.set(n)
-                self._saved = None
+            self._update()
+
+    @contextlib.contextmanager
+    def single_threaded(self) -> Iterator[None]:
+        """One BLAS thread for the duration, whatever else runs (for a runner that overlaps heavy
+        work on several threads by itself, e.g. the recurrent timestep executor)."""
+        with self._lock:
+            self._forced += 1
+            self._update()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._forced -= 1
+                self._update()
+
+    def _update(self) -> None:
+        # Called with the lock held: the count is lowered exactly while two or more heavy chains
+        # run or someone forces it, and restored to what it was as soon as neither holds.
+        low = self._running >= 2 or self._forced > 0
+        if low and self._saved is None:
+            libs = self._libs or []
+            saved = [lib.get() for lib in libs]
+            for lib, n in zip(libs, saved):
+                if n > 1:
+                    lib.set(1)
+            self._saved = saved
+            self.lowerings += 1
+        elif not low and self._saved is not None:
+            for lib, n in zip(self._libs or [], self._saved):
+                if n > 1:
+                    lib.set(n)
+            self._saved = None
 
 
 _governor: BlasGovernor | None = None

@@ -17,7 +17,6 @@ pool worker never waits for that pool. The first failure stops new tasks; runnin
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncnet.errors import OperatorError
+from asyncnet.executors.blas import blas_governor
 from asyncnet.executors.pools import shared_pool
 from asyncnet.net import PreparedOp
 from asyncnet.opinfo import DeviceKey
@@ -74,26 +74,11 @@ def dependencies(tasks: Sequence[Task]) -> tuple[list[list[int]], list[int]]:
     return children, [len(ps) for ps in parents]
 
 
-_controller: Any = None
-_controller_modules = -1
-
-
 def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS libraries to one thread for the duration (a no-op without threadpoolctl).
-
-    The threadpoolctl controller is cached, but rebuilt when modules were imported since it was
-    built: a controller only knows the libraries loaded when it scanned, and a BLAS loaded later
-    (scipy's, say) would escape the limit.
-    """
-    global _controller, _controller_modules
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return contextlib.nullcontext()
-    if _controller is None or _controller_modules != len(sys.modules):
-        _controller = ThreadpoolController()
-        _controller_modules = len(sys.modules)
-    return _controller.limit(limits=1, user_api="blas")  # type: ignore[no-any-return]
+    """One BLAS thread for the duration, through the executors' process-wide BLAS governor (so the
+    count is restored correctly even while nets run BLAS-heavy chains at the same time)."""
+    gov = blas_governor()
+    return gov.single_threaded() if gov.active else contextlib.nullcontext()
 
 
 class _Run:

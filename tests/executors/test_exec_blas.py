@@ -62,6 +62,30 @@ def test_lone_chain_keeps_the_count_and_a_second_lowers_it_to_one() -> None:
     assert (a.sets, b.sets, gov.running) == ([1, 4], [1, 2], 0)
 
 
+def test_single_threaded_forces_one_thread_and_composes_with_running_chains() -> None:
+    a = FakeLib(4)
+    gov = BlasGovernor([a.lib()])
+    with gov.single_threaded():
+        assert a.count == 1
+        gov.enter()
+        gov.enter()
+        gov.exit()
+        gov.exit()
+        assert a.count == 1  # chains leaving do not lift a forced limit
+    assert a.count == 4
+    gov.enter()
+    gov.enter()
+    with gov.single_threaded():
+        assert a.count == 1
+    assert a.count == 1  # two chains still run
+    gov.exit()
+    assert (a.count, a.sets) == (4, [1, 4, 1, 4])
+    gov.exit()
+    with pytest.raises(RuntimeError), gov.single_threaded():
+        raise RuntimeError("boom")
+    assert a.count == 4
+
+
 def test_single_threaded_library_is_left_alone_and_user_changes_are_kept() -> None:
     one, lib = FakeLib(1), FakeLib(2)
     gov = BlasGovernor([one.lib(), lib.lib()])
