@@ -1,0 +1,116 @@
+"""``asyncnet serve MODEL_DIR... --port N``: serve models over gRPC until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from asyncnet.errors import ServingError
+from asyncnet.executors import ExecutorOptions
+from asyncnet.iopolicy import IOPolicy
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve model folders (init_net.pb, predict_net.pb, value_info.json) over gRPC",
+        description="Serve each MODEL_DIR (the model-zoo layout; the folder name is the model name) with the "
+        "asyncnet.serving.PredictionService gRPC service and the standard grpc health service. Runs until "
+        "SIGTERM or SIGINT, then finishes the requests in flight (up to --grace seconds). Nets may read files "
+        "only inside their model folder and write none unless --allow-write is given.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model folder(s)")
+    p.add_argument("--port", type=int, default=50051, help="TCP port (0: pick a free one; default 50051)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="requests computed at once (default: CPU count)")
+    p.add_argument("--queue-limit", type=int, default=64, metavar="N", help="requests waiting beyond that (default 64)")
+    p.add_argument("--max-message-mb", type=float, default=64.0, metavar="MB", help="largest request (default 64)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="S", help="on shutdown, time to finish (default 30)")
+    p.add_argument("--batching", action="store_true", help="dynamic batching (batch-independent nets only)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="rows per batch with --batching (default 8)")
+    p.add_argument(
+        "--max-delay-ms", type=float, default=2.0, metavar="MS", help="wait for a batch to fill (default 2 ms)"
+    )
+    p.add_argument("--executor", metavar="NAME", help="override the predict nets' NetDef.type")
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool (async executors)")
+    p.add_argument(
+        "--allow-write", action="append", default=[], metavar="DIR", help="let the nets write files under DIR"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from asyncnet.serving import BatchingOptions, PredictionServer, Predictor, ServerOptions
+
+    names: dict[str, str] = {}
+    for folder in args.models:
+        name = Path(folder).resolve().name
+        if name in names:
+            raise ServingError(f"model folders {names[name]} and {folder} have the same name '{name}'")
+        names[name] = folder
+    batching = BatchingOptions(args.max_batch, args.max_delay_ms) if args.batching else None
+    options = ExecutorOptions(threads=args.threads)
+    predictors: list[Predictor] = []
+    try:
+        for folder in args.models:
+            policy = IOPolicy.restricted(
+                read=[folder, *args.allow_write],
+                write=args.allow_write,
+                hint="pass --allow-write DIR to let a served net write files",
+            )
+            predictors.append(
+                Predictor.from_dir(
+                    folder,
+                    io_policy=policy,
+                    batching=batching,
+                    executor=args.executor,
+                    options=options,
+                    max_concurrency=args.concurrency,
+                )
+            )
+        server = PredictionServer(
+            predictors,
+            ServerOptions(
+                host=args.host,
+                port=args.port,
+                concurrency=args.concurrency,
+                queue_limit=args.queue_limit,
+                max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+                grace_s=args.grace,
+            ),
+            own_models=True,
+        )
+    except BaseException:
+        for p in predictors:
+            p.close()
+        raise
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        port = server.start()
+        lines = [f"serving on {args.host}:{port} (concurrency {server.concurrency}, queue limit {args.queue_limit})"]
+        for p in predictors:
+            batch = f", batching up to {args.max_batch}" if p.batching_enabled else ""
+            lines.append(
+                f"  model '{p.name}': inputs {p.describe_inputs()}; outputs {', '.join(p.output_names)}{batch}"
+            )
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+        sys.stdout.write(f"shutting down: finishing requests in flight (up to {args.grace:g} s)\n")
+        sys.stdout.flush()
+    finally:
+        server.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    sys.stdout.write(f"stopped after {server.computed} request(s)\n")
+    return 0
