@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +52,10 @@ _AXIS_OPS: dict[str, int] = {
 _TEST_MODE_OPS = frozenset({"Dropout", "SpatialBN"})
 
 
-def _blocker(op: pb.OperatorDef) -> str | None:
+def _blocker(op: pb.OperatorDef, extra: frozenset[str]) -> str | None:
     """Why ``op`` is not known to be batch-independent, or None when it is."""
     label = f"{op.type} '{op.name or (op.output[0] if op.output else '?')}'"
-    if op.type in _ROWWISE:
+    if op.type in _ROWWISE or op.type in extra:
         return None
     args = arguments_to_dict(op.arg, owner=label)
     if op.type in _AXIS_OPS:
@@ -79,11 +79,15 @@ def _blocker(op: pb.OperatorDef) -> str | None:
     return f"{label} (op type not known to be batch-independent)"
 
 
-def batch_blockers(net: pb.NetDef) -> list[str]:
-    """Ops of ``net`` that stop it from being batched (empty: every op is batch-independent)."""
+def batch_blockers(net: pb.NetDef, extra_ops: Iterable[str] = ()) -> list[str]:
+    """Ops of ``net`` that stop it from being batched (empty: every op is batch-independent).
+
+    ``extra_ops`` are further op types the caller vouches for (custom row-wise ops).
+    """
+    extra = frozenset(extra_ops)
     out: list[str] = []
     for op in net.op:
-        why = _blocker(op)
+        why = _blocker(op, extra)
         if why is not None:
             out.append(why)
     return out
@@ -97,11 +101,13 @@ class BatchingOptions:
         max_batch: most rows (summed first dimensions) in one batch.
         max_delay_ms: longest a request waits for others to join its batch.
         enabled: False turns batching off (the default for a model is no options at all).
+        extra_ops: op types (custom ones) the caller vouches are batch-independent.
     """
 
     max_batch: int = 8
     max_delay_ms: float = 2.0
     enabled: bool = True
+    extra_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:

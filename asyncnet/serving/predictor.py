@@ -116,9 +116,19 @@ class Predictor:
             outs = list(self.predict_net.op[-1].output)
         self.output_names = outs
 
-        self.blockers = batch_blockers(self.predict_net)
+        self.blockers = batch_blockers(self.predict_net, batching.extra_ops if batching is not None else ())
         self.batch_independent = not self.blockers
         self.input_specs = {n: self._spec(n) for n in self.input_names}
+
+        self.batching = batching
+        self._batcher: Batcher | None = None
+        if batching is not None and batching.enabled:
+            if self.blockers:
+                raise ServingError(
+                    f"model '{self.name}': dynamic batching needs batch-independent ops; "
+                    f"not known to be: {'; '.join(self.blockers)}"
+                )
+            self._batcher = Batcher(self._run_arrays, batching, self.name)
 
         self._lock = threading.Condition()
         self._free: list[_Child] = []
@@ -130,16 +140,6 @@ class Predictor:
         first = self._new_child()
         self._all.append(first)
         self._free.append(first)
-
-        self.batching = batching
-        self._batcher: Batcher | None = None
-        if batching is not None and batching.enabled:
-            if self.blockers:
-                raise ServingError(
-                    f"model '{self.name}': dynamic batching needs batch-independent ops; "
-                    f"not known to be: {'; '.join(self.blockers)}"
-                )
-            self._batcher = Batcher(self._run_arrays, batching, self.name)
 
     @classmethod
     def from_dir(cls, folder: str | Path, *, name: str | None = None, **kwargs: Any) -> Predictor:
