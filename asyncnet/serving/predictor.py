@@ -61,7 +61,10 @@ class Predictor:
         io_policy: files the nets may read and write; default: reads anywhere, writes nowhere
             (a served model must not write files unless the caller allows it).
         batching: dynamic batching options (off by default).
-        rewrite: optional inference rewrite applied to the nets before preparing them.
+        rewrite: optional inference rewrite applied to the nets before preparing them (the hook
+            for ``asyncnet.transforms`` inference rewrites once they exist).
+        input_names: the request inputs (default: value_info's names plus every net input the
+            parameters do not provide); names the init net filled (placeholders) stay per request.
 
     Example:
         >>> p = Predictor.from_dir("squeezenet")
@@ -82,6 +85,7 @@ class Predictor:
         io_policy: IOPolicy | None = None,
         batching: BatchingOptions | None = None,
         rewrite: Rewrite | None = None,
+        input_names: Sequence[str] | None = None,
     ) -> None:
         from asyncnet.executors.pools import default_threads
 
@@ -107,7 +111,16 @@ class Predictor:
         check_value_info(self.value_info, accepted, self.predict_net.name)
         # Data inputs: what the parameters do not provide, plus whatever value_info declares
         # (zoo init nets often fill a placeholder for "data"; requests must still give it).
-        self.input_names = [n for n in accepted if n in self.value_info or not self.parent.has(n)]
+        if input_names is not None:
+            bad = [n for n in input_names if n not in accepted]
+            if bad:
+                raise NetDefinitionError(
+                    f"model '{self.name}': input_names {bad} are not inputs of net '{self.predict_net.name}'; "
+                    f"its inputs: {', '.join(accepted) or 'none'}"
+                )
+            self.input_names = list(dict.fromkeys([*input_names, *self.value_info]))
+        else:
+            self.input_names = [n for n in accepted if n in self.value_info or not self.parent.has(n)]
         written = {o for op in self.predict_net.op for o in op.output}
         self._check_no_parameter_writes(written)
         self._private = frozenset(self.input_names) | written
