@@ -232,9 +232,12 @@ class Predictor:
 
     def _release(self, child: _Child) -> None:
         ws = child.workspace
-        # Drop the request's arrays so the caller owns its outputs and memory does not pile up.
-        for n in ws.local_blobs():
-            ws.remove(n)
+        # Drop the request's inputs and outputs: the caller owns its outputs, and no request's data
+        # outlives it. Intermediates stay (they are replaced by the next run): freeing them
+        # returns the memory to the OS and the next run pays the page faults again (~40% slower).
+        for n in (*self.input_names, *self.output_names):
+            if n in ws.private and ws.has(n):
+                ws.remove(n)
         with self._lock:
             if self._closed:
                 child.net.close()

@@ -60,6 +60,8 @@ def test_parameters_are_shared_not_copied(model_dir: Path) -> None:
         for child in p._all:
             assert child.workspace.fetch("W1") is w
             assert "W1" not in child.workspace.local_blobs()
+            # No request's data outlives it: inputs and outputs are dropped after each run.
+            assert not child.workspace.has("data") and not child.workspace.has("prob")
 
 
 @pytest.mark.timeout(60)
