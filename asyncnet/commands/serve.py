@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-delay-ms", type=float, default=2.0, metavar="MS", help="wait for a batch to fill (default 2 ms)"
     )
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="BLAS threads per request (default 1: requests run concurrently instead; 0: leave BLAS alone)",
+    )
     p.add_argument("--executor", metavar="NAME", help="override the predict nets' NetDef.type")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool (async executors)")
     p.add_argument(
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 queue_limit=args.queue_limit,
                 max_message_bytes=int(args.max_message_mb * 1024 * 1024),
                 grace_s=args.grace,
+                blas_threads=args.blas_threads,
             ),
             own_models=True,
         )
