@@ -59,9 +59,15 @@ class Result:
 
 
 def drive(
-    call: Callable[[], object], clients: int, duration: float, rate: float | None, target: str, warmup: float = 1.0
+    make_call: Callable[[], Callable[[], object]],
+    clients: int,
+    duration: float,
+    rate: float | None,
+    target: str,
+    warmup: float = 1.0,
 ) -> Result:
-    """Run ``call`` from ``clients`` threads for ``duration`` s (after ``warmup``); closed loop or ``rate`` req/s."""
+    """Each of ``clients`` threads makes its own call (``make_call()``: its own connection) and runs it
+    for ``duration`` s after ``warmup``; closed loop, or ``rate`` req/s in total."""
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -70,6 +76,7 @@ def drive(
     ticket = [0]
 
     def worker() -> None:
+        call = make_call()
         while True:
             if rate is None:
                 t0 = time.monotonic()
@@ -130,10 +137,10 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        if "serving on" not in line:
+        if not line.startswith("serving"):
             self.proc.kill()
             raise SystemExit(f"server did not start: {line} {self.proc.communicate()}")
-        self.address = line.split("serving on ")[1].split()[0]
+        self.address = line.split(" on ")[1].split()[0]
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
@@ -154,6 +161,7 @@ def main() -> int:
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, help="server --concurrency")
     ap.add_argument("--blas-threads", type=int, help="server --blas-threads")
+    ap.add_argument("--workers", type=int, help="server --workers (processes)")
     ap.add_argument("--soak", type=float, help="instead: one closed-loop run of this many seconds")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
@@ -175,35 +183,44 @@ def main() -> int:
         extra += ["--batching", "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
     if args.concurrency:
         extra += ["--concurrency", str(args.concurrency)]
+    if args.workers:
+        extra += ["--workers", str(args.workers)]
     if args.blas_threads is not None:
         extra += ["--blas-threads", str(args.blas_threads)]
     results: list[Result] = []
     server = Server(args.model_dir, extra)
     label = "asyncnet serve" + (" +batch" if args.batching else "")
     print(f"server {server.address} {' '.join(extra)}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")
+    clients: list[Client] = []
+    lock = threading.Lock()
+
+    def make_call() -> Callable[[], object]:
+        # One connection per simulated client, as separate users would have.
+        c = Client(server.address, timeout=60)
+        c.wait_ready()
+        with lock:
+            clients.append(c)
+        return lambda: c.predict_bytes(payload)
+
     try:
-        with Client(server.address, timeout=60) as client:
-            client.wait_ready()
-
-            def call() -> object:
-                return client.predict_bytes(payload)
-
-            if args.soak:
-                r = drive(call, args.clients[0], args.soak, None, label + " soak")
+        if args.soak:
+            r = drive(make_call, args.clients[0], args.soak, None, label + " soak")
+            print(r.line(), flush=True)
+            results.append(r)
+        else:
+            for n in args.clients:
+                r = drive(make_call, n, args.duration, args.rate, label)
                 print(r.line(), flush=True)
                 results.append(r)
-            else:
-                for n in args.clients:
-                    r = drive(call, n, args.duration, args.rate, label)
-                    print(r.line(), flush=True)
-                    results.append(r)
-                if args.rate_of_peak:
-                    peak = max(r.throughput for r in results)
-                    n = max(args.clients)
-                    r = drive(call, n, args.duration, peak * args.rate_of_peak, label + f" @{args.rate_of_peak:.0%}")
-                    print(r.line(), flush=True)
-                    results.append(r)
+            if args.rate_of_peak:
+                peak = max(r.throughput for r in results)
+                n = max(args.clients)
+                r = drive(make_call, n, args.duration, peak * args.rate_of_peak, label + f" @{args.rate_of_peak:.0%}")
+                print(r.line(), flush=True)
+                results.append(r)
     finally:
+        for c in clients:
+            c.close()
         print(f"server: {server.stop()}")
 
     if args.onnx and not args.soak:
@@ -212,7 +229,7 @@ def main() -> int:
         sess = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
         feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
         for n in args.clients:
-            r = drive(lambda: sess.run(None, feed), n, args.duration, args.rate, "onnxruntime threads")
+            r = drive(lambda: lambda: sess.run(None, feed), n, args.duration, args.rate, "onnxruntime threads")
             print(r.line(), flush=True)
             results.append(r)
 

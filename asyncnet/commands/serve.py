@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -46,11 +47,94 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--allow-write", action="append", default=[], metavar="DIR", help="let the nets write files under DIR"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (default 1); Python kernels hold the GIL, so threads of one "
+        "process share about one core and more throughput needs more processes (each loads the models)",
+    )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this Python module first (one that registers custom operators; repeatable)",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+
+def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
+    argv = ["serve", *args.models, "--port", str(port), "--host", args.host, "--reuse-port"]
+    argv += ["--queue-limit", str(args.queue_limit), "--max-message-mb", str(args.max_message_mb)]
+    argv += ["--grace", str(args.grace), "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
+    for flag, value in (
+        ("--concurrency", args.concurrency),
+        ("--blas-threads", args.blas_threads),
+        ("--executor", args.executor),
+        ("--threads", args.threads),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.batching:
+        argv.append("--batching")
+    for d in args.allow_write:
+        argv += ["--allow-write", d]
+    for m in args.imports:
+        argv += ["--import", m]
+    return argv
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    from asyncnet.serving.supervisor import Workers, reserve_port
+
+    holder = reserve_port(args.host, args.port)
+    port = int(holder.getsockname()[1])
+    workers = Workers(_worker_argv(args, port), args.workers)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        workers.start()
+        banner = workers.banner[0].replace("serving on", f"serving with {args.workers} worker processes on", 1)
+        sys.stdout.write("\n".join([banner, *workers.banner[1:]]) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            if any(p.poll() is not None for p in workers.procs):
+                break
+        sys.stdout.write(f"shutting down: finishing requests in flight (up to {args.grace:g} s)\n")
+        sys.stdout.flush()
+    finally:
+        workers.stop()
+        codes = workers.wait()
+        holder.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    sys.stdout.write(f"stopped after {workers.requests_served()} request(s)\n")
+    bad = [c for c in codes if c != 0]
+    if bad:
+        raise ServingError(f"{len(bad)} of {len(codes)} worker(s) exited with an error (statuses {bad})")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from asyncnet.serving import BatchingOptions, PredictionServer, Predictor, ServerOptions
+
+    if args.workers < 1:
+        raise ServingError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1:
+        return _supervise(args)
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ServingError(f"--import {module}: {e}") from e
 
     names: dict[str, str] = {}
     for folder in args.models:
@@ -88,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 max_message_bytes=int(args.max_message_mb * 1024 * 1024),
                 grace_s=args.grace,
                 blas_threads=args.blas_threads,
+                reuse_port=args.reuse_port,
             ),
             own_models=True,
         )

@@ -42,6 +42,9 @@ class Client:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # A connection of its own: channels to one target otherwise share one, and a
+                # multi-process server spreads connections, not requests, over its workers.
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         self._predict_raw = self._channel.unary_unary(

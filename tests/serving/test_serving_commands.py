@@ -21,15 +21,13 @@ from asyncnet.serving.client import Client  # noqa: E402
 from tests.serving.models import batch, reference, weights, write_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# The subprocess registers the test-only ExecTestSleep op before running the CLI.
-_LAUNCH = (
-    "import sys; import tests.executors.helpers; from asyncnet.cli import main; raise SystemExit(main(sys.argv[1:]))"
-)
+# --import registers the test-only ExecTestSleep op in the server (and in each worker).
+_OPS = ["--import", "tests.executors.helpers"]
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, "serve", *args, "--port", "0", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "asyncnet", "serve", *args, *_OPS, "--port", "0", "--host", "127.0.0.1"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -38,37 +36,43 @@ def _start(*args: str) -> tuple[subprocess.Popen[str], int]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if "serving on" not in line:
+    if not line.startswith("serving"):
         proc.kill()
         raise AssertionError(f"server did not start: {line!r} {proc.communicate(timeout=10)}")
     return proc, int(line.split("127.0.0.1:")[1].split()[0])
 
 
-@pytest.mark.timeout(90)
-def test_sigterm_with_requests_in_flight_loses_none(tmp_path: Path) -> None:
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_with_requests_in_flight_loses_none(tmp_path: Path, workers: int) -> None:
     d = write_model(tmp_path / "slow", sleep_ms=400)
-    proc, port = _start(str(d), "--concurrency", "2", "--grace", "20")
+    proc, port = _start(str(d), "--concurrency", "2", "--grace", "20", "--workers", str(workers))
+    n = 6
+    xs = [batch(1, seed=i) for i in range(n)]
+    results: list[object] = [None] * n
+    # One connection per caller: with several workers the kernel spreads connections over them.
+    clients = [Client(f"127.0.0.1:{port}", timeout=30) for _ in range(n)]
     try:
-        with Client(f"127.0.0.1:{port}", timeout=30) as client:
-            client.wait_ready()
-            xs = [batch(1, seed=i) for i in range(4)]
-            results: list[object] = [None] * 4
+        for c in clients:
+            c.wait_ready()
 
-            def call(i: int) -> None:
-                try:
-                    results[i] = client.predict({"data": xs[i]})["prob"]
-                except RemoteError as e:
-                    results[i] = e
+        def call(i: int) -> None:
+            try:
+                results[i] = clients[i].predict({"data": xs[i]})["prob"]
+            except RemoteError as e:
+                results[i] = e
 
-            threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-            for t in threads:
-                t.start()
-            time.sleep(0.25)  # two computing, two queued
-            proc.send_signal(signal.SIGTERM)
-            for t in threads:
-                t.join(30)
-        out, err = proc.communicate(timeout=30)
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(0.25)  # some computing, the rest queued
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        out, err = proc.communicate(timeout=60)
     finally:
+        for c in clients:
+            c.close()
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
@@ -76,7 +80,7 @@ def test_sigterm_with_requests_in_flight_loses_none(tmp_path: Path) -> None:
         assert isinstance(r, np.ndarray), (i, r)
         np.testing.assert_allclose(r, reference(xs[i], weights()), rtol=1e-5, atol=1e-6)
     assert proc.returncode == 0, err
-    assert "shutting down" in out and "stopped after 4 request(s)" in out
+    assert "shutting down" in out and f"stopped after {n} request(s)" in out
 
 
 @pytest.mark.timeout(90)
