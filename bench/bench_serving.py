@@ -204,7 +204,7 @@ def main() -> int:
 
     try:
         if args.soak:
-            r = drive(make_call, args.clients[0], args.soak, None, label + " soak")
+            r = drive(make_call, args.clients[0], args.soak, args.rate, label + " soak")
             print(r.line(), flush=True)
             results.append(r)
         else:

@@ -121,6 +121,14 @@ class Predictor:
             self.input_names = list(dict.fromkeys([*input_names, *self.value_info]))
         else:
             self.input_names = [n for n in accepted if n in self.value_info or not self.parent.has(n)]
+            unprovided = [n for n in self.input_names if n not in self.value_info]
+            if self.value_info and unprovided:
+                shown = ", ".join(unprovided[:8]) + (" ..." if len(unprovided) > 8 else "")
+                raise NetDefinitionError(
+                    f"model '{self.name}': net '{self.predict_net.name}' reads {len(unprovided)} blob(s) that neither "
+                    f"the parameters (init net) nor value_info provide: {shown}"
+                    + ("" if init_net is not None else "; there is no init net (init_net.pb)")
+                )
         written = {o for op in self.predict_net.op for o in op.output}
         self._check_no_parameter_writes(written)
         self._private = frozenset(self.input_names) | written

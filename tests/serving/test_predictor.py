@@ -243,3 +243,10 @@ def test_import_asyncnet_does_not_import_grpc() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_missing_parameters_are_named_at_load(tmp_path: Path) -> None:
+    d = write_model(tmp_path / "noinit")
+    (d / "init_net.pb").unlink()
+    with pytest.raises(NetDefinitionError, match=r"reads 4 blob\(s\) .*: W1, b1, W2, b2; there is no init net"):
+        Predictor.from_dir(d)

@@ -207,6 +207,7 @@ def test_stop_finishes_requests_in_flight(tmp_path: Path, no_thread_leak: None) 
         assert _status(lambda: late.predict({"data": batch(1)})).code == "UNAVAILABLE"
 
 
+@pytest.mark.timeout(30)
 def test_two_models_need_a_name(tmp_path: Path, no_thread_leak: None) -> None:
     a = Predictor.from_dir(write_model(tmp_path / "a"))
     b = Predictor.from_dir(write_model(tmp_path / "b"))

@@ -119,6 +119,7 @@ def test_predict_command_against_a_server_and_locally(tmp_path: Path, capsys: py
     assert err.count("\n") == 1 and "UNAVAILABLE" in err
 
 
+@pytest.mark.timeout(30)
 def test_serve_refuses_a_model_that_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.executors.helpers import op
 
@@ -129,6 +130,7 @@ def test_serve_refuses_a_model_that_writes_files(tmp_path: Path, capsys: pytest.
     assert "refusing to write" in err and "--allow-write" in err
 
 
+@pytest.mark.timeout(30)
 def test_predict_needs_exactly_one_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.savez(tmp_path / "in.npz", data=batch(1))
     assert main(["predict", "--inputs", str(tmp_path / "in.npz")]) == 1
