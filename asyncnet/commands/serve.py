@@ -27,7 +27,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model folder(s)")
     p.add_argument("--port", type=int, default=50051, help="TCP port (0: pick a free one; default 50051)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--concurrency", type=int, metavar="N", help="requests computed at once (default: CPU count)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="requests computed at once per process (default 1 with several workers, else the CPU count)",
+    )
     p.add_argument("--queue-limit", type=int, default=64, metavar="N", help="requests waiting beyond that (default 64)")
     p.add_argument("--max-message-mb", type=float, default=64.0, metavar="MB", help="largest request (default 64)")
     p.add_argument("--grace", type=float, default=30.0, metavar="S", help="on shutdown, time to finish (default 30)")
@@ -50,10 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
         metavar="N",
-        help="server processes sharing the port (default 1); Python kernels hold the GIL, so threads of one "
-        "process share about one core and more throughput needs more processes (each loads the models)",
+        help="server processes sharing the port (default: the usable CPUs). Python kernels hold the GIL, so the "
+        "threads of one process share about one core; each process loads the models (parameters once per process)",
     )
     p.add_argument(
         "--import",
@@ -68,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
-    argv = ["serve", *args.models, "--port", str(port), "--host", args.host, "--reuse-port"]
+    argv = ["serve", *args.models, "--port", str(port), "--host", args.host, "--reuse-port", "--workers", "1"]
     argv += ["--queue-limit", str(args.queue_limit), "--max-message-mb", str(args.max_message_mb)]
     argv += ["--grace", str(args.grace), "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
     for flag, value in (
@@ -124,11 +128,17 @@ def _supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from asyncnet.executors.pools import default_threads
     from asyncnet.serving import BatchingOptions, PredictionServer, Predictor, ServerOptions
 
+    if args.workers is None:
+        args.workers = 1 if args.reuse_port else default_threads()
     if args.workers < 1:
         raise ServingError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1:
+        if args.concurrency is None:
+            # One request at a time per process: two in one process convoy on the GIL.
+            args.concurrency = 1
         return _supervise(args)
     for module in args.imports:
         try:

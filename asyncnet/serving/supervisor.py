@@ -71,7 +71,8 @@ class Workers:
             if "serving on" not in line:
                 self.stop(signal.SIGKILL)
                 _, err = proc.communicate(timeout=30)
-                raise ServingError(f"worker {i} did not start: {(err.strip().splitlines() or [line.strip()])[-1]}")
+                last = (err.strip().splitlines() or [line.strip()])[-1]
+                raise ServingError(f"worker {i} did not start: {last.removeprefix('asyncnet serve: error: ')}")
             lines.append(line.rstrip("\n"))
             if i == 0:
                 self.banner = [line.rstrip("\n")]
