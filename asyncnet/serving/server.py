@@ -285,7 +285,8 @@ class PredictionServer:
                 if left is not None and left <= 0:
                     raise DeadlineError(f"model '{model.name}': deadline passed while queued; not computed")
                 result = cast(dict[str, Any], model.predict(arrays, outputs=outputs, timeout=left))
-                self.computed += 1
+                with self._admit_lock:
+                    self.computed += 1
             finally:
                 if gated:
                     self._slots.release()
