@@ -1,13 +1,13 @@
 """A served model's files (the model-zoo layout) and the specs of its inputs.
 
 A model directory holds ``init_net.pb`` and ``predict_net.pb`` (``.pbtxt`` accepted too) and
-optionally ``value_info.json`` — ``{"input": [elem_type, [d0, d1, ...]]}`` with ONNX element
-types, as the Caffe2 model zoo shipped it. The directory's name is the model's name.
+optionally ``value_info.json`` — ``{"input": [data_type, [d0, d1, ...]]}`` (a Caffe2
+``TensorProto.DataType``; 1 is FLOAT), as the Caffe2 model zoo shipped it. The directory's name
+is the model's name.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,20 +17,6 @@ import numpy as np
 from asyncnet.errors import NetDefinitionError, ParseError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import caffe2_data_type, read_net
-
-# ONNX TensorProto.DataType numbers (what value_info.json uses) -> numpy.
-_ONNX_ELEM_TYPES: dict[int, np.dtype[Any]] = {
-    1: np.dtype(np.float32),
-    2: np.dtype(np.uint8),
-    3: np.dtype(np.int8),
-    4: np.dtype(np.uint16),
-    5: np.dtype(np.int16),
-    6: np.dtype(np.int32),
-    7: np.dtype(np.int64),
-    9: np.dtype(np.bool_),
-    10: np.dtype(np.float16),
-    11: np.dtype(np.float64),
-}
 
 
 @dataclass(frozen=True)
@@ -103,36 +89,14 @@ class ModelFiles:
 
 
 def read_value_info(path: str | Path) -> dict[str, TensorSpec]:
-    """Parse a model-zoo ``value_info.json`` (``{"name": [onnx_elem_type, [dims...]]}``)."""
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ParseError(f"{p}: not readable JSON: {e}", source=str(p)) from e
-    return parse_value_info(raw, source=str(p))
+    """Specs from a model-zoo ``value_info.json`` (``{"name": [data_type, [dims...]]}``, Caffe2 data
+    types, read by :func:`asyncnet.shapes.read_value_info` as everywhere in asyncnet)."""
+    from asyncnet.shapes import read_value_info as read_infos
 
-
-def parse_value_info(raw: Any, *, source: str = "value_info") -> dict[str, TensorSpec]:
-    """Specs from the decoded JSON of a ``value_info.json``."""
-    if not isinstance(raw, dict):
-        raise ParseError(f"{source}: expected an object of name -> [elem_type, [dims]], got {type(raw).__name__}")
-    out: dict[str, TensorSpec] = {}
-    for name, entry in raw.items():
-        ok = (
-            isinstance(entry, list)
-            and len(entry) == 2
-            and isinstance(entry[0], int)
-            and isinstance(entry[1], list)
-            and all(isinstance(d, int) and d >= 0 for d in entry[1])
-        )
-        if not ok:
-            raise ParseError(f"{source}: entry '{name}' must be [elem_type, [non-negative dims]], got {entry!r}")
-        dtype = _ONNX_ELEM_TYPES.get(entry[0])
-        if dtype is None:
-            known = ", ".join(f"{k}={v}" for k, v in _ONNX_ELEM_TYPES.items())
-            raise ParseError(f"{source}: entry '{name}' has unknown elem_type {entry[0]}; known: {known}")
-        out[str(name)] = TensorSpec(str(name), dtype, tuple(int(d) for d in entry[1]))
-    return out
+    return {
+        name: TensorSpec(name, info.dtype, None if info.shape is None else tuple(info.shape))
+        for name, info in read_infos(path).items()
+    }
 
 
 def check_value_info(value_info: dict[str, TensorSpec], accepted: list[str], net_name: str) -> None:

@@ -140,6 +140,7 @@ class Predictor:
         self.blockers = batch_blockers(self.predict_net, batching.extra_ops if batching is not None else ())
         self.batch_independent = not self.blockers
         self.input_specs = {n: self._spec(n) for n in self.input_names}
+        self.output_specs = self._infer_outputs()
 
         self.batching = batching
         self._batcher: Batcher | None = None
@@ -182,6 +183,29 @@ class Predictor:
         if self.batch_independent:
             return TensorSpec(name, spec.dtype, (None, *spec.shape[1:]))
         return spec
+
+    def _infer_outputs(self) -> dict[str, TensorSpec]:
+        """Output dtypes and shapes by shape inference from the input specs (unknown where it stops)."""
+        from asyncnet.errors import AsyncNetError
+        from asyncnet.schema import TensorInfo
+        from asyncnet.shapes import infer_shapes, infos_of
+
+        unknown = {n: TensorSpec(n) for n in self.output_names}
+        if any(s.shape is None for s in self.input_specs.values()):
+            return unknown
+        params = infos_of({n: self.parent.fetch(n) for n in self.parent.blobs() if n not in self.input_specs})
+        inputs = {n: TensorInfo(s.shape, s.dtype) for n, s in self.input_specs.items()}
+        try:
+            blobs = infer_shapes(self.predict_net, {**params, **inputs}).blobs
+        except AsyncNetError as e:
+            log.info("model '%s': output shapes unknown (%s)", self.name, e)
+            return unknown
+        out: dict[str, TensorSpec] = {}
+        for n in self.output_names:
+            info = blobs.get(n)
+            shape = None if info is None or info.shape is None else tuple(info.shape)
+            out[n] = TensorSpec(n, None if info is None else info.dtype, shape)
+        return out
 
     def _check_no_parameter_writes(self, written: set[str]) -> None:
         done: set[str] = set()

@@ -314,5 +314,6 @@ class PredictionServer:
             data_type, dims, has_shape = model.input_specs[n].to_proto_fields()
             info.inputs.add(name=n, data_type=data_type, dims=dims, has_shape=has_shape)
         for n in model.output_names:
-            info.outputs.add(name=n)
+            data_type, dims, has_shape = model.output_specs[n].to_proto_fields()
+            info.outputs.add(name=n, data_type=data_type, dims=dims, has_shape=has_shape)
         return info

@@ -115,7 +115,8 @@ def test_list_models_model_info_and_health(served: tuple[PredictionServer, Clien
     assert info.name == "dense" and not info.batching
     (inp,) = info.inputs
     assert (inp.name, inp.data_type, list(inp.dims), inp.has_shape) == ("data", pb.TensorProto.FLOAT, [-1, IN], True)
-    assert [o.name for o in info.outputs] == ["prob"]
+    (out,) = info.outputs  # by shape inference from the input spec
+    assert (out.name, out.data_type, list(out.dims), out.has_shape) == ("prob", pb.TensorProto.FLOAT, [-1, 5], True)
     assert client.health() == "SERVING" and client.health("dense") == "SERVING"
     err = _status(lambda: client.health("other"))
     assert err.code == "NOT_FOUND"
