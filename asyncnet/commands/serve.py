@@ -202,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         for p in predictors:
             batch = f", batching up to {args.max_batch}" if p.batching_enabled else ""
             lines.append(
-                f"  model '{p.name}': inputs {p.describe_inputs()}; outputs {', '.join(p.output_names)}{batch}"
+                f"  model '{p.name}': inputs {p.describe_inputs()}; "
+                f"outputs {', '.join(p.output_specs[n].describe() for n in p.output_names)}{batch}"
             )
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
