@@ -124,14 +124,17 @@ def test_list_models_model_info_and_health(served: tuple[PredictionServer, Clien
 
 @pytest.mark.timeout(60)
 def test_queue_limit_answers_resource_exhausted(tmp_path: Path, no_thread_leak: None) -> None:
-    p = Predictor.from_dir(write_model(tmp_path / "slow", sleep_ms=300, tag="srv-queue"), max_concurrency=1)
+    p = Predictor.from_dir(write_model(tmp_path / "slow", sleep_ms=800, tag="srv-queue"), max_concurrency=1)
     server = _serve([p], concurrency=1, queue_limit=1)
     client = Client(f"127.0.0.1:{server.port}", timeout=20)
     try:
         codes: list[str] = []
         lock = threading.Lock()
 
+        barrier = threading.Barrier(5)
+
         def call() -> None:
+            barrier.wait(timeout=10)  # all five arrive within one op's 800 ms
             try:
                 client.predict({"data": batch(1)})
                 code = "OK"
