@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import threading
@@ -59,14 +58,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="server processes sharing the port (default: the usable CPUs). Python kernels hold the GIL, so the "
         "threads of one process share about one core; each process loads the models (parameters once per process)",
     )
-    p.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import this Python module first (one that registers custom operators; repeatable)",
-    )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -87,8 +78,6 @@ def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
         argv.append("--batching")
     for d in args.allow_write:
         argv += ["--allow-write", d]
-    for m in args.imports:
-        argv += ["--import", m]
     return argv
 
 
@@ -140,11 +129,6 @@ def run(args: argparse.Namespace) -> int:
             # One request at a time per process: two in one process convoy on the GIL.
             args.concurrency = 1
         return _supervise(args)
-    for module in args.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ServingError(f"--import {module}: {e}") from e
 
     names: dict[str, str] = {}
     for folder in args.models:

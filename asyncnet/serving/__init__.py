@@ -28,18 +28,15 @@ __all__ = [
     "read_value_info",
 ]
 
-_LAZY = {
-    "Client": "asyncnet.serving.client",
-    "PredictionServer": "asyncnet.serving.server",
-    "ServerOptions": "asyncnet.serving.server",
-}
-
 
 def __getattr__(name: str) -> Any:
     # grpc is an optional extra: import the server and client only when asked for.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'asyncnet.serving' has no attribute '{name}'")
-    import importlib
+    if name == "Client":
+        from asyncnet.serving.client import Client
 
-    return getattr(importlib.import_module(module), name)
+        return Client
+    if name in ("PredictionServer", "ServerOptions"):
+        from asyncnet.serving import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'asyncnet.serving' has no attribute '{name}'")

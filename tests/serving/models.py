@@ -85,3 +85,37 @@ def runs(tag: str) -> int:
 
 def batch(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, IN)).astype(np.float32)
+
+
+def write_heavy_model(folder: Path, *, width: int = 1024, layers: int = 60) -> Path:
+    """A model slow enough to have requests in flight (``layers`` FCs of ``width``), built from
+    registered ops only (server subprocesses have no test ops) with constant weights, so its
+    output is known: every hidden unit equals ``sum(x) * 0.01 * (width * c)^k`` for k layers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    init = pb.NetDef(name="init")
+    init.op.extend(
+        [
+            op("ConstantFill", [], ["Wa"], shape=[width, IN], value=0.01),
+            op("ConstantFill", [], ["ba"], shape=[width], value=0.0),
+            op("ConstantFill", [], ["Wh"], shape=[width, width], value=1.0 / width),
+            op("ConstantFill", [], ["bh"], shape=[width], value=0.0),
+            op("ConstantFill", [], ["Wo"], shape=[OUT, width], value=1.0 / width),
+            op("ConstantFill", [], ["bo"], shape=[OUT], value=0.0),
+        ]
+    )
+    net = pb.NetDef(name="heavy")
+    net.op.append(op("FC", ["data", "Wa", "ba"], ["h0"]))
+    for k in range(layers):
+        net.op.append(op("FC", [f"h{k}", "Wh", "bh"], [f"h{k + 1}"]))
+    net.op.append(op("FC", [f"h{layers}", "Wo", "bo"], ["out"]))
+    net.external_input.extend(["data", "Wa", "ba", "Wh", "bh", "Wo", "bo"])
+    net.external_output.append("out")
+    write_message(init, folder / "init_net.pb")
+    write_message(net, folder / "predict_net.pb")
+    (folder / "value_info.json").write_text(json.dumps({"data": [1, [1, IN]]}))
+    return folder
+
+
+def heavy_reference(x: np.ndarray) -> np.ndarray:
+    """Output of :func:`write_heavy_model` (averaging layers keep the value): 0.01 * row sums."""
+    return np.repeat(0.01 * x.astype(np.float64).sum(axis=1, keepdims=True), OUT, axis=1)
