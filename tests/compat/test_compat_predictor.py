@@ -6,11 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+from serving.models import batch, init_net, predict_net, reference, weights
 
 from asyncnet.compat import predictor as compat_predictor
 from asyncnet.compat import workspace
 from asyncnet.workspace import Workspace
-from tests.serving.models import batch, init_net, predict_net, reference, weights
 
 
 def test_workspace_predictor_takes_serialized_nets_and_runs_lists_and_dicts() -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from executors import helpers
+from executors.helpers import op
 
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import write_message
-from tests.executors import helpers
-from tests.executors.helpers import op
 
 IN, HID, OUT = 8, 16, 5
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from executors.helpers import op
 
 from asyncnet.errors import ServingError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serving import BatchingOptions, Predictor, batch_blockers
-from tests.executors.helpers import op
-from tests.serving.models import batch, init_net, predict_net, reference, weights, write_model
+from serving.models import batch, init_net, predict_net, reference, weights, write_model
 
 
 def _net(*ops: pb.OperatorDef) -> pb.NetDef:

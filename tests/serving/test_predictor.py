@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from executors.helpers import op
 
 from asyncnet.errors import DeadlineError, FileAccessError, InputError, NetDefinitionError, OperatorError, ServingError
 from asyncnet.iopolicy import IOPolicy
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serving import Predictor, TensorSpec
-from tests.executors.helpers import op
-from tests.serving.models import IN, batch, init_net, predict_net, reference, runs, weights, write_model
+from serving.models import IN, batch, init_net, predict_net, reference, runs, weights, write_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from asyncnet.proto import serving_pb2 as spb  # noqa: E402
 from asyncnet.serving import Predictor  # noqa: E402
 from asyncnet.serving.client import Client  # noqa: E402
 from asyncnet.serving.server import PredictionServer, ServerOptions  # noqa: E402
-from tests.serving.models import IN, batch, reference, runs, weights, write_model  # noqa: E402
+from serving.models import IN, batch, reference, runs, weights, write_model  # noqa: E402
 
 
 def _serve(predictors: list[Predictor], **kw: object) -> PredictionServer:

@@ -18,7 +18,7 @@ pytest.importorskip("grpc", reason="the serve extra (grpcio) is a test dependenc
 from asyncnet.cli import main  # noqa: E402
 from asyncnet.errors import RemoteError  # noqa: E402
 from asyncnet.serving.client import Client  # noqa: E402
-from tests.serving.models import batch, heavy_reference, reference, weights, write_heavy_model, write_model  # noqa: E402
+from serving.models import batch, heavy_reference, reference, weights, write_heavy_model, write_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_predict_command_against_a_server_and_locally(tmp_path: Path, capsys: py
 
 @pytest.mark.timeout(30)
 def test_serve_refuses_a_model_that_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.executors.helpers import op
+    from executors.helpers import op
 
     save = op("Save", ["prob"], [], absolute_path=1, db=str(tmp_path / "leak.pb"), db_type="minidb")
     d = write_model(tmp_path / "saver", extra=[save])
