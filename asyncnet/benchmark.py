@@ -378,6 +378,7 @@ class BenchReport:
     runs: list[NetTiming]
     profile: OpProfile | None = None
     ort: OrtTiming | None = None
+    transforms: list[str] = field(default_factory=list)  # which inference rewrites / offload ran
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -389,6 +390,7 @@ class BenchReport:
             "asyncnet": [r.as_dict() for r in self.runs],
             "op_types": self.profile.as_dict() if self.profile is not None else None,
             "onnxruntime": self.ort.as_dict() if self.ort is not None else None,
+            "transforms": list(self.transforms),
         }
         if self.ort is not None and self.ort.timing is not None:
             ort_median = self.ort.timing.median
@@ -401,6 +403,7 @@ class BenchReport:
         """The human-readable report."""
         ins = ", ".join(f"{k} {v}" for k, v in self.inputs.items()) or "none"
         lines = [f"bench net '{self.net}': {self.ops} ops; data inputs: {ins}"]
+        lines.extend(self.transforms)
         lines.append(
             f"{self.warmup} warmup + {self.iters} timed iteration(s), profiling off; wall time per iteration in ms:"
         )

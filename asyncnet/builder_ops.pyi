@@ -275,6 +275,44 @@ class OpNamespace:
         """
         ...
 
+    def Allgather(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> Blob:
+        """One 1-D output holding every rank's data inputs, flattened, rank after rank (Caffe2's layout). Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+        """
+        ...
+
+    def Allreduce(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sums the data inputs over all ranks (and over the local inputs, which must share one shape, as in Caffe2); every output gets the sum. In place allowed. Async: holds no thread while Gloo works.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+        """
+        ...
+
     def And(
         self,
         A: BlobLike,
@@ -1077,6 +1115,25 @@ class OpNamespace:
         """float BGR [N, 3, H, W] -> uint8 BGRA [N, H, W, 4]: add the per-channel mean (input 1), clamp to [0, 255], truncate; alpha is 255."""
         ...
 
+    def Barrier(
+        self,
+        comm_world: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+    ) -> Blob:
+        """Completes when every rank of the common world has reached it. Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
     def BatchBucketOneHot(
         self,
         X: BlobLike,
@@ -1380,6 +1437,27 @@ class OpNamespace:
         """
         ...
 
+    def Broadcast(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        root: int = ...,
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Every rank's outputs become the `root` rank's inputs. In place allowed. Async.
+
+        Args:
+            root: rank whose tensors are sent
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+        """
+        ...
+
     def Cast(
         self,
         input: BlobLike,
@@ -1595,6 +1673,25 @@ class OpNamespace:
 
         Args:
             threshold: the largest norm allowed
+        """
+        ...
+
+    def CloneCommonWorld(
+        self,
+        existing_comm_world: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sync: int = ...,
+    ) -> Blob:
+        """A new common world of the same ranks with connections of its own, so collectives on the two worlds can run concurrently (Caffe2's data_parallel_model cycles through such clones).
+
+        Args:
+            sync: Caffe2's synchronous-pairs flag (accepted)
         """
         ...
 
@@ -2364,6 +2461,89 @@ class OpNamespace:
         """
         ...
 
+    def ConvRelu(
+        self,
+        X: BlobLike,
+        filter: BlobLike,
+        bias: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+    ) -> Blob:
+        """Y = Relu(Conv(X, filter, bias)): the Conv kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms); same arguments as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+        """
+        ...
+
     def ConvTranspose(
         self,
         X: BlobLike,
@@ -2624,6 +2804,56 @@ class OpNamespace:
         """
         ...
 
+    def CreateCommonWorld(
+        self,
+        store_handler: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        size: Any = ...,
+        rank: Any = ...,
+        timeout_ms: int = ...,
+        sync: int = ...,
+        status_blob: str = ...,
+    ) -> Blob:
+        """Connects `size` ranks through the store handler into a Gloo common world (a torch.distributed ProcessGroupGloo). The op's name names the world (keys are prefixed by it; it must match across ranks); without a name the output blob's name is used. Fails within the timeout when a rank never joins.
+
+        Args:
+            size: number of ranks (default: $WORLD_SIZE, as `asyncnet launch` and torchrun set it)
+            rank: this process's rank, 0 <= rank < size (default: $RANK)
+            timeout_ms: rendezvous and collective timeout in ms (-1: 30000)
+            sync: Caffe2's synchronous-pairs flag (accepted; Gloo via torch decides)
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+        """
+        ...
+
+    def CreateDB(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        db: Any = ...,
+        db_type: str = ...,
+        num_shards: int = ...,
+        shard_id: int = ...,
+    ) -> Blob:
+        """Opens a database of TensorProtos records for TensorProtosDBInput, reading only this shard.
+
+        Args:
+            db: path of the database (required)
+            db_type: minidb or lmdb (Caffe2's default leveldb is not supported)
+            num_shards: number of shards the records are split into (one per rank)
+            shard_id: the shard this reader sees: records with index % num_shards == shard_id
+        """
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -2703,6 +2933,20 @@ class OpNamespace:
             db_name: path of the db
             db_type: minidb or protodb
         """
+        ...
+
+    def DestroyCommonWorld(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Closes the connections of a common world; later collectives on it fail clearly."""
         ...
 
     def Div(
@@ -3110,6 +3354,31 @@ class OpNamespace:
         """
         ...
 
+    def FCRelu(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_w: int = ...,
+        float16_compute: int = ...,
+    ) -> Blob:
+        """Y = Relu(FC(X, W, b)): the FC kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms); same arguments as FC.
+
+        Args:
+            axis: X is flattened to 2-D at this axis
+            axis_w: W is flattened to 2-D at this axis
+            float16_compute: ignored (numpy computes in the input precision)
+        """
+        ...
+
     def FCTransposed(
         self,
         X: BlobLike,
@@ -3132,6 +3401,27 @@ class OpNamespace:
             axis: X is flattened to 2-D at this axis
             axis_w: W is flattened to 2-D at this axis
             float16_compute: ignored (numpy computes in the input precision)
+        """
+        ...
+
+    def FileStoreHandlerCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        path: Any = ...,
+        prefix: str = ...,
+        timeout: float = ...,
+    ) -> Blob:
+        """Creates a file-backed rendezvous store handler (a torch.distributed FileStore on `path`, opened by CreateCommonWorld). Every rank must see the same path (a shared or local file system).
+
+        Args:
+            path: directory (or file) of the shared file store (default: $ASYNCNET_STORE from launch)
+            prefix: namespace of the keys, so several jobs can share a path
+            timeout: seconds a rendezvous waits for missing ranks (asyncnet; default 60)
         """
         ...
 
@@ -5936,6 +6226,33 @@ class OpNamespace:
         """One-hot rows (float32, shape (N, index_size)) for the int64 indices (N,) and the scalar index_size."""
         ...
 
+    def Onnxifi(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        onnx_model: Any,
+        input_names: Sequence[Any] = ...,
+        output_names: Sequence[Any] = ...,
+        initializers: Sequence[Any] = ...,
+        backend: str = ...,
+        replaced_ops: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Run an ONNX subgraph in an onnxruntime InferenceSession built once at prepare time (Caffe2's Onnxifi). Made by asyncnet.transforms.offload_to_onnxruntime; needs the 'onnx' extra.
+
+        Args:
+            onnx_model: the serialized ONNX ModelProto of the subgraph
+            input_names: ONNX graph input names, one per op input, in order
+            output_names: ONNX graph output names, one per op output, in order
+            initializers: workspace blobs added to the model as ONNX initializers at prepare time
+            backend: the runtime (only onnxruntime)
+            replaced_ops: labels of the original ops this op stands for (for errors and reports)
+        """
+        ...
+
     def Or(
         self,
         A: BlobLike,
@@ -6722,6 +7039,25 @@ class OpNamespace:
         Args:
             axes: the forward axes
             keepdims: the forward keepdims
+        """
+        ...
+
+    def ReduceScatter(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> Blob:
+        """Sums X over all ranks and returns this rank's block of it along axis 0 (axis 0 must divide by the world size). Async.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
         """
         ...
 
@@ -7997,6 +8333,18 @@ class OpNamespace:
         """The sum of every element of an int32 tensor, as an int32 scalar."""
         ...
 
+    def SumRelu(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = Relu(Sum(X0, X1, ...)): the Sum kernel, then max(Y, 0) in place on its output. Made by inference graph rewrites (asyncnet.transforms), e.g. for residual joins."""
+        ...
+
     def SumSqrElements(
         self,
         in0: BlobLike,
@@ -8044,6 +8392,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Swish: dX = dY * (Y + sigmoid(X) * (1 - Y))."""
+        ...
+
+    def TCPStoreHandlerCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        host: str = ...,
+        port: Any = ...,
+        prefix: str = ...,
+        timeout: float = ...,
+    ) -> Blob:
+        """Creates a TCP rendezvous store handler: asyncnet's replacement for Caffe2's RedisStoreHandlerCreate. Rank 0 serves a torch.distributed TCPStore on host:port (no Redis server needed); other ranks connect.
+
+        Args:
+            host: address of rank 0, which serves the store
+            port: TCP port of the store (required)
+            prefix: namespace of the keys
+            timeout: seconds a rendezvous waits for missing ranks (asyncnet; default 60)
+        """
         ...
 
     def Tan(
@@ -8102,6 +8473,25 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """dX = dY * (1 - Y^2). Inputs Y (the forward output) and dY; output dX."""
+        ...
+
+    def TensorProtosDBInput(
+        self,
+        db_reader: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard.
+
+        Args:
+            batch_size: records per run, stacked along a new first axis (0: one record, no batch axis)
+        """
         ...
 
     def ThresholdedRelu(

@@ -14,12 +14,17 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from asyncnet.errors import UnsupportedError
 from asyncnet.opinfo import DeviceKey
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.schema import TensorInfo
 from asyncnet.serde import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from asyncnet.shapes import NetShapes
 
 PALETTE = ("#cfe2f3", "#d9ead3", "#fff2cc", "#f4cccc", "#d9d2e9", "#fce5cd", "#d0e0e3", "#ead1dc")
 COLOR_MODES = ("device", "pool")
@@ -102,9 +107,18 @@ def op_chains(net: pb.NetDef) -> list[list[int]]:
 
 
 def build_drawing(
-    net: pb.NetDef, *, collapse_blobs: bool = False, color_by: str | None = None, mark_chains: bool = False
+    net: pb.NetDef,
+    *,
+    collapse_blobs: bool = False,
+    color_by: str | None = None,
+    mark_chains: bool = False,
+    shapes: NetShapes | None = None,
 ) -> Drawing:
-    """The graph to draw: op nodes, blob-version nodes (unless collapsed), edges, chains."""
+    """The graph to draw: op nodes, blob-version nodes (unless collapsed), edges, chains.
+
+    With ``shapes`` (from :func:`asyncnet.shapes.infer_shapes` of the same net), each blob node
+    also shows the shape that version of the blob has.
+    """
     if color_by is not None and color_by not in COLOR_MODES:
         raise UnsupportedError(f"--color-by must be one of {', '.join(COLOR_MODES)}, got '{color_by}'")
     d = Drawing(name=net.name or "net")
@@ -113,11 +127,12 @@ def build_drawing(
     counter = 0
     colors: dict[str, str] = {}
 
-    def blob_node(name: str) -> str:
+    def blob_node(name: str, info: TensorInfo | None = None) -> str:
         nonlocal counter
         counter += 1
         nid = f"b{counter}"
-        d.nodes.append(Node(nid, name, False))
+        label = name if info is None or info.shape is None else f"{name}\n{_shape_text(info)}"
+        d.nodes.append(Node(nid, label, False))
         version[name] = nid
         return nid
 
@@ -133,23 +148,29 @@ def build_drawing(
         else:
             node.color = PALETTE[0]
         d.nodes.append(node)
-        for b in [*op.input, *op.control_input]:
+        ins = shapes.op_inputs[i] if shapes is not None and i < len(shapes.op_inputs) else []
+        outs = shapes.op_outputs[i] if shapes is not None and i < len(shapes.op_outputs) else []
+        for k, b in enumerate([*op.input, *op.control_input]):
             if collapse_blobs:
                 if b in producer and (producer[b], oid) not in d.edges:
                     d.edges.append((producer[b], oid))
             else:
-                src = version.get(b) or blob_node(b)
+                src = version.get(b) or blob_node(b, ins[k] if k < len(ins) else None)
                 if (src, oid) not in d.edges:
                     d.edges.append((src, oid))
-        for b in op.output:
+        for k, b in enumerate(op.output):
             if collapse_blobs:
                 producer[b] = oid
             else:
-                d.edges.append((oid, blob_node(b)))
+                d.edges.append((oid, blob_node(b, outs[k] if k < len(outs) else None)))
     d.legend = {v: k for k, v in colors.items()}
     if mark_chains:
         d.chains = [[f"op{i}" for i in c] for c in op_chains(net) if len(c) > 1]
     return d
+
+
+def _shape_text(info: TensorInfo) -> str:
+    return "(" + ", ".join("?" if v is None else str(v) for v in info.shape or ()) + ")"
 
 
 def _dot_id(s: str) -> str:
@@ -275,7 +296,8 @@ def to_svg(d: Drawing) -> str:
             'fill="none" stroke="#555" marker-end="url(#arrow)"/>'
         )
     for n in d.nodes:
-        tip = escape(n.label.replace("\n", " "))
+        # A blob's tooltip is its name alone (its second line, when present, is its shape).
+        tip = escape(n.label.replace("\n", " ") if n.is_op else n.label.split("\n")[0])
         if n.is_op:
             out.append(
                 f'<g class="op" id="{n.id}"><title>{tip}</title><rect x="{n.x - n.width / 2:.1f}" '
@@ -329,6 +351,7 @@ def draw(
     color_by: str | None = None,
     mark_chains: bool = False,
     use_dot: bool | None = None,
+    shapes: NetShapes | None = None,
 ) -> str:
     """Draw ``net`` to ``path`` (.dot, .svg or .png); returns how ("dot text", "graphviz", "built-in").
 
@@ -337,7 +360,7 @@ def draw(
     """
     p = Path(path)
     ext = p.suffix.lower()
-    d = build_drawing(net, collapse_blobs=collapse_blobs, color_by=color_by, mark_chains=mark_chains)
+    d = build_drawing(net, collapse_blobs=collapse_blobs, color_by=color_by, mark_chains=mark_chains, shapes=shapes)
     have_dot = dot_binary() is not None if use_dot is None else use_dot and dot_binary() is not None
     if ext in (".dot", ".gv"):
         atomic_write_bytes(p, to_dot(d).encode("utf-8"))

@@ -22,12 +22,21 @@ from asyncnet.errors import FileAccessError
 if TYPE_CHECKING:
     from asyncnet.opinfo import OpInfo
 
-__all__ = ["FileAccessError", "IOPolicy"]
+__all__ = ["FileAccessError", "IOPolicy", "op_read_path", "op_write_path", "resolve_path"]
 
 
-def _resolve(path: str | os.PathLike[str]) -> Path:
-    # strict=False: a file about to be written does not exist yet; its folder's links still resolve.
-    return Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute with ``~`` expanded and every symlink followed (the file need not exist).
+
+    Raises:
+        FileAccessError: the path cannot be resolved (an embedded NUL byte, a symlink loop).
+    """
+    try:
+        # strict=False: a file about to be written does not exist yet; its folder's links still resolve.
+        return Path(os.path.expanduser(os.fspath(path))).resolve(strict=False)
+    except (ValueError, RuntimeError, OSError) as e:
+        # Python < 3.13 reports a symlink loop as RuntimeError, later versions as OSError.
+        raise FileAccessError(f"cannot resolve the path {os.fspath(path)!r}: {e}") from None
 
 
 def _within(path: Path, roots: Iterable[Path]) -> bool:
@@ -62,8 +71,8 @@ class IOPolicy:
         hint: str = "",
     ) -> IOPolicy:
         """Reads only under ``read`` (write roots are readable too), writes only under ``write``."""
-        w = tuple(dict.fromkeys(_resolve(p) for p in write))
-        r = tuple(dict.fromkeys([*(_resolve(p) for p in read), *w]))
+        w = tuple(dict.fromkeys(resolve_path(p) for p in write))
+        r = tuple(dict.fromkeys([*(resolve_path(p) for p in read), *w]))
         return cls(read_roots=r, write_roots=w, hint=hint or cls.hint)
 
     @property
@@ -79,15 +88,15 @@ class IOPolicy:
         return self._check(path, self.write_roots, "write", who)
 
     def allows_read(self, path: str | os.PathLike[str]) -> bool:
-        return self.read_roots is None or _within(_resolve(path), self.read_roots)
+        return self.read_roots is None or _within(resolve_path(path), self.read_roots)
 
     def allows_write(self, path: str | os.PathLike[str]) -> bool:
-        return self.write_roots is None or _within(_resolve(path), self.write_roots)
+        return self.write_roots is None or _within(resolve_path(path), self.write_roots)
 
     def _check(self, path: str | os.PathLike[str], roots: tuple[Path, ...] | None, verb: str, who: str) -> str:
         if roots is None:
             return os.fspath(path)
-        resolved = _resolve(path)
+        resolved = resolve_path(path)
         if _within(resolved, roots):
             return str(resolved)
         prefix = f"{who}: " if who else ""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,15 +45,39 @@ from asyncnet.shapes import NetShapes, infer_shapes
 if TYPE_CHECKING:
     from asyncnet.workspace import Workspace
 
-__all__ = ["InitPlan", "ParamSpec", "channel_demands", "fill_workspace", "plan_random_init", "random_init", "sample"]
+__all__ = [
+    "InitPlan",
+    "ParamSpec",
+    "channel_demands",
+    "describe_guesses",
+    "fill_workspace",
+    "plan_random_init",
+    "random_init",
+    "sample",
+]
 
 
 @dataclass
 class InitPlan:
-    """What :func:`plan_random_init` decided: a spec per blob to fill, and the shapes."""
+    """What :func:`plan_random_init` decided: a spec per blob to fill, and the shapes.
+
+    ``guessed`` maps each parameter with an assumed dimension (nothing in the net, its inputs or
+    the given parameter shapes fixes it) to what was assumed, e.g. ``"16 output channels of
+    op #0 Conv (assumed)"``; see :func:`describe_guesses`.
+    """
 
     specs: dict[str, ParamSpec]
     shapes: NetShapes
+    guessed: dict[str, str] = field(default_factory=dict)
+
+
+def describe_guesses(guessed: Mapping[str, str]) -> str:
+    """One line listing every guessed parameter dimension and how to supply the real shapes."""
+    items = "; ".join(f"{name}: {why}" for name, why in guessed.items())
+    return (
+        f"random init guessed {len(guessed)} parameter dimension(s) that no weights fix: {items}; "
+        "give the real shapes with --param-shape NAME=D0,D1,... or --param-shapes FILE.json (or the init net)"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -71,6 +95,7 @@ def plan_random_init(
     width: int = 16,
     num_classes: int = 5,
     registry: OpRegistry | None = None,
+    param_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> InitPlan:
     """Decide the shape and kind of every input of ``net_def`` that ``known`` lacks.
 
@@ -81,13 +106,19 @@ def plan_random_init(
         width: channel count given to Conv / FC outputs that nothing else fixes.
         num_classes: classes (with background) of detection heads.
         registry: schema source.
+        param_shapes: shapes the user gives for parameters to generate; they win over
+            derived shapes and fix the dimensions that would otherwise be guessed.
 
     Raises:
         NetDefinitionError: an input's shape cannot be derived (no rule for the op
             reading it, or the data flowing into that op has an unknown shape).
     """
-    demands = channel_demands(net_def, num_anchors=len(ANCHOR_SIZES) * len(ANCHOR_RATIOS), num_classes=num_classes)
-    ctx = RuleContext(width, demands, len(ANCHOR_SIZES) * len(ANCHOR_RATIOS))
+    demand_guesses: dict[str, str] = {}
+    demands = channel_demands(
+        net_def, num_anchors=len(ANCHOR_SIZES) * len(ANCHOR_RATIOS), num_classes=num_classes, guessed=demand_guesses
+    )
+    ctx = RuleContext(width, demands, len(ANCHOR_SIZES) * len(ANCHOR_RATIOS), demand_guesses)
+    given = {k: tuple(v) for k, v in (param_shapes or {}).items()}
     produced = _produced_anywhere(net_def)
     specs: dict[str, ParamSpec] = {}
     unresolved: dict[str, str] = {}
@@ -101,11 +132,20 @@ def plan_random_init(
         if not free:
             return None
         rule = RULES.get(op.type)
-        got = rule(ctx, op, ins, free) if rule is not None else {}
+        # Given parameter shapes are visible to the rule, so they fix what would be guessed.
+        seen = [
+            TensorInfo(given[n], F32) if i in free and n in given else t for i, (n, t) in enumerate(zip(op.inputs, ins))
+        ]
+        got = rule(ctx, op, seen, free) if rule is not None else {}
         out: dict[str, TensorInfo] = {}
         for i in free:
             name = op.inputs[i]
             spec = got.get(i)
+            if name in given:
+                base = spec or ParamSpec(TensorInfo(given[name], F32), "data")
+                spec = ParamSpec(
+                    TensorInfo(given[name], base.info.dtype or F32), base.kind, base.fan_in, base.stride, base.image_hw
+                )
             if spec is None:
                 why = "no random-init rule for this op type" if rule is None else "the data flowing in is unknown"
                 unresolved.setdefault(name, f"{op.label()} reads it ({why})")
@@ -122,12 +162,30 @@ def plan_random_init(
         if name not in read and name not in known and name not in specs:
             specs[name] = ParamSpec(TensorInfo((0,), F32), "zeros")
     if unresolved:
-        lines = "; ".join(f"'{n}': {why}" for n, why in unresolved.items())
-        raise NetDefinitionError(
-            f"net '{net_def.name}': cannot derive the shape of input(s) for random init: {lines}. "
-            "Feed them (--inputs) or give their shape (--input-shape NAME=D0,D1,...)"
+        raise NetDefinitionError(_unresolved_message(net_def, unresolved, {**known, **specs}))
+    guessed = {n: why for n, why in ctx.guessed.items() if n in specs and n not in given}
+    return InitPlan(specs, shapes, guessed)
+
+
+def _unresolved_message(net_def: pb.NetDef, unresolved: Mapping[str, str], known: Mapping[str, object]) -> str:
+    from asyncnet.modelinputs import classify_inputs
+
+    data, _ = classify_inputs(net_def)
+    # A data input without a shape leaves every parameter after it unknown: name the cause, not the symptoms.
+    missing_data = [n for n in data if n not in known and n in unresolved]
+    if not missing_data:
+        missing_data = [n for n in data if n not in known and n in {o for op in flat_ops(net_def) for o in op.input}]
+    head = f"net '{net_def.name}': cannot derive the shape of {len(unresolved)} input(s) for random init"
+    items = list(unresolved.items())
+    detail = "; ".join(f"'{n}': {why}" for n, why in items[:8]) + (
+        f"; ... ({len(items) - 8} more)" if len(items) > 8 else ""
+    )
+    if missing_data:
+        return (
+            f"{head}: data input(s) {', '.join(missing_data)} have no shape; give --input-shape "
+            f"{missing_data[0]}=D0,D1,... or --value-info FILE (or feed them with --inputs). Unresolved: {detail}"
         )
-    return InitPlan(specs, shapes)
+    return f"{head}: {detail}. Feed them (--inputs) or give their shape (--input-shape / --param-shape NAME=D0,D1,...)"
 
 
 def _anchors(count: int, stride: float) -> np.ndarray:
@@ -190,6 +248,8 @@ def random_init(
     seed: int = 0,
     width: int = 16,
     registry: OpRegistry | None = None,
+    param_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    guessed: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Seeded values for ``data`` (standard normal) and for every derived parameter.
 
@@ -201,12 +261,16 @@ def random_init(
         seed: the random seed; equal seeds give equal values.
         width: see :func:`plan_random_init`.
         registry: schema source.
+        param_shapes: see :func:`plan_random_init`.
+        guessed: when given, receives the plan's guessed dimensions (see :class:`InitPlan`).
 
     Returns:
         blob name -> array (Int8Tensor for int8 parameters), for every blob of ``data`` and every input the net
         reads that neither ``known`` nor ``data`` has.
     """
-    plan = plan_random_init(net_def, {**known, **data}, width=width, registry=registry)
+    plan = plan_random_init(net_def, {**known, **data}, width=width, registry=registry, param_shapes=param_shapes)
+    if guessed is not None:
+        guessed.update(plan.guessed)
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for name, ti in data.items():
@@ -219,23 +283,31 @@ def random_init(
 def fill_workspace(
     net_def: pb.NetDef,
     workspace: Workspace,
-    data_shapes: Mapping[str, tuple[int, ...]],
+    data_shapes: Mapping[str, tuple[int, ...] | TensorInfo],
     *,
     params: bool,
     seed: int = 0,
     width: int = 16,
+    param_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    guessed: dict[str, str] | None = None,
 ) -> list[str]:
-    """Feed seeded random data of ``data_shapes`` (float32) and, when ``params``, every
-    other input of ``net_def`` that the workspace lacks. Returns the names fed.
+    """Feed seeded random data of ``data_shapes`` and, when ``params``, every other input of
+    ``net_def`` that the workspace lacks. Returns the names fed.
 
-    Blobs already in the workspace (fed or made by an init net) are never replaced.
+    ``data_shapes`` values are shapes (float32) or TensorInfos (their dtype is used). Blobs
+    already in the workspace (fed or made by an init net) are never replaced. ``param_shapes``
+    and ``guessed`` are as for :func:`random_init`.
     """
     from asyncnet.shapes import info_of
 
     known = {n: info_of(workspace.fetch(n)) for n in workspace.blobs()}
-    data = {n: TensorInfo(tuple(s), F32) for n, s in data_shapes.items() if n not in known}
+    data = {
+        n: s.with_dtype(s.dtype or F32) if isinstance(s, TensorInfo) else TensorInfo(tuple(s), F32)
+        for n, s in data_shapes.items()
+        if n not in known
+    }
     if params:
-        values = random_init(net_def, known, data, seed=seed, width=width)
+        values = random_init(net_def, known, data, seed=seed, width=width, param_shapes=param_shapes, guessed=guessed)
     else:
         rng = np.random.default_rng(seed)
         values = {n: sample(ParamSpec(ti, "data"), rng) for n, ti in data.items()}

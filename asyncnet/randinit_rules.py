@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -99,29 +99,47 @@ def _arg_int(op: pb.OperatorDef, name: str, default: int) -> int:
     return default
 
 
-def channel_demands(net: pb.NetDef, *, num_anchors: int, num_classes: int) -> dict[str, int]:
-    """Blob -> channel count that a later detection op requires of it."""
+def channel_demands(
+    net: pb.NetDef, *, num_anchors: int, num_classes: int, guessed: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Blob -> channel count that a later detection op requires of it.
+
+    ``guessed``, when given, receives blob -> what the count stands for, for the counts that come
+    from the assumed ``num_anchors``/``num_classes`` rather than from the net itself.
+    """
     ops = list(flat_ops(net))
     demands: dict[str, int] = {}
+    why: dict[str, str] = {}
+
+    def demand(name: str, count: int, reason: str) -> None:
+        if name not in demands:
+            demands[name] = count
+            if reason:
+                why[name] = reason
+
+    anchors = f"for {num_anchors} anchors, assumed"
+    classes = f"for {num_classes} classes, assumed"
     for op in reversed(ops):
         box = 5 if _arg_int(op, "rotated", 0) else 4
         if op.type == "GenerateProposals" and len(op.input) >= 2:
-            demands.setdefault(op.input[0], num_anchors)
-            demands.setdefault(op.input[1], box * num_anchors)
+            demand(op.input[0], num_anchors, anchors)
+            demand(op.input[1], box * num_anchors, anchors)
         elif op.type == "BBoxTransform" and len(op.input) >= 2:
-            demands.setdefault(op.input[1], box * num_classes)
+            demand(op.input[1], box * num_classes, classes)
         elif op.type == "BoxWithNMSLimit" and len(op.input) >= 2:
-            demands.setdefault(op.input[0], num_classes)
+            demand(op.input[0], num_classes, classes)
             agnostic = _arg_int(op, "cls_agnostic_bbox_reg", 0)
-            demands.setdefault(op.input[1], box * (1 if agnostic else num_classes))
+            demand(op.input[1], box * (1 if agnostic else num_classes), classes)
         elif op.type in ("Conv", "ConvRelu", "Int8Conv", "Int8ConvRelu") and _arg_int(op, "group", 1) > 1 and op.input:
             # Grouped (usually depthwise) convs fix their input's channel count.
-            demands.setdefault(op.input[0], _arg_int(op, "group", 1))
+            demand(op.input[0], _arg_int(op, "group", 1), "")
         elif op.type in _KEEP_CHANNELS and op.output and op.output[0] in demands:
             want = demands[op.output[0]]
             feeds = op.input if op.type in ("Sum", "Int8Sum", "Int8SumRelu") else op.input[:1]
             for name in feeds:
-                demands.setdefault(name, want)
+                demand(name, want, why.get(op.output[0], ""))
+    if guessed is not None:
+        guessed.update(why)
     return demands
 
 
@@ -131,9 +149,31 @@ def channel_demands(net: pb.NetDef, *, num_anchors: int, num_classes: int) -> di
 
 @dataclass
 class RuleContext:
+    """What the rules share: the assumed width, channel demands, and where guesses are recorded.
+
+    ``guessed`` maps a parameter blob to the dimension a rule had to assume (nothing in the net or
+    the given shapes fixes it); ``demand_guesses`` says which demands are themselves assumptions.
+    """
+
     width: int
     demands: dict[str, int]
     num_anchors: int
+    demand_guesses: dict[str, str] = field(default_factory=dict)
+    guessed: dict[str, str] = field(default_factory=dict)
+
+    def out_count(self, op: OpInfo, fallback: int | None = None) -> int:
+        """Output channels of ``op`` when its parameters do not say: a later op's demand, else
+        ``fallback`` (default: the width). Assumed counts are recorded against the op's weight (input 1)."""
+        out = op.outputs[0] if op.outputs else ""
+        if out in self.demands:
+            count = self.demands[out]
+            reason = self.demand_guesses.get(out)
+        else:
+            count = self.width if fallback is None else fallback
+            reason = "assumed"
+        if reason and len(op.inputs) > 1:
+            self.guessed.setdefault(op.inputs[1], f"{count} output channels of {op.label()} ({reason})")
+        return count
 
 
 Rule = Callable[[RuleContext, OpInfo, list[TensorInfo], list[int]], dict[int, ParamSpec]]
@@ -202,13 +242,12 @@ def _weight_and_bias(free: list[int], w: tuple[int, ...], fan_in: int, m: int) -
 
 
 def _out_channels(ctx: RuleContext, op: OpInfo, c_in: int, group: int) -> int:
-    want = ctx.demands.get(op.outputs[0]) if op.outputs else None
-    if want is not None:
-        return want
-    if group > 1:
-        # Depthwise-style: keep the channel count; otherwise the next multiple of group.
-        return c_in if c_in % group == 0 and c_in // group <= 1 else group * max(1, -(-ctx.width // group))
-    return ctx.width
+    if group > 1 and not (op.outputs and op.outputs[0] in ctx.demands):
+        # Depthwise-style: keep the channel count (fixed by the net); otherwise the next multiple of group.
+        if c_in % group == 0 and c_in // group <= 1:
+            return c_in
+        return ctx.out_count(op, group * max(1, -(-ctx.width // group)))
+    return ctx.out_count(op)
 
 
 @_rule("Conv", "ConvRelu")
@@ -217,11 +256,9 @@ def _conv(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) 
     if found is None:
         return {}
     axis, c_in, group, k = found
-    m = _out_channels(ctx, op, c_in, group)
-    if len(ins) > 1 and 1 not in free and known_shape(ins[1]) is not None:
-        w_known = known_shape(ins[1])
-        assert w_known is not None
-        m = w_known[0]
+    w_known = known_shape(ins[1]) if len(ins) > 1 else None
+    # A known (or user-given) weight fixes the output channels; only otherwise are they assumed.
+    m = w_known[0] if w_known else _out_channels(ctx, op, c_in, group)
     w = (m, c_in // group, *k) if axis == 1 else (m, *k, c_in // group)
     return _weight_and_bias(free, w, (c_in // group) * math.prod(k), m)
 
@@ -232,7 +269,11 @@ def _conv_transpose(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: l
     if found is None:
         return {}
     axis, c_in, group, k = found
-    m = _out_channels(ctx, op, c_in, 1)
+    w_known = known_shape(ins[1]) if len(ins) > 1 else None
+    if w_known and len(w_known) >= 2:
+        m = (w_known[1] if axis == 1 else w_known[-1]) * group
+    else:
+        m = _out_channels(ctx, op, c_in, 1)
     w = (c_in, m // group, *k) if axis == 1 else (c_in, *k, m // group)
     # Each output pixel sums over about c_in * prod(k) / prod(stride) inputs; c_in is a safe bound.
     return _weight_and_bias(free, w, c_in * max(1, math.prod(k) // 4), m)
@@ -249,7 +290,11 @@ def _fc(ctx: RuleContext, op: OpInfo, ins: list[TensorInfo], free: list[int]) ->
     if any(d is None for d in tail):
         return {}
     k = math.prod(int(d) for d in tail if d is not None)
-    m = ctx.demands.get(op.outputs[0], ctx.width)
+    w_known = known_shape(ins[1]) if len(ins) > 1 else None
+    if w_known:
+        m = w_known[-1] if op.type == "FCTransposed" else w_known[-2]
+    else:
+        m = ctx.out_count(op)
     # axis_w > 1 comes from Caffe's old 4-D blobs, e.g. (1, 1, M, K) with axis_w 3.
     axis_w = op.int_arg("axis_w", 1)
     lead = (1,) * max(axis_w - 1, 0)

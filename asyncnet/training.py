@@ -21,6 +21,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, UnsupportedError
 from asyncnet.gradients import add_gradient_ops
+from asyncnet.iopolicy import IOPolicy
 from asyncnet.optimizers import add_sgd
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument, read_net, write_message
@@ -47,6 +48,7 @@ class DigitsConfig:
     threads: int = 2
     max_steps: int | None = None
     progress: bool = True
+    io_policy: IOPolicy | None = None  # files the training nets may touch (default: any, as in Caffe2)
 
 
 @dataclass
@@ -238,7 +240,7 @@ def _train_digits(cfg: DigitsConfig) -> tuple[TrainResult, pb.NetDef, pb.NetDef]
     losses: list[float] = []
     start = time.perf_counter()
     bar = _progress(total, cfg.progress)
-    with Workspace("digits_train") as ws:
+    with Workspace("digits_train", io_policy=cfg.io_policy) as ws:
         ws.run_net_once(init_net, executor="simple")
         ws.feed("data", x_tr[: cfg.batch_size])
         ws.feed("label", y_tr[: cfg.batch_size])

@@ -4,6 +4,11 @@ Two parts:
 
 * ``ops``: single Conv / MaxPool / AveragePool / FC shapes taken from ResNet-50, each run
   through asyncnet's kernel and through an equivalent one-node onnxruntime model.
+* ``nets``: whole nets translated from the Caffe prototxts under realnets with
+  ``asyncnet.caffe`` (ResNet-50, SqueezeNet 1.1, MobileNet v1; batch 1, seeded random weights)
+  plus bench_executors' INCEPTION, against the ONNX export of the same net in onnxruntime's
+  default session; timed in alternating rounds, medians reported. ``--no-reuse`` turns off
+  output-buffer reuse (asyncnet.ops._buffers) to measure what it saves.
 * ``resnet50``: the Caffe2 model-zoo ``resnet50/predict_net.pbtxt`` against the ONNX
   ``light_resnet50.onnx`` of the same architecture. The ONNX file stores only weight
   shapes (ConstantOfShape nodes); both runtimes get the same seeded random weights made
@@ -12,7 +17,8 @@ Two parts:
 
 Usage::
 
-    .venv/bin/python bench/bench_ops.py [ops|resnet50|all] [--repeat N] [--threads T] [--profile]
+    .venv/bin/python bench/bench_ops.py [ops|nets|resnet50|all] [--repeat N] [--threads T] [--profile]
+    .venv/bin/python bench/bench_ops.py nets --rounds 15 [--only resnet50,mobilenet] [--no-reuse]
 
 Needs onnx and onnxruntime, and the realnets corpus (../shared/realnets or $ASYNCNET_REALNETS)
 for the resnet50 part. Machines are noisy: compare the ratio, not the absolute times.
@@ -108,71 +114,114 @@ def _asyncnet_kernel(op_type: str, inputs: Sequence[str], args: dict[str, Any]) 
     return prepare_op(op_info(op, workspace=ws), ws).kernel  # type: ignore[no-any-return]
 
 
-def bench_ops(repeat: int, threads: int) -> list[tuple[str, float, float]]:
-    """(name, asyncnet seconds, onnxruntime seconds) for ResNet-50-like single ops."""
-    rng = np.random.default_rng(0)
-    cases: list[tuple[str, str, dict[str, np.ndarray], dict[str, Any], str, dict[str, Any]]] = []
+def _median_triple(fns: Sequence[Callable[[], Any]], repeat: int) -> list[float]:
+    """Median time of each of ``fns``, timed in alternation (in a shuffled order each round, so
+    that neither load changes nor who-ran-before favours one)."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    order = np.random.default_rng(0)
+    for _ in range(repeat):
+        for i in order.permutation(len(fns)):
+            t0 = CLOCK()
+            fns[i]()
+            times[i].append(CLOCK() - t0)
+    return [float(np.median(t)) for t in times]
 
-    def conv(name: str, n: int, c: int, hw: int, m: int, k: int, s: int, p: int) -> None:
+
+OpCase = tuple[str, str, dict[str, np.ndarray], dict[str, Any], str, dict[str, Any], Callable[..., Any]]
+
+
+def _window(hw: int, k: int, s: int, p: int, legacy: int = 0) -> Any:
+    from asyncnet.ops._window import Window, compute_size_and_pad
+
+    out, head, tail = compute_size_and_pad(hw, s, k, 1, legacy, p, p)
+    return Window((k, k), (s, s), (1, 1), (head, head), (tail, tail), (out, out))
+
+
+def op_cases(rng: np.random.Generator) -> list[OpCase]:
+    """Single ops from ResNet-50, MobileNet, SqueezeNet and INCEPTION, each with the previous
+    formulation of the kernel (``asyncnet.ops._conv_util``: im2col/strided-view conv, padded
+    separable pooling) as a same-process reference for what the planned kernels gained."""
+    from asyncnet.ops import _conv_util as cu
+
+    cases: list[OpCase] = []
+
+    def conv(name: str, n: int, c: int, hw: int, m: int, k: int, s: int, p: int, group: int = 1) -> None:
         x = rng.standard_normal((n, c, hw, hw), dtype=np.float32)
-        w = rng.standard_normal((m, c, k, k), dtype=np.float32) * np.float32(0.05)
-        cases.append(
-            (
-                name,
-                "Conv",
-                {"x": x, "w": w},
-                {"kernel": k, "stride": s, "pad": p},
-                "Conv",
-                {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4},
-            )
-        )
+        w = rng.standard_normal((m, c // group, k, k), dtype=np.float32) * np.float32(0.05)
+        win = _window(hw, k, s, p)
+        args = {"kernel": k, "stride": s, "pad": p, "group": group}
+        attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4, "group": group}
+        ref = lambda x, w, win=win, g=group: cu.conv_forward(x, w, None, win, "NCHW", g)  # noqa: E731
+        cases.append((name, "Conv", {"x": x, "w": w}, args, "Conv", attrs, ref))
 
-    conv("conv1 7x7/2 3->64 @224", 1, 3, 224, 64, 7, 2, 3)
-    conv("3x3 64->64 @56", 1, 64, 56, 64, 3, 1, 1)
-    conv("1x1 64->256 @56", 1, 64, 56, 256, 1, 1, 0)
-    conv("1x1/2 512->1024 @28", 1, 512, 28, 1024, 1, 2, 0)
-    conv("3x3 256->256 @14", 1, 256, 14, 256, 3, 1, 1)
-    conv("3x3 64->64 @56 batch 4", 4, 64, 56, 64, 3, 1, 1)
-    x = rng.standard_normal((1, 64, 112, 112), dtype=np.float32)
-    cases.append(
-        (
-            "maxpool 3x3/2 @112",
-            "MaxPool",
-            {"x": x},
-            {"kernel": 3, "stride": 2, "pad": 1},
-            "MaxPool",
-            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4},
-        )
-    )
-    cases.append(
-        (
-            "avgpool 3x3/1 @112",
-            "AveragePool",
-            {"x": x},
-            {"kernel": 3, "stride": 1, "pad": 1},
-            "AveragePool",
-            {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4},
-        )
-    )
+    def pool(name: str, op: str, c: int, hw: int, k: int, s: int, p: int, legacy: int = 0) -> None:
+        x = rng.standard_normal((1, c, hw, hw), dtype=np.float32)
+        win = _window(hw, k, s, p, legacy)
+        args = {"kernel": k, "stride": s, "pad": p, "legacy_pad": legacy}
+        attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+        if legacy:
+            attrs["ceil_mode"] = 1
+        if op == "MaxPool":
+            ref = lambda x, win=win: cu.max_pool(x, win, "NCHW")  # noqa: E731
+        else:
+            attrs["count_include_pad"] = 0
+            ref = lambda x, win=win: cu.average_pool(x, win, "NCHW", False)  # noqa: E731
+        cases.append((name, op, {"x": x}, args, op, attrs, ref))
+
+    conv("r50 conv1 7x7/2 3->64 @224", 1, 3, 224, 64, 7, 2, 3)
+    conv("r50 3x3 64->64 @56", 1, 64, 56, 64, 3, 1, 1)
+    conv("r50 1x1 64->256 @56", 1, 64, 56, 256, 1, 1, 0)
+    conv("r50 1x1/2 512->1024 @28", 1, 512, 28, 1024, 1, 2, 0)
+    conv("r50 3x3 256->256 @14", 1, 256, 14, 256, 3, 1, 1)
+    conv("r50 3x3 64->64 @56 batch 4", 4, 64, 56, 64, 3, 1, 1)
+    conv("mb dw 3x3 32 @112", 1, 32, 112, 32, 3, 1, 1, group=32)
+    conv("mb dw 3x3/2 64 @112", 1, 64, 112, 64, 3, 2, 1, group=64)
+    conv("mb dw 3x3 128 @56", 1, 128, 56, 128, 3, 1, 1, group=128)
+    conv("mb dw 3x3 256 @28", 1, 256, 28, 256, 3, 1, 1, group=256)
+    conv("mb dw 3x3 512 @14", 1, 512, 14, 512, 3, 1, 1, group=512)
+    conv("mb dw 3x3 1024 @7", 1, 1024, 7, 1024, 3, 1, 1, group=1024)
+    conv("mb 1x1 512->512 @14", 1, 512, 14, 512, 1, 1, 0)
+    conv("sq 3x3 16->64 @55", 1, 16, 55, 64, 3, 1, 1)
+    conv("inc 5x5 8->8 @28", 1, 8, 28, 8, 5, 1, 2)
+    pool("r50 maxpool 3x3/2 @112", "MaxPool", 64, 112, 3, 2, 1)
+    pool("sq maxpool 3x3/2 ceil @111", "MaxPool", 64, 111, 3, 2, 0, legacy=3)
+    pool("inc maxpool 3x3/1 @28", "MaxPool", 56, 28, 3, 1, 1)
+    pool("avgpool 3x3/1 @112", "AveragePool", 64, 112, 3, 1, 1)
+    return cases
+
+
+def bench_ops(repeat: int, threads: int) -> list[tuple[str, float, float, float]]:
+    """(name, asyncnet s, previous-formulation s, onnxruntime s), medians of alternated runs."""
+    rng = np.random.default_rng(0)
+    cases = op_cases(rng)
     xf = rng.standard_normal((1, 2048), dtype=np.float32)
     wf = rng.standard_normal((1000, 2048), dtype=np.float32)
     bf = rng.standard_normal((1000,), dtype=np.float32)
-    cases.append(("FC 2048->1000", "FC", {"x": xf, "w": wf, "b": bf}, {}, "Gemm", {"transB": 1}))
 
+    def fc_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return x @ w.T + b  # type: ignore[no-any-return]
+
+    cases.append(("FC 2048->1000", "FC", {"x": xf, "w": wf, "b": bf}, {}, "Gemm", {"transB": 1}, fc_ref))
     results = []
-    for name, c2_type, inputs, c2_args, onnx_type, onnx_attrs in cases:
+    for name, c2_type, inputs, c2_args, onnx_type, onnx_attrs, reference in cases:
         kernel = _asyncnet_kernel(c2_type, list(inputs), c2_args)
         sess = _ort_session(_one_node_model(onnx_type, inputs, onnx_attrs), threads)
         values = list(inputs.values())
         ours = kernel(*values)[0]
         ref = sess.run(None, inputs)[0]
         np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
-        t_ours, t_ort = _best_pair(
-            lambda k=kernel, v=values: k(*v),  # type: ignore[misc]
-            lambda s=sess, i=inputs: s.run(None, i),  # type: ignore[misc]
+        np.testing.assert_allclose(reference(*values), ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
+        t_ours, t_ref, t_ort = _median_triple(
+            [
+                lambda k=kernel, v=values: k(*v),  # type: ignore[misc]
+                lambda f=reference, v=values: f(*v),  # type: ignore[misc]
+                lambda s=sess, i=inputs: s.run(None, i),  # type: ignore[misc]
+            ],
             repeat,
         )
-        results.append((name, t_ours, t_ort))
+        results.append((name, t_ours, t_ref, t_ort))
     return results
 
 
@@ -275,6 +324,169 @@ def prepare_zoo_pair(
     return run_ours, run_ort, net
 
 
+# ---------------------------------------------------------------------------
+# Whole nets from Caffe prototxts
+
+CAFFE_NETS = {
+    "resnet50": ("caffe_resnet_kaiminghe", "ResNet-50-deploy.prototxt"),
+    "squeezenet": ("caffe_squeezenet", "SqueezeNet_v1.1/deploy.prototxt"),
+    "mobilenet": ("caffe_mobilenet_shicai", "mobilenet_deploy.prototxt"),
+}
+
+
+def _ort_net_session(model: Any, threads: int) -> Any:
+    """onnxruntime's default session, or one limited to ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _inception_onnx(ops: list[Any], feeds: dict[str, np.ndarray], output: str, out_shape: tuple[int, ...]) -> Any:
+    """bench_executors' INCEPTION as an ONNX model (weights as initializers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = []
+    for t, ins, outs, args in ops:
+        if t in ("Conv", "MaxPool"):
+            k, pad = args["kernel"], args["pad"]
+            nodes.append(helper.make_node(t, ins, outs[:1], kernel_shape=[k, k], pads=[pad] * 4))
+        elif t == "Concat":
+            nodes.append(helper.make_node("Concat", ins, outs[:1], axis=args["axis"]))
+        else:
+            nodes.append(helper.make_node(t, ins, outs[:1]))
+    graph = helper.make_graph(
+        nodes,
+        "inception",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, list(feeds["data"].shape))],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))],
+        initializer=[numpy_helper.from_array(v, name=k) for k, v in feeds.items() if k != "data"],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def prepare_net_pair(
+    name: str, seed: int = 0, ort_threads: int = 0
+) -> tuple[Callable[[], Any], Callable[[], Any], Any]:
+    """(run asyncnet, run onnxruntime, asyncnet Net) for a CAFFE_NETS entry or "inception";
+    onnxruntime gets its default session unless ``ort_threads``; outputs are checked to agree first."""
+
+    from asyncnet.onnx import export_onnx
+    from asyncnet.shapes import info_of
+    from asyncnet.workspace import Workspace
+
+    ws = Workspace()
+    rng = np.random.default_rng(seed)
+    if name == "inception":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_executors import inception_net
+
+        net_def, feeds, ops = inception_net()
+        for blob, arr in feeds.items():
+            ws.feed(blob, arr)
+        net = ws.create_net(net_def)
+        out_name = net_def.op[-1].output[0]
+        net.run()
+        isess = _ort_net_session(_inception_onnx(ops, feeds, out_name, ws.fetch(out_name).shape), ort_threads)
+        data_feed = {"data": feeds["data"]}
+
+        def run_ort() -> Any:
+            return isess.run(None, data_feed)[0]
+
+    else:
+        from asyncnet.caffe import translate_files
+
+        folder, proto = CAFFE_NETS[name]
+        tr = translate_files(REALNETS / folder / proto)
+        ws.run_net_once(tr.init)
+        net_def = tr.predict
+        data = list(tr.input_shapes)
+        for blob, shape in tr.input_shapes.items():
+            ws.feed(blob, rng.standard_normal((1, *shape[1:])).astype(np.float32))
+        names = [n for n in net_def.external_input if ws.has(n)]
+        params = {n: ws.fetch(n) for n in names if n not in data}
+        infos = {n: info_of(ws.fetch(n)) for n in data}
+        model = export_onnx(net_def, None, input_infos=infos, params=params)
+        sess = _ort_net_session(model, ort_threads)
+        feeds_ort = {i.name: np.asarray(ws.fetch(i.name)) for i in sess.get_inputs()}
+        net = ws.create_net(net_def)
+        out_name = net_def.external_output[0]
+
+        def run_ort() -> Any:
+            return sess.run(None, feeds_ort)[0]
+
+    def run_ours() -> Any:
+        net.run()
+        return ws.fetch(out_name)
+
+    a, b = np.asarray(run_ours()), np.asarray(run_ort())
+    np.testing.assert_allclose(a, b.reshape(a.shape), rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+    return run_ours, run_ort, net
+
+
+def bench_nets(
+    names: Sequence[str], rounds: int, reuse: bool, block: int = 4, ort_threads: int = 0
+) -> list[tuple[str, float, float]]:
+    """(net, asyncnet median s, onnxruntime median s).
+
+    Each round runs ``block`` passes of asyncnet, then ``block`` of onnxruntime, and times all
+    but the first of each block: onnxruntime's default session spins its pool threads after a
+    run and OpenBLAS spins its own, so strict one-by-one alternation would measure each
+    contender against the other's spinning threads.
+    """
+    try:
+        from asyncnet.ops import _buffers
+    except ImportError:  # an older checkout, measured as the baseline
+        _buffers = None  # type: ignore[assignment]
+    if _buffers is not None:
+        _buffers.ENABLED = reuse
+    pairs = {n: prepare_net_pair(n, ort_threads=ort_threads) for n in names}
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
+    for _ in range(rounds):
+        for n, (fa, fb, _) in pairs.items():
+            for fn, acc in ((fa, times[n][0]), (fb, times[n][1])):
+                fn()
+                for _ in range(block - 1):
+                    t0 = CLOCK()
+                    fn()
+                    acc.append(CLOCK() - t0)
+    for _, _, net in pairs.values():
+        net.close()
+    if _buffers is not None:
+        _buffers.ENABLED = True
+    return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
+
+
+def bench_reuse(
+    names: Sequence[str], rounds: int, block: int = 4, ort_threads: int = 0
+) -> list[tuple[str, float, float]]:
+    """(net, median s with output-buffer reuse, median s without), alternating per block.
+
+    onnxruntime only checks outputs here, but its session is still made with ``ort_threads``:
+    a default session's spinning threads would otherwise count in ``--cpu-time``."""
+    from asyncnet.ops import _buffers
+
+    pairs = {n: prepare_net_pair(n, ort_threads=ort_threads) for n in names}
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
+    for _ in range(rounds):
+        for n, (fa, _, _) in pairs.items():
+            for enabled, acc in ((True, times[n][0]), (False, times[n][1])):
+                _buffers.ENABLED = enabled
+                fa()
+                for _ in range(block - 1):
+                    t0 = CLOCK()
+                    fa()
+                    acc.append(CLOCK() - t0)
+    _buffers.ENABLED = True
+    for _, _, net in pairs.values():
+        net.close()
+    return [(n, float(np.median(times[n][0])), float(np.median(times[n][1]))) for n in names]
+
+
 def profile_net(net: Any, repeat: int) -> dict[str, float]:
     """Seconds per op type for one pass (best of ``repeat`` per op)."""
     per_type: dict[str, float] = defaultdict(float)
@@ -292,7 +504,13 @@ def profile_net(net: Any, repeat: int) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("what", nargs="?", default="all", choices=("ops", "resnet50", "all"))
+    parser.add_argument("what", nargs="?", default="all", choices=("ops", "nets", "resnet50", "all"))
+    parser.add_argument("--rounds", type=int, default=15, help="nets: alternating timed rounds (median reported)")
+    parser.add_argument("--only", default="resnet50,squeezenet,mobilenet,inception", help="nets: comma-separated")
+    parser.add_argument("--no-reuse", action="store_true", help="nets: allocate every output afresh")
+    parser.add_argument(
+        "--reuse-ab", action="store_true", help="nets: time asyncnet with and without output-buffer reuse instead"
+    )
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
     parser.add_argument(
@@ -313,9 +531,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         limiter = threadpool_limits(1)
     print(f"clock: {'process CPU time, 1 thread each' if args.cpu_time else 'wall time'}; best of {args.repeat}")
     if args.what in ("ops", "all"):
-        print(f"{'op':32s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}")
-        for name, ours, ort_t in bench_ops(args.repeat, args.threads):
-            print(f"{name:32s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+        print(f"{'op':32s} {'asyncnet ms':>12s} {'before ms':>10s} {'ort ms':>10s} {'/ort':>6s} {'before/ort':>10s}")
+        for name, ours, before, ort_t in bench_ops(args.repeat, args.threads):
+            print(
+                f"{name:32s} {ours * 1e3:12.3f} {before * 1e3:10.3f} {ort_t * 1e3:10.3f} "
+                f"{ours / ort_t:6.2f} {before / ort_t:10.2f}"
+            )
+    if args.what in ("nets", "all"):
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        if args.reuse_ab:
+            print(f"{'net':12s} {'reuse ms':>12s} {'fresh ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
+            for name, on, off in bench_reuse(names, args.rounds, ort_threads=args.threads):
+                print(f"{name:12s} {on * 1e3:12.2f} {off * 1e3:10.2f} {on / off:7.3f}")
+            return 0
+        print(f"{'net':12s} {'asyncnet ms':>12s} {'ort ms':>10s} {'ratio':>7s}   (medians of {args.rounds} rounds)")
+        for name, ours, ort_t in bench_nets(names, args.rounds, reuse=not args.no_reuse, ort_threads=args.threads):
+            print(f"{name:12s} {ours * 1e3:12.2f} {ort_t * 1e3:10.2f} {ours / ort_t:7.2f}")
+        if args.profile:
+            _, _, net = prepare_net_pair(names[0])
+            for op_type, secs in sorted(profile_net(net, 3).items(), key=lambda kv: -kv[1]):
+                print(f"  {names[0]} {op_type:14s} {secs * 1e3:8.2f} ms")
+            net.close()
     if args.what in ("resnet50", "all"):
         run_ours, run_ort, net = prepare_zoo_pair("resnet50", args.threads)
         a, b = run_ours(), run_ort()

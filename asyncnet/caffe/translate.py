@@ -105,6 +105,20 @@ def _header_inputs(net: cpb.NetParameter, source: str) -> dict[str, Shape | None
     return out
 
 
+def _named_files(layer: cpb.LayerParameter) -> list[str]:
+    """Paths a data layer names (sources, mean files). The translator opens none of them: only the
+    prototxt and caffemodel the user names are read, so a net file cannot make it read anything else."""
+    params = (
+        layer.data_param,
+        layer.image_data_param,
+        layer.hdf5_data_param,
+        layer.window_data_param,
+        layer.transform_param,
+    )
+    found = [getattr(p, f) for p in params for f in ("source", "mean_file") if f in p.DESCRIPTOR.fields_by_name]
+    return [f for f in found if f]
+
+
 def _data_layer_shapes(layer: cpb.LayerParameter) -> list[Shape | None]:
     """Top shapes of a data layer when its parameters determine them (else None)."""
     tops = len(layer.top)
@@ -234,7 +248,9 @@ def translate(
         if layer.type in DATA_LAYERS:
             for top, shape in zip(layer.top, _data_layer_shapes(layer)):
                 add_input(top, shape, label)
-            notes.append(f"{label}: data layer -> external input(s) {list(layer.top)}")
+            files = _named_files(layer)
+            unread = f"; the file(s) it names are never read: {', '.join(files)}" if files else ""
+            notes.append(f"{label}: data layer -> external input(s) {list(layer.top)}{unread}")
             continue
         if layer.type == "Python":
             py = layer.python_param

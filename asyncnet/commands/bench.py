@@ -16,7 +16,14 @@ from asyncnet.benchmark import (
     profile_net,
     progress_bar,
 )
-from asyncnet.commands._common import add_input_arguments, read_net_setup
+from asyncnet.commands._common import (
+    add_input_arguments,
+    add_io_policy_args,
+    io_policy_from_args,
+    refuse_file_accesses,
+    setup_from_args,
+)
+from asyncnet.commands._inference import add_inference_arguments, prepare_for_inference
 from asyncnet.errors import ArgumentError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.serde import atomic_write_bytes
@@ -58,8 +65,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="also export the net to ONNX and time it in onnxruntime (CPU, default session options)",
     )
+    add_inference_arguments(p)
     p.add_argument("--json", metavar="FILE", help="write the numbers as JSON here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
@@ -73,14 +82,18 @@ def run(args: argparse.Namespace) -> int:
     profile_iters = args.iters if args.profile_iters is None else args.profile_iters
     if profile_iters < 0:
         raise ArgumentError(f"--profile-iters must be 0 or more, got {profile_iters}")
-    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
-    net_def = setup.net_def
+    setup = setup_from_args(args)
+    original = net_def = setup.net_def
     executors: list[str | None] = list(args.executor) if args.executor else [None]
     options = ExecutorOptions(threads=args.threads, blas_threads=args.blas_threads)
     show = not args.quiet
     per_pass = args.warmup + args.iters
-    with Workspace() as ws:
+    policy = io_policy_from_args(args, args.net, args.init)
+    refuse_file_accesses(policy, nets=(setup.init_def, net_def))
+    with Workspace(io_policy=policy) as ws:
         setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
+        prepared = prepare_for_inference(args, setup, ws)
+        net_def = prepared.net_def
         runs: list[NetTiming] = []
         for name in executors:
             with progress_bar(f"asyncnet {name or net_def.type or 'simple'}", per_pass, enabled=show) as tick:
@@ -90,17 +103,19 @@ def run(args: argparse.Namespace) -> int:
                     )
                 )
         report = BenchReport(
-            net=net_def.name or Path(args.net).name,
+            net=original.name or Path(args.net).name,
             ops=len(net_def.op),
             inputs=describe_inputs(ws, setup.data_inputs),
             warmup=args.warmup,
             iters=args.iters,
             runs=runs,
+            transforms=prepared.summary,
         )
         if args.compare_onnxruntime:
             with progress_bar("onnxruntime", per_pass, enabled=show) as tick:
+                # The baseline is onnxruntime's default session on the original net.
                 report.ort = bench_onnxruntime(
-                    ws, net_def, setup.data_inputs, warmup=args.warmup, iters=args.iters, progress=tick
+                    ws, original, setup.data_inputs, warmup=args.warmup, iters=args.iters, progress=tick
                 )
         if profile_iters:
             with progress_bar("profiled pass", args.warmup + profile_iters, enabled=show) as tick:
@@ -114,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                     progress=tick,
                 )
     if args.json:
-        atomic_write_bytes(Path(args.json), json.dumps(report.as_dict(), indent=1).encode())
+        data = {**report.as_dict(), "transform_details": prepared.details}
+        atomic_write_bytes(Path(args.json), json.dumps(data, indent=1).encode())
     lines = report.lines()
     if args.json:
         lines.append(f"wrote {args.json}")

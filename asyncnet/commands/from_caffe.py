@@ -10,6 +10,7 @@ from pathlib import Path
 from asyncnet.caffe import read_caffemodel, read_prototxt, translate
 from asyncnet.caffe.translate import value_info
 from asyncnet.commands._common import parse_shape_specs
+from asyncnet.commands._shapes import VALUE_INFO
 from asyncnet.errors import NetDefinitionError
 from asyncnet.serde import atomic_write_bytes, write_message
 
@@ -35,7 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--remove-legacy-pad", action="store_true", help="explicit pads instead of legacy_pad for ceil pooling"
     )
     p.add_argument("--seed", type=int, default=0, help="first seed of generated weights (default 0)")
-    p.add_argument("--value-info", metavar="JSON", help="write input shapes as model-zoo value_info.json")
+    p.add_argument(
+        "--value-info",
+        metavar="JSON",
+        help="where to write the input shapes as model-zoo value_info.json (default: value_info.json beside the "
+        "predict net, where run/check/bench/draw/to-onnx find it)",
+    )
+    p.add_argument("--no-value-info", action="store_true", help="do not write value_info.json")
     p.set_defaults(func=run)
 
 
@@ -68,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         "outputs: " + ", ".join(t.predict.external_output),
     ]
     lines.extend(f"note: {n}" for n in t.notes)
-    if args.value_info:
-        atomic_write_bytes(Path(args.value_info), (json.dumps(value_info(t)) + "\n").encode("utf-8"))
-        lines.append(f"wrote {args.value_info}")
+    info = value_info(t)
+    if not args.no_value_info and info:
+        where = Path(args.value_info) if args.value_info else Path(args.predict).parent / VALUE_INFO
+        atomic_write_bytes(where, (json.dumps(info) + "\n").encode("utf-8"))
+        lines.append(f"wrote {where} (input shapes; commands read it from beside the predict net)")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

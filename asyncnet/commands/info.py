@@ -6,16 +6,19 @@ import argparse
 import sys
 from collections import Counter
 
+from asyncnet.commands._common import add_io_policy_args, file_access_report, io_policy_from_args, read_net_or_plan
 from asyncnet.net import net_inputs
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import default_registry
-from asyncnet.serde import arguments_to_dict, read_net
+from asyncnet.serde import arguments_to_dict
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", help="describe a net: ops, inputs/outputs, devices, arguments")
     p.add_argument("net", help="NetDef file (.pb or .pbtxt)")
     p.add_argument("--graph", action="store_true", help="also print the dependency graph and chains")
+    p.add_argument("--plan", action="store_true", help="the file is a PlanDef (tried anyway when NET is not a NetDef)")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
@@ -67,12 +70,29 @@ def _short(v: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def run(args: argparse.Namespace) -> int:
-    net = read_net(args.net)
-    out = describe_net(net, args.net)
-    if args.graph:
-        from asyncnet.graph import describe_graph  # provided by the executor layer
+def describe_plan(plan: pb.PlanDef, source: str = "") -> list[str]:
+    """Lines describing a PlanDef: its steps and each of its nets."""
+    lines = [f"plan '{plan.name}'" + (f" from {source}" if source else "")]
+    lines.append(f"  {len(plan.network)} net(s), {len(plan.execution_step)} top-level step(s)")
+    for step in plan.execution_step:
+        lines.append(f"  step '{step.name}': nets {list(step.network)}, {len(step.substep)} substep(s)")
+    for net in plan.network:
+        lines.extend("  " + line for line in describe_net(net))
+    return lines
 
-        out.extend(describe_graph(net))
+
+def run(args: argparse.Namespace) -> int:
+    target = read_net_or_plan(args.net, plan=args.plan)
+    if isinstance(target, pb.PlanDef):
+        out = describe_plan(target, args.net)
+    else:
+        out = describe_net(target, args.net)
+        if args.graph:
+            from asyncnet.graph import describe_graph  # provided by the executor layer
+
+            out.extend(describe_graph(target))
+    # Listed with the policy `asyncnet run` would apply, so a downloaded net can be audited first.
+    lines, _ = file_access_report(target, io_policy_from_args(args, args.net))
+    out.extend(lines)
     sys.stdout.write("\n".join(out) + "\n")
     return 0

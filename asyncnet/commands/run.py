@@ -6,7 +6,16 @@ import argparse
 import sys
 import time
 
-from asyncnet.commands._common import add_input_arguments, describe_array, read_net_setup, save_npz
+from asyncnet.commands._common import (
+    add_input_arguments,
+    add_io_policy_args,
+    describe_array,
+    io_policy_from_args,
+    refuse_file_accesses,
+    save_npz,
+    setup_from_args,
+)
+from asyncnet.commands._inference import add_inference_arguments, prepare_for_inference
 from asyncnet.errors import NetDefinitionError
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.profiling import profile_report
@@ -24,17 +33,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run NET N times (default 1)")
     p.add_argument("--profile", action="store_true", help="print per-op timings (count, total, mean, share of run)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace-event JSON of the runs (Perfetto)")
+    add_io_policy_args(p)
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise NetDefinitionError(f"--repeat must be at least 1, got {args.repeat}")
-    setup = read_net_setup(args.net, args.init, args.inputs, args.input_shape)
+    setup = setup_from_args(args)
     net_def = setup.net_def
     options = ExecutorOptions(threads=args.threads)
-    with Workspace() as ws:
+    policy = io_policy_from_args(args, args.net, args.init)
+    refuse_file_accesses(policy, nets=(setup.init_def, net_def))
+    with Workspace(io_policy=policy) as ws:
         setup.fill(ws, random_init=args.random_init, seed=args.seed, options=options)
+        prepared = prepare_for_inference(args, setup, ws, keep=args.fetch or ())
+        net_def = prepared.net_def
         profiling = args.profile or bool(args.trace)
         net_options = ExecutorOptions(threads=args.threads, profile=profiling)
         net = ws.create_net(net_def, executor=args.executor, options=net_options)
@@ -50,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         save_npz(args.outputs, fetched)
     lines = [f"ran net '{net.name}' ({len(net.ops)} ops, executor {net.executor.name}) {args.repeat} time(s)"]
     lines.append(f"  time: {elapsed * 1000:.3f} ms total, {elapsed * 1000 / args.repeat:.3f} ms per run")
+    # Which rewrites ran: counts always, one line per rewrite with --profile.
+    lines.extend(prepared.details if args.profile else prepared.summary)
     lines.append("outputs:")
     lines.extend(describe_array(n, v) for n, v in fetched.items())
     if args.outputs:

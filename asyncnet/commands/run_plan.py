@@ -6,7 +6,14 @@ import argparse
 import sys
 import time
 
-from asyncnet.commands._common import describe_array, load_npz, save_npz
+from asyncnet.commands._common import (
+    add_io_policy_args,
+    describe_array,
+    io_policy_from_args,
+    load_npz,
+    refuse_file_accesses,
+    save_npz,
+)
 from asyncnet.executors import ExecutorOptions, executor_names
 from asyncnet.plan import PlanRunner
 from asyncnet.serde import read_plan
@@ -21,13 +28,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--fetch", nargs="+", metavar="BLOB", help="blobs to fetch (default: every blob)")
     p.add_argument("--executor", metavar="NAME", help=f"override every net's type ({', '.join(executor_names())})")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool")
+    add_io_policy_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     plan = read_plan(args.plan)
     feeds = load_npz(args.inputs) if args.inputs else {}
-    with Workspace() as ws:
+    policy = io_policy_from_args(args, args.plan)
+    refuse_file_accesses(policy, plan=plan, what=f"plan '{plan.name}'")
+    with Workspace(io_policy=policy) as ws:
         for name, value in feeds.items():
             ws.feed(name, value)
         runner = PlanRunner(ws, plan, executor=args.executor, options=ExecutorOptions(threads=args.threads))

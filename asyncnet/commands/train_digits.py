@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from asyncnet.commands._common import add_io_policy_args, io_policy_from_args
 from asyncnet.training import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
 
 
@@ -25,10 +26,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", default=None, help="directory for init_net/predict_net (default: do not save)")
     p.add_argument("--binary", action="store_true", help="save .pb instead of .pbtxt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_io_policy_args(p)
+    p.add_argument(
+        "--workers", type=int, default=1, help="data-parallel worker processes (Gloo via the 'distributed' extra)"
+    )
+    p.add_argument("--trace", metavar="FILE", help="data-parallel: Chrome trace of rank 0's train steps")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from asyncnet.distributed.launch import world_from_env
+
+    if args.workers > 1 or world_from_env() is not None:
+        from asyncnet.distributed.digits_command import run_data_parallel
+
+        return run_data_parallel(args)
     cfg = DigitsConfig(
         model=args.model,
         epochs=args.epochs,
@@ -40,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_steps=args.max_steps,
         progress=not args.no_progress and sys.stderr.isatty(),
+        io_policy=io_policy_from_args(args),
     )
     result, params_net, predict_net = train_digits(cfg)
     out = sys.stdout

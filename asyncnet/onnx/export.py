@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import AsyncNetError, UnsupportedError
+from asyncnet.iopolicy import IOPolicy
 from asyncnet.net import net_inputs, op_info
 from asyncnet.onnx._common import onnx_elem_type, require_onnx
 from asyncnet.onnx.export_ops import DEFAULT_OPSET, EXPORTERS, MAX_OPSET, MIN_OPSET, _Ctx, _Op
@@ -22,12 +23,12 @@ from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.schema import TensorInfo
 
 
-def _run_init(init: pb.NetDef | None) -> dict[str, np.ndarray]:
+def _run_init(init: pb.NetDef | None, io_policy: IOPolicy | None = None) -> dict[str, np.ndarray]:
     from asyncnet.workspace import Workspace
 
     if init is None:
         return {}
-    with Workspace() as ws:
+    with Workspace(io_policy=io_policy) as ws:
         ws.run_net_once(init, executor="simple")
         return {n: np.asarray(ws.fetch(n)) for n in ws.blobs()}
 
@@ -39,6 +40,7 @@ def export_onnx(
     input_infos: Mapping[str, TensorInfo] | None = None,
     params: Mapping[str, np.ndarray] | None = None,
     opset: int = DEFAULT_OPSET,
+    io_policy: IOPolicy | None = None,
 ) -> Any:
     """Translate ``predict`` (with parameters from ``init`` and/or ``params``) to an ONNX model.
 
@@ -49,6 +51,7 @@ def export_onnx(
             shapes, e.g. ``legacy_pad``); unknown inputs become float32 of unknown shape.
         params: further initializer values (override the init net's).
         opset: ONNX opset to target (11 to 21).
+        io_policy: which files the init net's ops may touch (default: any, as in Caffe2).
 
     Raises:
         UnsupportedError: an op has no ONNX mapping (the message names the op).
@@ -58,7 +61,7 @@ def export_onnx(
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedError(f"opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
-    consts = _run_init(init)
+    consts = _run_init(init, io_policy)
     consts.update({k: np.asarray(v) for k, v in (params or {}).items()})
     inputs = [n for n in net_inputs(predict) if n not in consts]
     given = dict(input_infos or {})

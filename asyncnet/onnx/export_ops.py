@@ -497,3 +497,14 @@ def _inorm(o: _Op, ctx: _Ctx) -> None:
     if o.extra_outputs_used(ctx):
         raise o.fail("mean/inv_stdev outputs are not exported")
     ctx.node("InstanceNormalization", o.ins, o.outs[:1], epsilon=o.info.float_arg("epsilon", 1e-5))
+
+
+@exports("ConvRelu", "FCRelu", "SumRelu")
+def _fused_relu(o: _Op, ctx: _Ctx) -> None:
+    """Fused ops of the inference rewrites: the base op's nodes, then a Relu."""
+    from dataclasses import replace
+
+    base = o.info.type[: -len("Relu")]
+    pre = ctx.fresh(o.outs[0] + "_pre_relu")
+    EXPORTERS[base](_Op(replace(o.info, type=base), o.ins, [pre], o.in_infos, o.out_infos), ctx)
+    ctx.node("Relu", [pre], o.outs[:1])

@@ -9,11 +9,12 @@ predict net. The per-op translations live in :mod:`asyncnet.onnx.import_ops`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asyncnet.errors import AsyncNetError, ParseError, UnsupportedError
+from asyncnet.errors import AsyncNetError, FileAccessError, ParseError, UnsupportedError
 from asyncnet.onnx import import_shape_ops  # noqa: F401 - registers the shape translators
 from asyncnet.onnx._common import CAFFE2_TYPE_OF_NUMPY, require_onnx
 from asyncnet.onnx.import_ops import TRANSLATORS, Ctx, _attrs, _ins, _label, _op, _to_array, _unsupported
@@ -23,14 +24,42 @@ __all__ = ["TRANSLATORS", "import_onnx", "load_onnx"]
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:
-    """Read an ONNX model file, with a clear error for anything unreadable."""
+    """Read an ONNX model file, with a clear error for anything unreadable.
+
+    Tensors kept in external data files are read only from inside the model's folder: a location
+    that escapes it (``..``, an absolute path, a symlink pointing out) raises FileAccessError
+    naming the tensor, whatever the installed onnx version checks itself.
+    """
     onnx = require_onnx()
     try:
-        return onnx.load(os.fspath(path))
+        model = onnx.load(os.fspath(path), load_external_data=False)
     except FileNotFoundError:
         raise ParseError(f"{path}: no such file", source=str(path)) from None
     except Exception as e:  # onnx raises protobuf DecodeError and others on bad bytes
         raise ParseError(f"{path}: not a valid ONNX model: {e}", source=str(path)) from e
+    _load_external_data(onnx, model, Path(path))
+    return model
+
+
+def _load_external_data(onnx: Any, model: Any, path: Path) -> None:
+    from onnx import external_data_helper as ext
+
+    from asyncnet.iopolicy import IOPolicy
+
+    folder = path.parent
+    policy = IOPolicy.restricted(read=[folder], write=[], hint="external data must stay inside the model's folder")
+    tensors = [t for t in ext._get_all_tensors(model) if ext.uses_external_data(t)]
+    for t in tensors:
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        who = f"{path}: tensor '{t.name}' external data"
+        if not location or os.path.isabs(location):
+            raise FileAccessError(f"{who}: location '{location}' must be a path relative to the model's folder")
+        policy.check_read(folder / location, who=who)
+    if tensors:
+        try:
+            ext.load_external_data_for_model(model, os.fspath(folder))
+        except (OSError, ValueError, onnx.checker.ValidationError) as e:
+            raise ParseError(f"{path}: cannot read external data: {e}", source=str(path)) from e
 
 
 def _fill_op(name: str, value: np.ndarray) -> pb.OperatorDef:

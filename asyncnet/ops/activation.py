@@ -9,6 +9,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._util import canonical_axis
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
@@ -16,8 +17,15 @@ from asyncnet.schema import Arg, TensorInfo, same_as_input
 
 @register_op("Relu", allow_inplace=[(0, 0)], infer=same_as_input(), doc="Y = max(X, 0).")
 def relu(op: OpInfo) -> Callable[..., Any]:
+    buffer = OutputBuffer.for_output(op)
+
     def run(x: np.ndarray) -> tuple[np.ndarray]:
-        return (np.maximum(x, 0).astype(x.dtype, copy=False),)
+        if type(x) is not np.ndarray:
+            return (np.maximum(x, 0).astype(np.asarray(x).dtype, copy=False),)
+        # An in-place Relu (X and Y one blob) writes a buffer of its own, not X: X may be an
+        # array the user fed or still holds. The producer's buffer and this one are then both
+        # reused on the next run (see asyncnet.ops._buffers).
+        return (np.maximum(x, x.dtype.type(0), out=buffer.take(x.shape, x.dtype)),)
 
     return run
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.executors.pools import shared_io, timer_future
+from asyncnet.fileaccess import file_op, reads
 from asyncnet.iopolicy import op_read_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
@@ -85,3 +86,6 @@ def async_read_file(op: OpInfo) -> Callable[..., Any]:
         return shared_io().submit(read)
 
     return run
+
+
+file_op("AsyncReadFile", reads("path"))

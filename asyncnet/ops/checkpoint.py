@@ -18,6 +18,7 @@ import numpy as np
 from asyncnet.db.blobs import DEFAULT_CHUNK_SIZE, BlobAssembler, blob_name_from_key
 from asyncnet.db.store import canonical_db_type, db_exists, read_records, save_checkpoint
 from asyncnet.errors import ArgumentError, AsyncNetError, CheckpointError, UnsupportedError
+from asyncnet.fileaccess import caffe2_db_path, file_op, reads, writes
 from asyncnet.iopolicy import op_read_path, op_write_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.registry import register_op
@@ -32,10 +33,7 @@ _PATH_ARGS = (
 
 
 def _full_path(op: OpInfo, db: str) -> str:
-    if op.bool_arg("absolute_path"):
-        return db
-    root = getattr(op.workspace, "root_folder", None) or "."
-    return f"{root}/{db}"
+    return caffe2_db_path(db, absolute=op.bool_arg("absolute_path"), root=getattr(op.workspace, "root_folder", None))
 
 
 def _db_type(op: OpInfo) -> str:
@@ -94,6 +92,9 @@ def save(op: OpInfo) -> Callable[..., Any]:
         return ()
 
     return run
+
+
+file_op("Save", writes("db", db_path=True))
 
 
 def _load_infer(op: OpInfo) -> list[TensorInfo]:
@@ -197,6 +198,9 @@ def load(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
+file_op("Load", reads("db", db_path=True), reads("dbs", db_path=True))
+
+
 @register_op(
     "DBExists",
     inputs=0,
@@ -217,6 +221,9 @@ def db_exists_op(op: OpInfo) -> Callable[..., Any]:
         return (np.array(db_exists(path, kind)),)
 
     return run
+
+
+file_op("DBExists", reads("db_name", db_path=True))
 
 
 @register_op(
@@ -269,3 +276,6 @@ def checkpoint(op: OpInfo) -> Callable[..., Any]:
         return ()
 
     return run
+
+
+file_op(("Checkpoint", "Snapshot"), writes("db", db_path=True))

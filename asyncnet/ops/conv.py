@@ -9,6 +9,8 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._buffers import OutputBuffer
+from asyncnet.ops._conv_fast import ConvPlan
 from asyncnet.ops._conv_util import (
     CONV_ARGS,
     KERNEL_ARGS,
@@ -20,9 +22,7 @@ from asyncnet.ops._conv_util import (
     STRIDE_ARGS,
     TUNING_ARGS,
     VALID,
-    Window,
     WindowArgs,
-    conv_forward,
     conv_transpose_forward,
 )
 from asyncnet.registry import register_op
@@ -86,9 +86,13 @@ def conv(op: OpInfo) -> Callable[..., Any]:
     if group < 1:
         raise ArgumentError(f"{op.label()}: group must be positive, got {group}")
     order = win_args.order
-    cache: dict[tuple[tuple[int, ...], tuple[int, ...]], Window] = {}
+    plans: dict[tuple[tuple[int, ...], tuple[int, ...], np.dtype[Any]], ConvPlan] = {}
+    out = OutputBuffer.for_output(op)
 
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray]:
+        plan = plans.get((x.shape, w.shape, x.dtype))
+        if plan is not None and (b is None or b.size == plan.m):
+            return (plan.run(x, w, b, out),)
         if x.ndim < 3 or w.ndim != x.ndim:
             raise ArgumentError(f"X {x.shape} and filter {w.shape} must have the same rank, at least 3")
         c = x.shape[1] if order == "NCHW" else x.shape[-1]
@@ -102,11 +106,12 @@ def conv(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(f"bias has {b.size} values, the filter gives {m} output channels")
         sp = tuple(x.shape[2:]) if order == "NCHW" else tuple(x.shape[1:-1])
         fk = tuple(w.shape[2:]) if order == "NCHW" else tuple(w.shape[1:-1])
-        key = (sp, fk)
-        win = cache.get(key)
-        if win is None:
-            win = cache[key] = win_args.resolve(sp, fk)
-        return (conv_forward(x, w, b, win, order, group),)
+        win = win_args.resolve(sp, fk)
+        plan = ConvPlan(x.shape, w.shape, np.result_type(x.dtype, w.dtype), win, order, group)
+        if len(plans) > 8:
+            plans.clear()  # shapes keep changing: do not grow without bound
+        plans[(x.shape, w.shape, x.dtype)] = plan
+        return (plan.run(x, w, b, out),)
 
     return run
 

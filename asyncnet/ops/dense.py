@@ -9,6 +9,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._util import canonical_axis, prod, prod_known
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -77,12 +78,19 @@ def _fc_dims(
 )
 def fc(op: OpInfo) -> Callable[..., Any]:
     axis_arg, axis_w_arg = op.int_arg("axis"), op.int_arg("axis_w")
+    buffer = OutputBuffer.for_output(op)
 
     def run(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
         axis, m, k, n = _fc_dims(op, x, w, b, axis_arg, axis_w_arg, transposed=False)
-        y = x.reshape(m, k) @ w.reshape(n, k).T
-        y += b.reshape(1, n)
-        return (y.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)
+        if x.dtype == w.dtype == b.dtype and x.dtype.kind == "f":
+            # The GEMM writes the final array directly: [M, N] is Y's memory in any leading shape.
+            y = buffer.take((*x.shape[:axis], n), x.dtype)
+            np.matmul(x.reshape(m, k), w.reshape(n, k).T, out=y.reshape(m, n))
+            y.reshape(m, n)[...] += b.reshape(1, n)
+            return (y,)
+        y2 = x.reshape(m, k) @ w.reshape(n, k).T
+        y2 += b.reshape(1, n)
+        return (y2.reshape(*x.shape[:axis], n).astype(x.dtype, copy=False),)
 
     return run
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._conv_util import ORDER_ARG
 from asyncnet.ops._util import canonical_axis, order_arg, prod
 from asyncnet.registry import register_op
@@ -96,6 +97,7 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
         raise ArgumentError(f"{op.label()}: training mode (is_test=0) needs 5 outputs, got {n_out}")
     if len(op.inputs) == 7 and is_test:
         raise ArgumentError(f"{op.label()}: the batch sums (inputs 5 and 6) are only for training mode")
+    buffer = OutputBuffer.for_output(op)
 
     def run(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, *sums: np.ndarray):  # type: ignore[no-untyped-def]
         _rank_check(x, 2, "SpatialBN")
@@ -105,10 +107,12 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
             _check_vec(name, v, c)
         dt = _float(x).dtype
         if is_test:
+            # One scale and one shift per channel, applied in two in-place passes over Y.
             alpha = scale.astype(dt) / np.sqrt(var.astype(dt) + dt.type(eps))
             beta = bias.astype(dt) - alpha * mean.astype(dt)
-            y = (x * per_channel(alpha, x.ndim, order)).astype(dt, copy=False)
-            y += per_channel(beta, x.ndim, order)  # in place: one temporary less on big activations
+            y = buffer.take(x.shape, dt)
+            np.multiply(x, per_channel(alpha, x.ndim, order), out=y)
+            y += per_channel(beta, x.ndim, order)
             return (y,)
         axes = tuple(a for a in range(x.ndim) if a != ax)
         if sums:

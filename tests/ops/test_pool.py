@@ -166,3 +166,35 @@ def test_global_pooling_accepts_kernel_zero() -> None:
     np.testing.assert_allclose(y, x.mean(axis=(2, 3), keepdims=True), rtol=1e-6)
     with pytest.raises(AsyncNetError, match="positive"):
         run_op("AveragePool", [x], infer=False, kernel=0)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("include_pad", [False, True])
+@pytest.mark.parametrize("size,k,s,pad,legacy", [(9, 3, 1, 1, 0), (8, 2, 1, 0, 0), (7, 4, 1, 2, 0), (7, 3, 1, 1, 3)])
+def test_stride1_flat_path_matches_naive_loop(
+    op: str, include_pad: bool, size: int, k: int, s: int, pad: int, legacy: int
+) -> None:
+    """Stride-1 2-D NCHW pooling takes the flat phase-split path; two runs of one net (the second
+    reuses its padding buffer and output) both match the naive loop."""
+    from asyncnet.proto import caffe2_pb2 as pb
+    from asyncnet.workspace import Workspace
+
+    kind = "max" if op == "MaxPool" else "avg"
+    args: dict[str, Any] = {"kernel": k, "stride": s, "pad": pad, "legacy_pad": legacy}
+    if op == "AveragePool":
+        args["count_include_pad"] = int(include_pad)
+    net = pb.NetDef(name="pool")
+    net.op.append(make_op(op, ["x"], ["y"], **args))
+    rng = np.random.default_rng(size * k)
+    with Workspace() as ws:
+        ws.feed("x", rng.standard_normal((2, 3, size, size)).astype(np.float32))
+        n = ws.create_net(net)
+        for _ in range(2):
+            x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+            ws.feed("x", x)
+            n.run()
+            y = ws.fetch("y")
+            np.testing.assert_allclose(
+                y, naive_pool_2d(x, kind, k, s, pad, y.shape[2:], include_pad), rtol=1e-5, atol=1e-6
+            )
+        n.close()

@@ -60,7 +60,8 @@ def _check_profile(p: dict[str, Any], net: pb.NetDef, iters: int) -> None:
 
 @pytest.mark.timeout(60)
 def test_bench_mlp_output_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text, data = _bench([*MLP, "--warmup", "1", "--iters", "7", "--profile-iters", "3"], tmp_path, capsys)
+    argv = [*MLP, "--warmup", "1", "--iters", "7", "--profile-iters", "3", "--no-optimize"]
+    text, data = _bench(argv, tmp_path, capsys)
     net = read_net(NETS / "mlp_predict.pbtxt")
     assert data["net"] == "mlp_predict" and data["ops"] == 4 and data["iters"] == 7 and data["warmup"] == 1
     assert data["inputs"] == {"data": "(2, 4) float32"}
@@ -70,7 +71,8 @@ def test_bench_mlp_output_and_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert data["onnxruntime"] is None
     lines = text.splitlines()
     assert lines[0] == "bench net 'mlp_predict': 4 ops; data inputs: data (2, 4) float32"
-    assert "1 warmup + 7 timed iteration(s), profiling off" in lines[1]
+    assert lines[1] == "rewrites: off (--no-optimize)"
+    assert "1 warmup + 7 timed iteration(s), profiling off" in lines[2]
     row = next(line for line in lines if line.strip().startswith("asyncnet "))
     median_ms = float(row.split()[2])
     assert median_ms == pytest.approx(run["median"], abs=1e-3)
@@ -105,6 +107,7 @@ def test_bench_compare_onnxruntime_and_two_executors(tmp_path: Path, capsys: pyt
 @pytest.mark.timeout(60)
 def test_bench_profiles_with_the_first_executor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [*MLP, "--iters", "2", "--warmup", "1", "--profile-iters", "4", "--executor", "async_scheduling"]
+    argv.append("--no-optimize")
     text, data = _bench([*argv, "--executor", "simple"], tmp_path, capsys)
     assert data["op_types"]["executor"] == "async_scheduling"
     _check_profile(data["op_types"], read_net(NETS / "mlp_predict.pbtxt"), 4)
