@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="BLAS threads per request (default 1: requests run concurrently instead; 0: leave BLAS alone)",
     )
+    p.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="serve the nets as they are (default: rewrite them for inference once the parameters are loaded)",
+    )
     p.add_argument("--executor", metavar="NAME", help="override the predict nets' NetDef.type")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool (async executors)")
     p.add_argument(
@@ -76,6 +81,8 @@ def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
             argv += [flag, str(value)]
     if args.batching:
         argv.append("--batching")
+    if args.no_optimize:
+        argv.append("--no-optimize")
     for d in args.allow_write:
         argv += ["--allow-write", d]
     return argv
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
                     executor=args.executor,
                     options=options,
                     max_concurrency=args.concurrency,
+                    optimize=not args.no_optimize,
                 )
             )
         server = PredictionServer(

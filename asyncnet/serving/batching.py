@@ -27,13 +27,15 @@ from asyncnet.serde import arguments_to_dict
 _ROWWISE = frozenset(
     """Relu Sigmoid Tanh Exp Log Sqrt Abs Negative Sign Floor Ceil Elu LeakyRelu Selu Softplus Softsign Swish
     HardSigmoid Clip Scale Copy Alias Identity StopGradient Cast PRelu Erf Pow Sqr Relu6 Mish
-    Conv ConvTranspose Conv1D Conv2D Conv3D MaxPool AveragePool MaxPool1D MaxPool2D MaxPool3D AveragePool1D
+    Conv ConvRelu ConvTranspose Conv1D Conv2D Conv3D MaxPool AveragePool MaxPool1D MaxPool2D MaxPool3D AveragePool1D
     AveragePool2D AveragePool3D LpPool LRN ChannelShuffle InstanceNorm ResizeNearest Upsample
     AsyncNetBarrier""".split()
 )
 # Ops that are per-sample unless their `axis` argument is the batch axis (0).
 _AXIS_OPS: dict[str, int] = {
     "FC": 1,
+    "FCRelu": 1,
+    "SumRelu": 1,
     "FCTransposed": 1,
     "Softmax": 1,
     "Concat": 1,

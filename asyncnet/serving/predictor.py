@@ -61,8 +61,10 @@ class Predictor:
         io_policy: files the nets may read and write; default: reads anywhere, writes nowhere
             (a served model must not write files unless the caller allows it).
         batching: dynamic batching options (off by default).
-        rewrite: optional inference rewrite applied to the nets before preparing them (the hook
-            for ``asyncnet.transforms`` inference rewrites once they exist).
+        rewrite: a custom rewrite applied to the nets before anything is prepared.
+        optimize: rewrite the predict net for inference once the parameters are loaded
+            (:func:`asyncnet.transforms.optimize_for_inference`: fold BN/affine into Conv/FC, fuse
+            Relu, drop identities); the new parameters go into the parent workspace.
         input_names: the request inputs (default: value_info's names plus every net input the
             parameters do not provide); names the init net filled (placeholders) stay per request.
 
@@ -86,6 +88,7 @@ class Predictor:
         batching: BatchingOptions | None = None,
         rewrite: Rewrite | None = None,
         input_names: Sequence[str] | None = None,
+        optimize: bool = False,
     ) -> None:
         from asyncnet.executors.pools import default_threads
 
@@ -129,6 +132,9 @@ class Predictor:
                     f"the parameters (init net) nor value_info provide: {shown}"
                     + ("" if init_net is not None else "; there is no init net (init_net.pb)")
                 )
+        self.optimize_report: list[str] = []
+        if optimize:
+            self._optimize()
         written = {o for op in self.predict_net.op for o in op.output}
         self._check_no_parameter_writes(written)
         self._private = frozenset(self.input_names) | written
@@ -183,6 +189,15 @@ class Predictor:
         if self.batch_independent:
             return TensorSpec(name, spec.dtype, (None, *spec.shape[1:]))
         return spec
+
+    def _optimize(self) -> None:
+        from asyncnet.transforms import optimize_for_inference
+
+        result = optimize_for_inference(self.predict_net, workspace=self.parent, data_inputs=self.input_names)
+        result.apply(self.parent)
+        self.predict_net = result.predict_net
+        self.optimize_report = result.summary_lines()
+        log.info("model '%s': %s", self.name, self.optimize_report[0] if self.optimize_report else "no rewrites")
 
     def _infer_outputs(self) -> dict[str, TensorSpec]:
         """Output dtypes and shapes by shape inference from the input specs (unknown where it stops)."""

@@ -250,3 +250,12 @@ def test_missing_parameters_are_named_at_load(tmp_path: Path) -> None:
     (d / "init_net.pb").unlink()
     with pytest.raises(NetDefinitionError, match=r"reads 4 blob\(s\) .*: W1, b1, W2, b2; there is no init net"):
         Predictor.from_dir(d)
+
+
+@pytest.mark.timeout(30)
+def test_optimize_rewrites_for_inference_with_the_same_results(model_dir: Path) -> None:
+    with Predictor.from_dir(model_dir) as plain, Predictor.from_dir(model_dir, optimize=True) as fast:
+        assert [op.type for op in fast.predict_net.op] == ["FCRelu", "FC", "Softmax"]
+        assert fast.optimize_report and fast.batch_independent
+        x = batch(4)
+        np.testing.assert_allclose(fast.predict({"data": x})["prob"], plain.predict({"data": x})["prob"], rtol=1e-6)  # type: ignore[call-overload]
