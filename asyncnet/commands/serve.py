@@ -53,9 +53,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--executor", metavar="NAME", help="override the predict nets' NetDef.type")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool (async executors)")
-    p.add_argument(
-        "--allow-write", action="append", default=[], metavar="DIR", help="let the nets write files under DIR"
+    g = p.add_argument_group(
+        "file access",
+        "Ops of a served net may read files under its model folder and write none; anything else is refused "
+        "when the model loads.",
     )
+    g.add_argument("--allow-read", action="append", default=[], metavar="DIR", help="also allow reads under DIR")
+    g.add_argument(
+        "--allow-write", action="append", default=[], metavar="DIR", help="allow writes (and reads) under DIR"
+    )
+    g.add_argument("--allow-any-path", action="store_true", help="any file you can (Caffe2's behaviour; warns)")
     p.add_argument(
         "--workers",
         type=int,
@@ -85,6 +92,10 @@ def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
         argv.append("--no-optimize")
     for d in args.allow_write:
         argv += ["--allow-write", d]
+    for d in args.allow_read:
+        argv += ["--allow-read", d]
+    if args.allow_any_path:
+        argv.append("--allow-any-path")
     return argv
 
 
@@ -124,9 +135,12 @@ def _supervise(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from asyncnet.commands._common import IO_POLICY_HINT, warn
     from asyncnet.executors.pools import default_threads
     from asyncnet.serving import BatchingOptions, PredictionServer, Predictor, ServerOptions
 
+    if args.allow_any_path and not args.reuse_port:
+        warn("--allow-any-path: served nets may read and write any file you can (Caffe2's behaviour)")
     if args.workers is None:
         args.workers = 1 if args.reuse_port else default_threads()
     if args.workers < 1:
@@ -149,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for folder in args.models:
             policy = IOPolicy.restricted(
-                read=[folder, *args.allow_write],
-                write=args.allow_write,
-                hint="pass --allow-write DIR to let a served net write files",
+                read=[folder, *args.allow_read, *args.allow_write], write=args.allow_write, hint=IO_POLICY_HINT
             )
+            if args.allow_any_path:
+                policy = IOPolicy.permissive()
             predictors.append(
                 Predictor.from_dir(
                     folder,
