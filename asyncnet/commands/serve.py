@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="server processes sharing the port (default: the usable CPUs). Python kernels hold the GIL, so the "
+        help="server processes sharing the port (default: the usable CPUs, at most 8). Python kernels hold the GIL, so the "
         "threads of one process share about one core; each process loads the models (parameters once per process)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_any_path and not args.reuse_port:
         warn("--allow-any-path: served nets may read and write any file you can (Caffe2's behaviour)")
     if args.workers is None:
-        args.workers = 1 if args.reuse_port else default_threads()
+        # Each worker holds its own copy of the models: beyond a few, memory grows for little gain.
+        args.workers = 1 if args.reuse_port else min(default_threads(), 8)
     if args.workers < 1:
         raise ServingError(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1:
