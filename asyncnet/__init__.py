@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from asyncnet.errors import AsyncNetError
 from asyncnet.executors import ExecutorOptions
 from asyncnet.net import Net
@@ -18,6 +20,9 @@ from asyncnet.serde import (
 )
 from asyncnet.workspace import Workspace
 
+if TYPE_CHECKING:
+    from asyncnet.serving.predictor import Predictor
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "NetDef",
     "OperatorDef",
     "PlanDef",
+    "Predictor",
     "TensorProto",
     "TensorProtos",
     "Workspace",
@@ -40,3 +46,12 @@ __all__ = [
     "tensor_to_numpy",
     "write_message",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Serving is imported on first use: `import asyncnet` stays as light as the core.
+    if name == "Predictor":
+        from asyncnet.serving.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'asyncnet' has no attribute '{name}'")

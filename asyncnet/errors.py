@@ -179,3 +179,33 @@ class WorkspaceError(CompatError):
 
 class MissingBlobError(BlobNotFoundError, RuntimeError):
     """FetchBlob of a blob the workspace lacks (a KeyError and, as in Caffe2, a RuntimeError)."""
+
+
+class InputError(AsyncNetError, ValueError):
+    """A prediction request's inputs do not match the model (name, dtype, shape, size)."""
+
+
+class ServingError(AsyncNetError, RuntimeError):
+    """The Predictor or the prediction server cannot take or answer a request."""
+
+
+class OverloadedError(ServingError):
+    """Too many requests are running or queued; retry later (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class DeadlineError(ServingError, TimeoutError):
+    """A request's deadline passed before its result was ready (it was not computed, or was stopped)."""
+
+
+class RemoteError(ServingError):
+    """A prediction server answered with an error status.
+
+    Attributes:
+        code: the gRPC status code name (``"INVALID_ARGUMENT"``, ``"UNAVAILABLE"``, ...).
+        details: the server's message.
+    """
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN", details: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from asyncnet.errors import BlobNotFoundError, NetNotFoundError, did_you_mean
@@ -30,7 +30,14 @@ class Workspace:
         >>> y = ws.fetch("y")
     """
 
-    def __init__(self, name: str = "", *, parent: Workspace | None = None, io_policy: IOPolicy | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "",
+        *,
+        parent: Workspace | None = None,
+        io_policy: IOPolicy | None = None,
+        private: Iterable[str] = (),
+    ) -> None:
         """Args:
         name: shown in messages (auto-named when empty).
         parent: a child workspace sees every blob the parent holds when a net is prepared (the
@@ -38,10 +45,14 @@ class Workspace:
             itself; parameters loaded once in a parent serve many children.
         io_policy: which files nets may read and write (default: the parent's, else permissive,
             as Caffe2 was).
+        private: names that stay this workspace's own even when the parent holds them (a
+            Predictor's request inputs and the blobs its net writes must never reach the shared
+            parameters).
         """
         self.name = name or f"workspace_{next(_counter)}"
         self.parent = parent
         self.io_policy: IOPolicy = io_policy or (parent.io_policy if parent is not None else IOPolicy.permissive())
+        self.private: frozenset[str] = frozenset(private)
         self._cells: dict[str, Blob] = {}
         self._nets: dict[str, Net] = {}
         self._lock = threading.RLock()
@@ -52,12 +63,17 @@ class Workspace:
         """The cell behind ``name`` (created empty if new). Prepared ops bind to cells."""
         c = self._cells.get(name)
         if c is None:
-            inherited = self.parent._shared_cell(name) if self.parent is not None else None
+            inherited = self._inherited(name)
             if inherited is not None:
                 return inherited
             with self._lock:
                 c = self._cells.setdefault(name, Blob(name))
         return c
+
+    def _inherited(self, name: str) -> Blob | None:
+        if self.parent is None or name in self.private:
+            return None
+        return self.parent._shared_cell(name)
 
     def _shared_cell(self, name: str) -> Blob | None:
         # A parent lends only cells that hold a value; unknown names stay the child's own.
@@ -84,8 +100,8 @@ class Workspace:
     def fetch(self, name: str) -> Any:
         """The value of blob ``name`` (a parent's blob when this workspace has none)."""
         c = self._cells.get(name)
-        if (c is None or c.value is EMPTY) and self.parent is not None:
-            c = self.parent._shared_cell(name)
+        if c is None or c.value is EMPTY:
+            c = self._inherited(name)
         if c is None or c.value is EMPTY:
             raise BlobNotFoundError(f"workspace '{self.name}' has no blob '{name}'{did_you_mean(name, self.blobs())}")
         return c.value
@@ -94,13 +110,13 @@ class Workspace:
         c = self._cells.get(name)
         if c is not None and c.value is not EMPTY:
             return True
-        return self.parent is not None and self.parent._shared_cell(name) is not None
+        return self._inherited(name) is not None
 
     def blobs(self) -> list[str]:
         """Names of the blobs holding a value, sorted (a parent's included)."""
         own = {n for n, c in list(self._cells.items()) if c.value is not EMPTY}
         if self.parent is not None:
-            own.update(self.parent.blobs())
+            own.update(n for n in self.parent.blobs() if n not in self.private)
         return sorted(own)
 
     def local_blobs(self) -> list[str]:

@@ -76,3 +76,16 @@ def test_generated_code_is_fresh() -> None:
     finally:
         sys.path.pop(0)
     assert gen_proto.check() == [], "run `python tools/gen_proto.py` and commit the result"
+
+
+def test_service_code_is_generated_and_imports_within_the_package() -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_proto
+    finally:
+        sys.path.pop(0)
+    files = gen_proto.generate()
+    assert {"serving_pb2.py", "serving_pb2.pyi", "serving_pb2_grpc.py"} <= set(files)
+    # protoc's bare `import caffe2_pb2` would fail inside the asyncnet.proto package.
+    assert b"from asyncnet.proto import caffe2_pb2 as caffe2__pb2" in files["serving_pb2.py"]
+    assert b"from asyncnet.proto import serving_pb2 as serving__pb2" in files["serving_pb2_grpc.py"]

@@ -105,3 +105,20 @@ def test_reset_clears_everything() -> None:
     ws.create_net(_relu_net())
     ws.reset()
     assert ws.blobs() == [] and ws.nets() == []
+
+
+def test_private_names_stay_the_childs_own() -> None:
+    parent = Workspace("params")
+    parent.feed("w", np.ones(2, np.float32))
+    parent.feed("data", np.zeros(2, np.float32))  # an init net's placeholder
+    child = Workspace(parent=parent, private=["data"])
+    assert child.cell("w") is parent.cell("w")  # shared, not copied
+    assert child.cell("data") is not parent.cell("data")
+    assert not child.has("data") and "data" not in child.blobs() and child.has("w")
+    with pytest.raises(BlobNotFoundError):
+        child.fetch("data")
+    child.feed("data", np.full(2, 5.0, np.float32))
+    np.testing.assert_array_equal(parent.fetch("data"), [0.0, 0.0])
+    child.run_operator_once(pb.OperatorDef(type="Add", input=["data", "w"], output=["y"]))
+    np.testing.assert_array_equal(child.fetch("y"), [6.0, 6.0])
+    assert not parent.has("y")

@@ -1,4 +1,4 @@
-"""Regenerate asyncnet/proto/*_pb2.py and *_pb2.pyi from proto/caffe2.proto and proto/caffe.proto.
+"""Regenerate asyncnet/proto/*_pb2.py and *_pb2.pyi from proto/*.proto (and the gRPC code of serving.proto).
 
 Usage: python tools/gen_proto.py [--check]
 
@@ -8,6 +8,7 @@ differ from what generation would produce (the test suite runs this check).
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -15,10 +16,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "asyncnet" / "proto"
-SCHEMAS = ("caffe2.proto", "caffe.proto")
+SCHEMAS = ("caffe2.proto", "caffe.proto", "serving.proto")
+# Schemas that define gRPC services (their *_pb2_grpc.py is generated too).
+SERVICES = ("serving.proto",)
+
+# protoc writes `import caffe2_pb2 as ...` for `import "caffe2.proto"`; inside the asyncnet.proto
+# package the generated modules must import each other by their package path.
+_SIBLING_IMPORT = re.compile(rb"^import (\w+_pb2) as (\w+)$", re.MULTILINE)
 
 
-def generate(proto_dir: Path = PROTO_DIR, schemas: tuple[str, ...] = SCHEMAS) -> dict[str, bytes]:
+def _package_imports(data: bytes) -> bytes:
+    return _SIBLING_IMPORT.sub(rb"from asyncnet.proto import \1 as \2", data)
+
+
+def generate(
+    proto_dir: Path = PROTO_DIR, schemas: tuple[str, ...] = SCHEMAS, services: tuple[str, ...] = SERVICES
+) -> dict[str, bytes]:
     """Run grpcio-tools' protoc and return generated file name -> content."""
     from grpc_tools import protoc  # imported here: only needed by developers
 
@@ -32,7 +45,16 @@ def generate(proto_dir: Path = PROTO_DIR, schemas: tuple[str, ...] = SCHEMAS) ->
         ]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {schemas}")
-        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+        if services:
+            grpc_args = [
+                "protoc",
+                f"-I{proto_dir}",
+                f"--grpc_python_out={tmp}",
+                *[str(proto_dir / s) for s in services],
+            ]
+            if protoc.main(grpc_args) != 0:
+                raise RuntimeError(f"protoc (grpc) failed on {services}")
+        return {p.name: _package_imports(p.read_bytes()) for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
 def check(out_dir: Path = OUT_DIR) -> list[str]:

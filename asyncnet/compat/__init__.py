@@ -9,6 +9,26 @@ scopes); the rest of asyncnet has none.
 
 from __future__ import annotations
 
-from asyncnet.compat import brew, caffe2_pb2, core, initializers, model_helper, optimizer, scope, workspace
+from asyncnet.compat import (
+    brew,
+    caffe2_pb2,
+    core,
+    initializers,
+    model_helper,
+    optimizer,
+    predictor,
+    scope,
+    workspace,
+)
 
-__all__ = ["brew", "caffe2_pb2", "core", "initializers", "model_helper", "optimizer", "scope", "workspace"]
+__all__ = [
+    "brew",
+    "caffe2_pb2",
+    "core",
+    "initializers",
+    "model_helper",
+    "optimizer",
+    "predictor",
+    "scope",
+    "workspace",
+]

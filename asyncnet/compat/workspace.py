@@ -247,3 +247,12 @@ class _BlobsView:
 
 
 blobs = _BlobsView()
+
+
+def __getattr__(name: str) -> Any:
+    # Caffe2's workspace.Predictor; imported on first use (it brings in asyncnet.serving).
+    if name == "Predictor":
+        from asyncnet.compat.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'asyncnet.compat.workspace' has no attribute '{name}'")
