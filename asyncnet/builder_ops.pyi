@@ -104,12 +104,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
         decay: float = ...,
+        weight_decay: float = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs param, moment, grad, lr: m' = decay * m + g^2; param' = param + lr * g / (sqrt(m') + epsilon). Optional output 2: the effective lr.
+        """Inputs param, moment, grad, lr: g' = g + weight_decay * param; m' = decay * m + g'^2; param' = param + lr * g' / (sqrt(m') + epsilon). Optional outputs 2 and 3: the effective lr and the update.
 
         Args:
             epsilon: added to the root
             decay: moment decay
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
         """
         ...
 
@@ -1132,6 +1134,31 @@ class OpNamespace:
         """
         ...
 
+    def BatchGatherGradient(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        match_outer: int = ...,
+        wrap_indices: int = ...,
+    ) -> Blob:
+        """Gradient of Gather/BatchGather: inputs DATA, INDICES, dOUTPUT; dDATA is zero except the gathered slices, which accumulate dOUTPUT (repeated indices add up).
+
+        Args:
+            axis: the forward axis
+            match_outer: the forward match_outer
+            wrap_indices: the forward wrap_indices (negative indices count from the end)
+        """
+        ...
+
     def BatchMatMul(
         self,
         A: BlobLike,
@@ -1171,6 +1198,27 @@ class OpNamespace:
         order: str = ...,
     ) -> tuple[Blob, ...]:
         """Per channel: the mean E[X] and the second raw moment E[X^2] (Caffe2 names it var) over every other dim.
+
+        Args:
+            order: where the channel dim is
+        """
+        ...
+
+    def BatchMomentsGradient(
+        self,
+        dmu: BlobLike,
+        dvar: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of BatchMoments: inputs dmu, dvar, X; per channel dX = dmu / n + dvar * 2 X / n, n the elements per channel.
 
         Args:
             order: where the channel dim is
@@ -1323,6 +1371,21 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """The rows of `data` where the 1-D bool `mask` is true; optional output 1 gives their indices (int64)."""
+        ...
+
+    def BooleanMaskGradient(
+        self,
+        mask: BlobLike,
+        dmasked_data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of BooleanMask: inputs mask, dmasked_data; the rows where mask is true get dmasked_data in order, the others 0."""
         ...
 
     def BooleanUnmask(
@@ -2736,7 +2799,7 @@ class OpNamespace:
         dC: BlobLike,
         A: BlobLike,
         B: BlobLike,
-        C: BlobLike,
+        C: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -2749,7 +2812,7 @@ class OpNamespace:
         axis_str: str = ...,
         order: str = ...,
     ) -> tuple[Blob, ...]:
-        """Gradient of Div: dA = dC / B, dB = -dC * C / B. Broadcast dims are summed back to the input shapes.
+        """Gradient of Div: dA = dC / B, dB = -dC * C / B. Broadcast dims are summed back to the input shapes. The legacy 3-input form takes B, C, dC.
 
         Args:
             broadcast: legacy broadcasting: B matches a contiguous run of A's dims
@@ -3132,6 +3195,29 @@ class OpNamespace:
             axis: X is flattened to 2-D at this axis
             axis_w: W is flattened to 2-D at this axis
             float16_compute: ignored (numpy computes in the input precision)
+        """
+        ...
+
+    def FCTransposedGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_w: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of FCTransposed (Y = X W + b, W as [K, N]): inputs X, W, dY; outputs dW = X^T dY, db = column sums of dY, [dX = dY W^T].
+
+        Args:
+            axis: the forward axis
+            axis_w: the forward axis_w
         """
         ...
 
@@ -4795,12 +4881,24 @@ class OpNamespace:
         active_first: int = ...,
         active_period: int = ...,
         inactive_period: int = ...,
+        end_multiplier: float = ...,
+        num_iter_1: int = ...,
+        num_iter_2: int = ...,
+        multiplier_1: float = ...,
+        multiplier_2: float = ...,
+        m1: float = ...,
+        n1: int = ...,
+        m2: float = ...,
+        n2: int = ...,
+        m3: float = ...,
+        sub_policy_num_iters: Sequence[Any] = ...,
+        **kwargs: Any,
     ) -> Blob:
-        """lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar.
+        """lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar. A composite policy reads each sub-policy's arguments as sub_policy_<k>_<name> (policy, lr_scale, ...).
 
         Args:
             base_lr: the base learning rate (negative for descent with WeightedSum/Adagrad/Adam)
-            policy: fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, alter
+            policy: fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, pieceWarmup, alter, hill, slope, gate, composite
             gamma: decay factor (step, exp, inv)
             stepsize: iterations per step (step)
             stepsizes: iterations at which to multiply by gamma (multistep)
@@ -4812,6 +4910,17 @@ class OpNamespace:
             active_first: alter: start with the active period
             active_period: alter: active iterations per cycle
             inactive_period: alter: inactive iterations per cycle
+            end_multiplier: hill: lower bound after the inverse decay
+            num_iter_1: slope: iteration where the slope starts
+            num_iter_2: slope: iteration where the slope ends
+            multiplier_1: slope: multiplier up to num_iter_1; gate: multiplier before num_iter (default 1)
+            multiplier_2: slope: multiplier from num_iter_2; gate: multiplier from num_iter (default 1)
+            m1: pieceWarmup: multiplier before n1
+            n1: pieceWarmup: first boundary
+            m2: pieceWarmup: multiplier before n2
+            n2: pieceWarmup: second boundary
+            m3: pieceWarmup: multiplier from n2
+            sub_policy_num_iters: composite: iterations of each sub-policy (args sub_policy_<k>_<name>)
         """
         ...
 
@@ -4829,6 +4938,82 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Concatenate the segments of ITEMS (cut by LENGTHS) picked by INDICES, in INDICES order."""
+        ...
+
+    def LengthsMax(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the elementwise max (0 for an empty segment) of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsMaxWithMainInputAndForwardOutputGradient(
+        self,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsMax: dDATA (each row gets its segment's output gradient where it equals the max).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def LengthsMean(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
         ...
 
     def LengthsPad(
@@ -4887,6 +5072,43 @@ class OpNamespace:
         """
         ...
 
+    def LengthsSum(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
     def LengthsTile(
         self,
         DATA: BlobLike,
@@ -4933,6 +5155,95 @@ class OpNamespace:
 
         Args:
             k: number of values kept per segment
+        """
+        ...
+
+    def LengthsTopKGradient(
+        self,
+        LENGTHS: BlobLike,
+        TopKIndices: BlobLike,
+        dTopKValue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        k: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsTopK: inputs LENGTHS, TopKIndices, dTopKValue; each picked position of its segment gets its gradient, the rest 0 (padding indices -1 are skipped).
+
+        Args:
+            k: the forward k
+        """
+        ...
+
+    def LengthsWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def LengthsWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def LengthsWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LengthsWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
         """
         ...
 
@@ -5698,6 +6009,30 @@ class OpNamespace:
         """
         ...
 
+    def MomentsGradient(
+        self,
+        dmean: BlobLike,
+        dvariance: BlobLike,
+        X: BlobLike,
+        mean: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axes: Sequence[Any] = ...,
+        keepdims: int = ...,
+    ) -> Blob:
+        """Gradient of Moments: inputs dmean, dvariance, X, mean; dX = dmean / n + dvariance * 2 (X - mean) / n, n the number of reduced elements.
+
+        Args:
+            axes: the forward axes (default: all)
+            keepdims: the forward keepdims
+        """
+        ...
+
     def MomentumSGD(
         self,
         grad: BlobLike,
@@ -6022,7 +6357,7 @@ class OpNamespace:
         """Pack the segments of DATA (cut by LENGTHS) into (N, max_length, ...), padding with 0 (or -inf); optional output 1 marks the real rows.
 
         Args:
-            max_length: pad every segment to this many rows (default: the longest segment)
+            max_length: pad (or truncate) every segment to this many rows (default: the longest)
             pad_minf: pad with -inf instead of 0
             return_presence_mask: also output a bool mask of the real rows
         """
@@ -6148,6 +6483,35 @@ class OpNamespace:
         """
         ...
 
+    def PowGradient(
+        self,
+        X: BlobLike,
+        dZ: BlobLike,
+        Y: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        exponent: Any = ...,
+        broadcast: int = ...,
+        axis: int = ...,
+        axis_str: str = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of Pow: inputs X, dZ, [Y]; dX = dZ * Y * X^(Y-1) and (2-input form) dY = dZ * X^Y * ln(X), broadcast dims summed back.
+
+        Args:
+            exponent: the forward exponent argument (1-input form)
+            broadcast: the forward legacy broadcast flag
+            axis: the forward legacy broadcast axis
+            axis_str: the forward legacy axis letter
+            order: used with axis_str
+        """
+        ...
+
     def Reciprocal(
         self,
         X: BlobLike,
@@ -6202,6 +6566,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6211,7 +6576,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMax: inputs dY, X, Y; output dX.
+        """Gradient of ReduceBackMax: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6252,7 +6617,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMean: inputs dY, X; output dX.
+        """Gradient of ReduceBackMean: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0; Mean divides by lengths[i]).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6284,6 +6649,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6293,7 +6659,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMin: inputs dY, X, Y; output dX.
+        """Gradient of ReduceBackMin: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6334,7 +6700,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackSum: inputs dY, X; output dX.
+        """Gradient of ReduceBackSum: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6366,6 +6732,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6375,7 +6742,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMax: inputs dY, X, Y; output dX.
+        """Gradient of ReduceFrontMax: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6416,7 +6783,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMean: inputs dY, X; output dX.
+        """Gradient of ReduceFrontMean: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0; Mean divides by lengths[i]).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6448,6 +6815,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6457,7 +6825,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMin: inputs dY, X, Y; output dX.
+        """Gradient of ReduceFrontMin: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6498,7 +6866,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontSum: inputs dY, X; output dX.
+        """Gradient of ReduceFrontSum: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -7111,7 +7479,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """For every i: DATA[INDICES[i]] = DATA[INDICES[i]] * WEIGHT_0 + sum_k SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place, repeated indices apply repeatedly)."""
+        """For every i: DATA[INDICES[i]] *= WEIGHT_0, then for every i: DATA[INDICES[i]] += sum_k SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place; a repeated index is scaled once per occurrence and receives every slice)."""
         ...
 
     def SegmentOneHot(
@@ -7612,6 +7980,636 @@ class OpNamespace:
         """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
         ...
 
+    def SortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows).
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsIndicesInGradientWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseLengthsWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def SparseLengthsMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsPositionalWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by WEIGHT[its position in the segment] of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseLengthsSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def SparseLengthsSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseLengthsWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SparseSortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SparseSortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows).
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseSortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseToDense(
+        self,
+        INDICES: BlobLike,
+        VALUES: BlobLike,
+        DATA_TO_INFER_DIM: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Scatter-add the rows VALUES[j] into row INDICES[j] of a zero tensor; its first dim is DATA_TO_INFER_DIM's first dim (else max index + 1). Repeated indices add up."""
+        ...
+
+    def SparseUnsortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def SparseUnsortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def SparseUnsortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseUnsortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
     def SpatialBN(
         self,
         X: BlobLike,
@@ -7647,13 +8645,13 @@ class OpNamespace:
 
     def SpatialBNGradient(
         self,
-        in0: BlobLike,
-        in1: BlobLike,
-        in2: BlobLike,
-        in3: BlobLike,
-        in4: BlobLike,
-        in5: BlobLike = ...,
-        in6: BlobLike = ...,
+        X: BlobLike,
+        scale: BlobLike,
+        dY: BlobLike,
+        mean: BlobLike,
+        inv_std_or_var: BlobLike,
+        aggregate_dscale: BlobLike = ...,
+        aggregate_dbias: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -7667,14 +8665,14 @@ class OpNamespace:
         order: str = ...,
         num_batches: int = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs X, scale, dY, mean, inv_std (training: the forward's saved outputs; test: running mean, var); outputs dX, dscale, dbias.
+        """Inputs X, scale, dY, mean, inv_std (training: the forward's saved outputs; test: running mean, var); outputs dX, dscale, dbias. Multi-batch training (num_batches > 1) adds inputs 5, 6: dscale and dbias summed over all batches; dX uses them over num_batches * N * HxW elements and dscale, dbias are their per-batch averages.
 
         Args:
             is_test: test mode: inputs 3, 4 are the running mean and variance
             epsilon: the forward epsilon
             momentum: the forward momentum (unused)
             order: storage order
-            num_batches: the forward num_batches (multi-batch sums are not supported)
+            num_batches: the forward num_batches: with 7 inputs the statistics span that many batches
         """
         ...
 
@@ -8210,6 +9208,29 @@ class OpNamespace:
         """
         ...
 
+    def TopKGradient(
+        self,
+        dValues: BlobLike,
+        Indices: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        k: int = ...,
+    ) -> Blob:
+        """Gradient of TopK: inputs dValues, Indices, X; dX is zero except at the picked positions, which get their dValues (padding indices -1 are skipped).
+
+        Args:
+            axis: the forward axis
+            k: the forward k (unused)
+        """
+        ...
+
     def Transpose(
         self,
         X: BlobLike,
@@ -8289,6 +9310,160 @@ class OpNamespace:
 
         Args:
             max_length: the padded length used when packing (informational)
+        """
+        ...
+
+    def UnsortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def UnsortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def UnsortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of UnsortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
         """
         ...
 

@@ -41,6 +41,7 @@ __all__ = [
     "DeviceScope",
     "EmptyNameScope",
     "ExecutionStep",
+    "GetBackwardPass",
     "GradientRegistry",
     "IsOperator",
     "IsOperatorWithEngine",
@@ -94,7 +95,7 @@ def CreateOperator(
 ) -> pb.OperatorDef:
     """An OperatorDef, as Caffe2's ``core.CreateOperator`` (the type is not checked here).
 
-    Keyword arguments become operator arguments (``None`` is refused); ``random_seed``
+    Keyword arguments become operator arguments (``None`` values are skipped); ``random_seed``
     goes into the device option. The current DeviceScope applies unless
     ``device_option`` is given.
     """
@@ -118,11 +119,19 @@ def CreateOperator(
     if arg is not None:
         op.arg.extend(arg)
     for key, value in kwargs.items():
+        if value is None:
+            # Caffe2 skips None-valued keyword arguments.
+            continue
         try:
             op.arg.append(make_argument(key, value))
         except ArgumentError as e:
             raise ArgumentError(f"{operator_type}: {e}") from e
     return op
+
+
+def GetBackwardPass(operators: Sequence[pb.OperatorDef], ys: Any) -> tuple[list[pb.OperatorDef], dict[Any, Any]]:
+    """``GradientRegistry.GetBackwardPass``: gradient ops and a BlobReference -> BlobReference map."""
+    return GradientRegistry.GetBackwardPass(operators, ys)
 
 
 class Net:
@@ -274,8 +283,10 @@ class Net:
     def AddExternalInputs(self, *inputs: Any) -> Any:
         return self.AddExternalInput(*inputs)
 
-    def AddScopedExternalInputs(self, *inputs: Any) -> Any:
-        return self.AddExternalInput(*[ScopedName(str(b)) for b in inputs])
+    def AddScopedExternalInputs(self, *inputs: Any) -> list[BlobReference]:
+        """Scoped external inputs; always a list (Caffe2's RNN cell code indexes it)."""
+        res = self.AddExternalInput(*[ScopedName(str(b)) for b in inputs])
+        return res if isinstance(res, list) else [res]
 
     def AddExternalOutput(self, *outputs: Any) -> None:
         """Declare external outputs; each must be produced by the net (or be an input)."""
