@@ -6483,35 +6483,6 @@ class OpNamespace:
         """
         ...
 
-    def PowGradient(
-        self,
-        X: BlobLike,
-        dZ: BlobLike,
-        Y: BlobLike = ...,
-        /,
-        *,
-        outputs: Outputs = None,
-        name: str = "",
-        engine: str = "",
-        device: DeviceLike = None,
-        control_inputs: Sequence[BlobLike] = (),
-        exponent: Any = ...,
-        broadcast: int = ...,
-        axis: int = ...,
-        axis_str: str = ...,
-        order: str = ...,
-    ) -> tuple[Blob, ...]:
-        """Gradient of Pow: inputs X, dZ, [Y]; dX = dZ * Y * X^(Y-1) and (2-input form) dY = dZ * X^Y * ln(X), broadcast dims summed back.
-
-        Args:
-            exponent: the forward exponent argument (1-input form)
-            broadcast: the forward legacy broadcast flag
-            axis: the forward legacy broadcast axis
-            axis_str: the forward legacy axis letter
-            order: used with axis_str
-        """
-        ...
-
     def Reciprocal(
         self,
         X: BlobLike,
@@ -8993,6 +8964,30 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The sum of every element of an int32 tensor, as an int32 scalar."""
+        ...
+
+    def SumReduceLike(
+        self,
+        A: BlobLike,
+        B: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_str: str = ...,
+        order: str = ...,
+    ) -> Blob:
+        """C = A summed over the dims that legacy broadcasting of B (aligned at `axis`) would stretch: C has B's shape.
+
+        Args:
+            axis: where B's dims start in A (-1: aligned to the end)
+            axis_str: axis as a letter of `order`
+            order: used with axis_str
+        """
         ...
 
     def SumSqrElements(

@@ -1,4 +1,4 @@
-"""Gradients Caffe2 had for Pow, Gather, BatchGather, Cast, BooleanMask, LengthsTile, LengthsTopK,
+"""SumReduceLike and the gradients Caffe2 had for Pow, Gather, BatchGather, Cast, BooleanMask, LengthsTile, LengthsTopK,
 Moments, BatchMoments, FCTransposed, SquareRootDivide and NanCheck.
 
 Gather's gradient is dense here (asyncnet has no GradientSlice): the output gradient's slices are
@@ -25,49 +25,77 @@ from asyncnet.schema import Arg, TensorInfo
 # -- Pow --------------------------------------------------------------------------------------
 
 
-@register_gradient("Pow")
+@register_gradient("Pow", copy_arguments=False)
 def _pow_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    # Caffe2 builds Pow's gradient from plain ops: dX = dZ * Y * X^(Y-1) (or e * X^(e-1) * dZ for
+    # the exponent argument), dY = SumReduceLike(ln(X) * Z * dZ, Y) (a Copy without `broadcast`).
     g = GradientContext(op, g_out)
+    x, dz = g.I(0), g.GO(0)
     if len(op.input) == 1:
-        return g.spec([g.op_def("PowGradient", [g.I(0), g.GO(0)], [g.GI(0)])])
-    return g.spec([g.op_def("PowGradient", [g.I(0), g.GO(0), g.I(1)], [g.GI(0), g.GI(1)])])
+        e = float(g.arg("exponent", 0.0))
+        if op.input[0] != op.output[0]:
+            pow_e = e - 1.0
+        else:
+            if abs(e) <= 1e-12:
+                raise ArgumentError("Pow in place with exponent 0 has no gradient")
+            pow_e = (e - 1.0) / e
+        dx = g.GI(0)
+        return g.spec(
+            [
+                g.op_def("Pow", [x], [dx], {"exponent": pow_e}),
+                g.op_def("Mul", [dx, dz], [dx]),
+                g.op_def("Scale", [dx], [dx], {"scale": e}),
+            ]
+        )
+    if op.output[0] in (op.input[0], op.input[1]):
+        raise ArgumentError(f"Pow op '{op.name or op.output[0]}': no gradient when computed in place")
+    y, z = g.I(1), g.O(0)
+    dx, dy = g.GI(0), g.GI(1)
+    bflag = g.has_arg("broadcast")
+    bargs: dict[str, Any] = {}
+    if bflag:
+        bargs = {
+            "broadcast": g.arg("broadcast", 0),
+            "axis": g.arg("axis", -1),
+            "axis_str": g.arg("axis_str", ""),
+            "order": g.arg("order", "NCHW"),
+        }
+    red = f"{dy}_autogen_pre_red"
+    ops = [
+        g.op_def("ConstantFill", [y], [dy], {"value": 1.0}),
+        g.op_def("Sub", [y, dy], [dy]),
+        g.op_def("Pow", [x, dy], [dx], bargs),
+        g.op_def("Mul", [dx, dz], [dx]),
+        g.op_def("Mul", [dx, y], [dx], bargs),
+        g.op_def("Log", [x], [red]),
+        g.op_def("Mul", [red, z], [red]),
+        g.op_def("Mul", [red, dz], [red]),
+    ]
+    if bflag:
+        ops.append(g.op_def("SumReduceLike", [red, y], [dy], {k: bargs[k] for k in ("axis", "axis_str", "order")}))
+    else:
+        ops.append(g.op_def("Copy", [red], [dy]))
+    return g.spec(ops)
 
 
 @register_op(
-    "PowGradient",
-    inputs=(2, 3),
-    outputs=(1, 2),
+    "SumReduceLike",
+    inputs=2,
     args=(
-        Arg("exponent", None, "the forward exponent argument (1-input form)"),
-        Arg("broadcast", 0, "the forward legacy broadcast flag"),
-        Arg("axis", -1, "the forward legacy broadcast axis"),
-        Arg("axis_str", "", "the forward legacy axis letter"),
+        Arg("axis", -1, "where B's dims start in A (-1: aligned to the end)"),
+        Arg("axis_str", "", "axis as a letter of `order`"),
         Arg("order", "NCHW", "used with axis_str"),
     ),
-    infer=lambda op, ins: (
-        [TensorInfo(ins[0].shape, ins[1].dtype)] + ([TensorInfo(ins[2].shape, ins[1].dtype)] if len(ins) > 2 else [])
-    ),
-    doc="Gradient of Pow: inputs X, dZ, [Y]; dX = dZ * Y * X^(Y-1) and (2-input form) "
-    "dY = dZ * X^Y * ln(X), broadcast dims summed back.",
-    input_names=("X", "dZ", "Y"),
-    output_names=("dX", "dY"),
+    infer=lambda op, ins: [TensorInfo(ins[1].shape, ins[0].dtype)],
+    doc="C = A summed over the dims that legacy broadcasting of B (aligned at `axis`) would stretch: C has B's shape.",
+    input_names=("A", "B"),
+    output_names=("C",),
 )
-def pow_gradient(op: OpInfo) -> Callable[..., Any]:
-    legacy = op.bool_arg("broadcast", 0)
-
-    def run(x: Any, dz: Any, y: Any = None) -> tuple[np.ndarray, ...]:
-        x, dz = np.asarray(x), np.asarray(dz)
-        with np.errstate(all="ignore"):
-            if y is None:
-                e = op.float_arg("exponent")
-                return ((dz * e * np.power(x, e - 1)).astype(dz.dtype, copy=False),)
-            yy = np.asarray(y)
-            yv = yy.reshape(legacy_shape(op, x.shape, yy.shape)) if legacy else yy
-            dx = dz * yv * np.power(x, yv - 1)
-            dy = dz * np.power(x, yv) * np.log(x)
-        dx = reduce_to_shape(np.broadcast_to(dx, dz.shape), x.shape)
-        dy = reduce_to_shape(np.broadcast_to(dy, dz.shape), yv.shape).reshape(yy.shape)
-        return dx.astype(dz.dtype, copy=False), dy.astype(dz.dtype, copy=False)
+def sum_reduce_like(op: OpInfo) -> Callable[..., Any]:
+    def run(a: Any, b: Any) -> tuple[np.ndarray]:
+        a, bs = np.asarray(a), np.shape(b)
+        view = legacy_shape(op, a.shape, bs)
+        return (reduce_to_shape(a, tuple(int(d) for d in view)).reshape(bs).astype(a.dtype, copy=False),)
 
     return run
 
@@ -78,7 +106,8 @@ def pow_gradient(op: OpInfo) -> Callable[..., Any]:
 def _gather_maker(default_axis: int) -> Callable[[pb.OperatorDef, list[str | None]], GradientSpec]:
     def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
         g = GradientContext(op, g_out)
-        args = {} if g.has_arg("axis") else {"axis": default_axis}
+        # BatchGatherGradient defaults to axis 1 (BatchGather's); Gather's default 0 is spelled out.
+        args = {} if g.has_arg("axis") or default_axis == 1 else {"axis": default_axis}
         return g.spec([g.op_def("BatchGatherGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(0)], args)])
 
     return maker

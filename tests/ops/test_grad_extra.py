@@ -34,8 +34,21 @@ def test_pow_gradients() -> None:
     x = RNG.uniform(0.5, 2.0, (2, 3))
     _ok("Pow", {"X": x}, exponent=2.5)
     _ok("Pow", {"X": x, "E": RNG.uniform(-1, 2, (2, 3))})
-    _ok("Pow", {"X": x, "E": RNG.uniform(-1, 2, (3,))})  # broadcast: dE summed back
-    _ok("Pow", {"X": x, "E": RNG.uniform(-1, 2, (2,))}, broadcast=1, axis=0)
+    _ok("Pow", {"X": x, "E": RNG.uniform(-1, 2, (2,))}, broadcast=1, axis=0)  # dE summed back
+    _ok("Pow", {"X": x, "E": RNG.uniform(-1, 2, (3,))}, broadcast=1)
+
+
+def test_sum_reduce_like_matches_naive_loop() -> None:
+    a = RNG.normal(size=(2, 3, 4))
+    (c,) = run_once(make_op("SumReduceLike", ["A", "B"], ["C"], axis=1), {"A": a, "B": np.zeros(3)})
+    want = np.zeros(3)
+    for i in range(2):
+        for j in range(3):
+            for k in range(4):
+                want[j] += a[i, j, k]
+    np.testing.assert_allclose(c, want)
+    (c,) = run_once(make_op("SumReduceLike", ["A", "B"], ["C"]), {"A": a, "B": np.zeros((3, 4))})
+    np.testing.assert_allclose(c, a.sum(axis=0))
 
 
 def test_gather_gradients_accumulate_repeated_indices() -> None:
@@ -88,7 +101,7 @@ def test_fc_transposed_square_root_divide_nan_check_gradients() -> None:
 def test_gradient_op_types() -> None:
     # The gradient ops checked above, by the names their makers emit.
     cases = {
-        "Pow": "PowGradient",
+        "Pow": "Pow",
         "Gather": "BatchGatherGradient",
         "BatchGather": "BatchGatherGradient",
         "TopK": "TopKGradient",
