@@ -89,6 +89,31 @@ class OpNamespace:
         """Gradient of Acos: dX = -dY / sqrt(1 - X^2)."""
         ...
 
+    def Adadelta(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        moment_delta: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, moment, moment_delta, grad, lr: moment' = decay m + (1 - decay) g^2; step = sqrt(delta + epsilon) / sqrt(moment' + epsilon) * g; param' = param + lr * step; delta' = decay delta + (1 - decay) step^2.
+
+        Args:
+            epsilon: added to the root
+            decay: decay of both running averages
+        """
+        ...
+
     def Adagrad(
         self,
         param: BlobLike,
@@ -2768,6 +2793,38 @@ class OpNamespace:
         """
         ...
 
+    def DecayAdagrad(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+        weight_decay: float = ...,
+        bias_correction_first: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, m1, m2, grad, lr, iter; t = iter + 1, c = 1 - beta1^t (or 1): m1' = beta1 m1 + (1 - beta1) g; m2' = m2 + g^2; param' = param + lr * (m1' / c / (sqrt(m2') + epsilon) + weight_decay * param).
+
+        Args:
+            beta1: first moment decay
+            beta2: unused (Caffe2 accepts it)
+            epsilon: added to the root
+            weight_decay: added as weight_decay * param to the step
+            bias_correction_first: divide the first moment by 1 - beta1^t
+        """
+        ...
+
     def Div(
         self,
         A: BlobLike,
@@ -4764,6 +4821,31 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Inputs X [N, D], label [N], dY [N]; dX[i, label[i]] = -dY[i] / max(X[i, label[i]], 1e-20), 0 elsewhere."""
+        ...
+
+    def Lars(
+        self,
+        X: BlobLike,
+        dX: BlobLike,
+        wd: BlobLike,
+        trust: BlobLike,
+        lr_max: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        offset: float = ...,
+        lr_min: float = ...,
+    ) -> Blob:
+        """Inputs param, grad, wd, trust, lr_max: rescale = trust / (|grad| / |param| + wd + offset) (1 when |param| is 0), clipped to [lr_min, lr_max]; output shape (1,).
+
+        Args:
+            offset: added to the norm ratio
+            lr_min: lower clip of the result
+        """
         ...
 
     def LayerNorm(
@@ -7320,6 +7402,60 @@ class OpNamespace:
         """
         ...
 
+    def RowWiseSparseAdagrad(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        weight_decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+
+        Args:
+            epsilon: added to the root
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+        """
+        ...
+
+    def RowWiseSparseAdam(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adam on the rows named by indices (t = iter + 1, c = sqrt(1 - beta2^t) / (1 - beta1^t)): m1[r] = beta1 m1[r] + (1 - beta1) g; m2[r] (one per row) = beta2 m2[r] + (1 - beta2) mean(g^2); param[r] += lr * c * m1[r] / (sqrt(m2[r]) + epsilon). Optional output 3: each index's step.
+
+        Args:
+            beta1: first moment decay
+            beta2: second moment decay
+            epsilon: added to the root
+        """
+        ...
+
     def RowwiseMax(
         self,
         in0: BlobLike,
@@ -8093,6 +8229,88 @@ class OpNamespace:
         """
         ...
 
+    def SparseAdadelta(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        moment_delta: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adadelta on the rows named by indices (inputs param, moment, moment_delta, indices, grad, lr).
+
+        Args:
+            epsilon: added to the root
+            decay: decay of both running averages
+        """
+        ...
+
+    def SparseAdagrad(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        weight_decay: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+
+        Args:
+            epsilon: added to the root
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+            decay: moment decay
+        """
+        ...
+
+    def SparseAdam(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adam on the rows named by indices (t = iter + 1, c = sqrt(1 - beta2^t) / (1 - beta1^t)): m1[r] = beta1 m1[r] + (1 - beta1) g; m2[r] = beta2 m2[r] + (1 - beta2) g^2; param[r] += lr * c * m1[r] / (sqrt(m2[r]) + epsilon). Optional output 3: each index's step.
+
+        Args:
+            beta1: first moment decay
+            beta2: second moment decay
+            epsilon: added to the root
+        """
+        ...
+
     def SparseLengthsIndicesInGradientWeightedSumWithMainInputGradient(
         self,
         WEIGHTS: BlobLike,
@@ -8261,6 +8479,31 @@ class OpNamespace:
         """
         ...
 
+    def SparseMomentumSGDUpdate(
+        self,
+        grad: BlobLike,
+        moment: BlobLike,
+        lr: BlobLike,
+        param: BlobLike,
+        indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        nesterov: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs grad, moment, lr, param, indices: for each i, r = indices[i]: m' = momentum * moment[r] + lr * grad[i]; the adjusted gradient is m' (Nesterov: (1 + momentum) m' - momentum moment[r]); param[r] -= adjusted; moment[r] = m'. Output 0 holds the adjusted gradients.
+
+        Args:
+            momentum: momentum factor
+            nesterov: use Nesterov momentum
+        """
+        ...
+
     def SparseSortedSegmentMean(
         self,
         DATA: BlobLike,
@@ -8404,6 +8647,32 @@ class OpNamespace:
         Args:
             num_segments: the forward num_segments
             grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseStorm(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        grad_sq_sum: BlobLike,
+        grad: BlobLike,
+        indices: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        beta: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Storm on the rows named by indices (inputs param, moment, grad_sq_sum, grad, indices, lr): the sum and lr_eff come from the whole sparse gradient, then each row is updated as in Storm.
+
+        Args:
+            momentum: scales alpha = momentum * lr_eff^2
+            beta: added to the sum
         """
         ...
 
@@ -8578,6 +8847,29 @@ class OpNamespace:
         Args:
             num_segments: the forward num_segments
             grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseWngrad(
+        self,
+        param: BlobLike,
+        seq_b: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Wngrad on the rows named by indices (inputs param, seq_b, indices, grad, lr): every row uses the seq_b from before the op; then seq_b += sum(grad^2) / (seq_b + epsilon).
+
+        Args:
+            epsilon: added to the root
         """
         ...
 
@@ -8846,6 +9138,31 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = X; the backward pass stops here (no gradient flows to X)."""
+        ...
+
+    def Storm(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        grad_sq_sum: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        beta: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, moment, grad_sq_sum, grad, lr: s' = s + |g|^2; lr_eff = lr / (beta + s')^(1/3); alpha = momentum * lr_eff^2; moment' = g + (1 - alpha) (moment - g); param' = param + lr_eff * moment'.
+
+        Args:
+            momentum: scales alpha = momentum * lr_eff^2
+            beta: added to the sum
+        """
         ...
 
     def Sub(
@@ -9592,6 +9909,28 @@ class OpNamespace:
 
         Args:
             broadcast_on_rows: C is 1-D and selects whole rows (dim 0) of X and Y
+        """
+        ...
+
+    def Wngrad(
+        self,
+        param: BlobLike,
+        seq_b: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.
+
+        Args:
+            epsilon: added to the root
         """
         ...
 
