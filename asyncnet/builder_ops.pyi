@@ -3360,6 +3360,62 @@ class OpNamespace:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
         ...
 
+    def FloatToFused2BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused4BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 4 bits (codes = round((x - min) / scale), scale = (max - min) / 15) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused8BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 8 bits (codes = round((x - min) / scale), scale = (max - min) / 255) with a float32 scale and bias appended to the row."""
+        ...
+
+    def FloatToHalf(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Convert a float32 tensor to float16."""
+        ...
+
     def Floor(
         self,
         X: BlobLike,
@@ -3372,6 +3428,90 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = floor(X)."""
+        ...
+
+    def Fused2BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 2-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused2BitRowwiseQuantizedToHalf(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 2-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused4BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 4-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused4BitRowwiseQuantizedToHalf(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 4-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused8BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 8-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused8BitRowwiseQuantizedToHalfFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 8-bit rows: x = code * scale + bias."""
         ...
 
     def GE(
@@ -3841,6 +3981,62 @@ class OpNamespace:
             epsilon: the forward epsilon
             order: storage order
         """
+        ...
+
+    def HalfFloatToFused8BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 8 bits (codes = round((x - min) / scale), scale = (max - min) / 255) with a float32 scale and bias appended to the row."""
+        ...
+
+    def HalfToFloat(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Convert a float16 tensor to float32."""
+        ...
+
+    def HalfToFused2BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def HalfToFused4BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 4 bits (codes = round((x - min) / scale), scale = (max - min) / 15) with a float16 scale and bias appended to the row."""
         ...
 
     def HardSigmoid(
@@ -8352,6 +8548,54 @@ class OpNamespace:
         """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsMeanFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsMeanFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsMeanFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
     def SparseLengthsMeanGradient(
         self,
         dOUTPUT: BlobLike,
@@ -8412,6 +8656,54 @@ class OpNamespace:
         """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsSumFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsSumFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsSumFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
     def SparseLengthsSumGradient(
         self,
         dOUTPUT: BlobLike,
@@ -8454,6 +8746,57 @@ class OpNamespace:
         Args:
             grad_on_weights: the gradient also covers the weights
         """
+        ...
+
+    def SparseLengthsWeightedSumFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsWeightedSumFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsWeightedSumFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
         ...
 
     def SparseLengthsWeightedSumGradient(
