@@ -54,11 +54,32 @@ def test_8bit_quantize_layout_and_round_trip() -> None:
     assert qh.shape == (4, 15)
 
 
+NBIT = {
+    4: ("FloatToFused4BitRowwiseQuantized", "Fused4BitRowwiseQuantizedToFloat",
+        "Fused4BitRowwiseQuantizedToHalf", "HalfToFused4BitRowwiseQuantized"),
+    2: ("FloatToFused2BitRowwiseQuantized", "Fused2BitRowwiseQuantizedToFloat",
+        "Fused2BitRowwiseQuantizedToHalf", "HalfToFused2BitRowwiseQuantized"),
+}  # fmt: skip
+
+BAGS = {
+    (8, "Sum"): "SparseLengthsSumFused8BitRowwise",
+    (8, "WeightedSum"): "SparseLengthsWeightedSumFused8BitRowwise",
+    (8, "Mean"): "SparseLengthsMeanFused8BitRowwise",
+    (4, "Sum"): "SparseLengthsSumFused4BitRowwise",
+    (4, "WeightedSum"): "SparseLengthsWeightedSumFused4BitRowwise",
+    (4, "Mean"): "SparseLengthsMeanFused4BitRowwise",
+    (2, "Sum"): "SparseLengthsSumFused2BitRowwise",
+    (2, "WeightedSum"): "SparseLengthsWeightedSumFused2BitRowwise",
+    (2, "Mean"): "SparseLengthsMeanFused2BitRowwise",
+}
+
+
 @pytest.mark.parametrize("bits", [4, 2])
 def test_nbit_quantize_round_trip(bits: int) -> None:
+    to_q, to_f, to_h, from_h = NBIT[bits]
     d = 7
     x = RNG.normal(size=(3, d)).astype(np.float32)
-    (q,) = run_op(f"FloatToFused{bits}BitRowwiseQuantized", [x])
+    (q,) = run_op(to_q, [x])
     per = 8 // bits
     assert q.shape == (3, (d + per - 1) // per + 4)
     for i in range(3):
@@ -66,12 +87,12 @@ def test_nbit_quantize_round_trip(bits: int) -> None:
         # The codes restore x within half a quantization step (scale, bias in float16).
         scale = struct.unpack("<e", bytes(q[i, -4:-2].tolist()))[0]
         assert np.all(np.abs(np.array(want) - x[i]) <= scale / 2 + 2e-3)
-    (back,) = run_op(f"Fused{bits}BitRowwiseQuantizedToFloat", [q])
+    (back,) = run_op(to_f, [q])
     for i in range(3):
         np.testing.assert_allclose(back[i, :d], naive_dq_nbit(q[i], bits, d), rtol=1e-6, atol=1e-6)
-    (half,) = run_op(f"Fused{bits}BitRowwiseQuantizedToHalf", [q])
+    (half,) = run_op(to_h, [q])
     assert half.dtype == np.float16
-    (qh,) = run_op(f"HalfToFused{bits}BitRowwiseQuantized", [x.astype(np.float16)])
+    (qh,) = run_op(from_h, [x.astype(np.float16)])
     assert qh.shape == q.shape
 
 
@@ -85,7 +106,7 @@ def test_sparse_lengths_fused(bits: int, kind: str) -> None:
     lens = np.array([2, 0, 3], np.int32)
     w = RNG.normal(size=idx.size).astype(np.float32)
     ins = [q, w, idx, lens] if kind == "WeightedSum" else [q, idx, lens]
-    (out,) = run_op(f"SparseLengths{kind}Fused{bits}BitRowwise", ins)
+    (out,) = run_op(BAGS[bits, kind], ins)
     rows = [naive_dq8(q[i]) if bits == 8 else naive_dq_nbit(q[i], bits, d) for i in range(5)]
     start = 0
     for s, n in enumerate(lens.tolist()):
