@@ -4101,6 +4101,83 @@ class OpNamespace:
         """
         ...
 
+    def IndexFreeze(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Freeze the index: from now on unknown keys get id 0 and nothing is added."""
+        ...
+
+    def IndexGet(
+        self,
+        handle: BlobLike,
+        keys: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The id of each key (int64, keys' shape): new keys get the next id unless the index is frozen, in which case unknown keys give 0."""
+        ...
+
+    def IndexLoad(
+        self,
+        handle: BlobLike,
+        items: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        skip_first_entry: int = ...,
+    ) -> Blob:
+        """Load keys into an empty part of the index, giving them consecutive ids in order.
+
+        Args:
+            skip_first_entry: ignore items[0] (a stored index's unknown-key slot)
+        """
+        ...
+
+    def IndexSize(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The index's size as Caffe2 counts it: the number of keys plus one (the unknown id 0)."""
+        ...
+
+    def IndexStore(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The index's keys in id order (id 1 first)."""
+        ...
+
     def InstanceNorm(
         self,
         X: BlobLike,
@@ -4828,6 +4905,23 @@ class OpNamespace:
             Y_scale: output quantization scale
             Y_zero_point: output quantization zero point
             order: storage order; only NHWC is supported
+        """
+        ...
+
+    def IntIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty int-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
         """
         ...
 
@@ -5605,6 +5699,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Log1p: dX = dY / (1 + X)."""
+        ...
+
+    def LongIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty long-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
+        """
         ...
 
     def MSRAFill(
@@ -8822,6 +8933,29 @@ class OpNamespace:
         """
         ...
 
+    def SparseLpRegularizer(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: float = ...,
+        reg_lambda: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: p=2 multiplies it by (1 - reg_lambda); p=1 moves every entry toward 0 by reg_lambda, setting entries within reg_lambda of 0 to 0.
+
+        Args:
+            p: the norm: 1 (soft threshold) or 2 (decay)
+            reg_lambda: strength
+        """
+        ...
+
     def SparseMomentumSGDUpdate(
         self,
         grad: BlobLike,
@@ -8844,6 +8978,29 @@ class OpNamespace:
         Args:
             momentum: momentum factor
             nesterov: use Nesterov momentum
+        """
+        ...
+
+    def SparseNormalize(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_max_norm: int = ...,
+        norm: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.
+
+        Args:
+            use_max_norm: only shrink rows whose norm exceeds `norm`
+            norm: the target L2 norm
         """
         ...
 
@@ -9033,6 +9190,32 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Scatter-add the rows VALUES[j] into row INDICES[j] of a zero tensor; its first dim is DATA_TO_INFER_DIM's first dim (else max index + 1). Repeated indices add up."""
+        ...
+
+    def SparseToDenseMask(
+        self,
+        indices: BlobLike,
+        values: BlobLike,
+        default_value: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mask: Sequence[Any] = ...,
+        return_presence_mask: int = ...,
+        max_skipped_indices: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Scatter VALUES into columns by id: id INDICES[j] found at position c of `mask` puts VALUES[j] at column c (of row i when LENGTHS cut INDICES into rows); other positions get DEFAULT_VALUE. A repeated id keeps its last value; ids outside `mask` are ignored.
+
+        Args:
+            mask: the ids kept, in output column order
+            return_presence_mask: also output a bool mask of the filled positions
+            max_skipped_indices: how many negative (invalid) ids may be skipped
+        """
         ...
 
     def SparseUnsortedSegmentMean(
@@ -9505,6 +9688,23 @@ class OpNamespace:
         Args:
             momentum: scales alpha = momentum * lr_eff^2
             beta: added to the sum
+        """
+        ...
+
+    def StringIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty string-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
         """
         ...
 
