@@ -399,6 +399,25 @@ class OpNamespace:
         """Gradient of Asin: dX = dY / sqrt(1 - X^2)."""
         ...
 
+    def Assert(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        error_msg: str = ...,
+    ) -> Blob:
+        """Fail unless every element of the (bool or integer) input is true / nonzero.
+
+        Args:
+            error_msg: the message when the assertion fails
+        """
+        ...
+
     def AsyncNetBarrier(
         self,
         *inputs: BlobLike,
@@ -479,6 +498,22 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Atan: dX = dY / (1 + X^2)."""
+        ...
+
+    def AtomicFetchAdd(
+        self,
+        mutex: BlobLike,
+        a: BlobLike,
+        b: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
         ...
 
     def AtomicIter(
@@ -1468,6 +1503,25 @@ class OpNamespace:
         """
         ...
 
+    def Bucketize(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        boundaries: Sequence[Any] = ...,
+    ) -> Blob:
+        """Bucket of each value: the number of boundaries strictly below it (x <= b[0] gives 0).
+
+        Args:
+            boundaries: sorted bucket boundaries
+        """
+        ...
+
     def Cast(
         self,
         input: BlobLike,
@@ -1591,6 +1645,20 @@ class OpNamespace:
         Args:
             order: where the channel dim is
         """
+        ...
+
+    def CheckCounterDone(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Whether the counter has reached 0 (bool)."""
         ...
 
     def Checkpoint(
@@ -2712,6 +2780,63 @@ class OpNamespace:
         """
         ...
 
+    def CountDown(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Decrease the counter by 1; output whether it reached 0 (bool)."""
+        ...
+
+    def CountUp(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Increase the counter by 1; output the count before."""
+        ...
+
+    def CreateCounter(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        init_count: int = ...,
+    ) -> Blob:
+        """Create a counter blob starting at init_count.
+
+        Args:
+            init_count: the starting count
+        """
+        ...
+
+    def CreateMutex(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create a mutex blob (for AtomicFetchAdd)."""
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -2822,6 +2947,33 @@ class OpNamespace:
             epsilon: added to the root
             weight_decay: added as weight_decay * param to the step
             bias_correction_first: divide the first moment by 1 - beta1^t
+        """
+        ...
+
+    def DiagonalFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        value: float = ...,
+        dtype: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Zeros with `value` on the main diagonal (the positions whose indices are all equal); rank >= 2.
+
+        Args:
+            value: the diagonal value
+            dtype: output data type
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
         """
         ...
 
@@ -3060,6 +3212,20 @@ class OpNamespace:
         """
         ...
 
+    def EnforceFinite(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Fail when the input holds a NaN or an infinity."""
+        ...
+
     def EnsureCPUOutput(
         self,
         in0: BlobLike,
@@ -3072,6 +3238,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = a copy of X on the CPU (every asyncnet tensor already is)."""
+        ...
+
+    def EnsureClipped(
+        self,
+        param: BlobLike,
+        indices: BlobLike = ...,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: float = ...,
+        max: float = ...,
+    ) -> Blob:
+        """Clip param to [min, max]; with inputs indices and grad only the rows param[indices] are clipped.
+
+        Args:
+            min: lower bound
+            max: upper bound
+        """
         ...
 
     def EnsureDense(
@@ -3358,6 +3547,33 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
+        ...
+
+    def Float16UniformFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: float = ...,
+        max: float = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Uniform random float16 values in [min, max].
+
+        Args:
+            min: lowest value
+            max: highest value
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
         ...
 
     def FloatToFused2BitRowwiseQuantized(
@@ -3743,6 +3959,31 @@ class OpNamespace:
         Args:
             values: the values, row-major
             dtype: output data type (GivenTensorFill)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def GivenTensorByteStringToUInt8Fill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        values: Any = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Fill a uint8 tensor with the bytes of the `values` string.
+
+        Args:
+            values: the bytes, as one string
             shape: output shape (when there is no input)
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
@@ -5510,6 +5751,20 @@ class OpNamespace:
         """For segment lengths (N,) the (offset, length) pair of each segment, shape (N, 2) int32."""
         ...
 
+    def LengthsToShape(
+        self,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """For N equal lengths L: the shape [N, L] of the matrix they make (int32)."""
+        ...
+
     def LengthsTopK(
         self,
         DATA: BlobLike,
@@ -6377,6 +6632,27 @@ class OpNamespace:
         """Gradient of Min: inputs Y, dY, X_0, ...; dX_i = dY where X_i == Y."""
         ...
 
+    def Mod(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        divisor: int = ...,
+        sign_follow_divisor: int = ...,
+    ) -> Blob:
+        """Elementwise remainder of an integer tensor by `divisor`.
+
+        Args:
+            divisor: the (nonzero) divisor
+            sign_follow_divisor: the result takes the divisor's sign (Python) instead of the dividend's (C)
+        """
+        ...
+
     def Moments(
         self,
         in0: BlobLike,
@@ -6870,6 +7146,64 @@ class OpNamespace:
             axis_str: legacy broadcasting axis as a letter of `order`
             order: used with axis_str
         """
+        ...
+
+    def PrependDim(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        dim_size: int = ...,
+    ) -> Blob:
+        """Reshape (d0, ...) to (dim_size, d0 / dim_size, ...).
+
+        Args:
+            dim_size: the new first dim (must divide the old first dim)
+        """
+        ...
+
+    def Print(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        to_file: int = ...,
+        limit: int = ...,
+        every_n: int = ...,
+    ) -> Blob:
+        """Log the input's name, shape and values (or append them to a file).
+
+        Args:
+            to_file: append to '<blob name>.log' (through the workspace's I/O policy) instead of the log
+            limit: print at most this many values (0: all)
+            every_n: print on every n-th run only
+        """
+        ...
+
+    def Range(
+        self,
+        start: BlobLike,
+        stop: BlobLike = ...,
+        step: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """A 1-D range from scalar inputs: (stop), (start, stop) or (start, stop, step), in their dtype."""
         ...
 
     def Reciprocal(
@@ -7580,6 +7914,20 @@ class OpNamespace:
         """Drop the rows (outer blocks) of DATA listed in INDICES (repeats count once)."""
         ...
 
+    def ResetCounter(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Reset the counter to its init_count; optional output: the count before."""
+        ...
+
     def Reshape(
         self,
         data: BlobLike,
@@ -7662,6 +8010,20 @@ class OpNamespace:
             height_scale: output height = floor(input height * height_scale)
             order: storage order: NCHW (channels first) or NHWC (channels last)
         """
+        ...
+
+    def RetrieveCount(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The counter's current count (int64)."""
         ...
 
     def ReversePackedSegs(
@@ -7865,6 +8227,23 @@ class OpNamespace:
 
         Args:
             scale: the multiplier
+        """
+        ...
+
+    def ScaleBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        scale: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Output k = input k * scale, for every input.
+
+        Args:
+            scale: the factor
         """
         ...
 
@@ -9996,6 +10375,23 @@ class OpNamespace:
         """
         ...
 
+    def ThrowException(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        message: str = ...,
+    ) -> Blob:
+        """Fail with `message` (for testing error paths).
+
+        Args:
+            message: the error message
+        """
+        ...
+
     def Tile(
         self,
         data: BlobLike,
@@ -10134,6 +10530,33 @@ class OpNamespace:
         """
         ...
 
+    def UniformIntFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: int = ...,
+        max: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Uniform random int32 values in [min, max].
+
+        Args:
+            min: lowest value
+            max: highest value (inclusive)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
     def Unique(
         self,
         indices: BlobLike,
@@ -10146,6 +10569,36 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """The distinct values of the 1-D input (sorted); optional output 1 maps each input element to its value's position in output 0 (int32)."""
+        ...
+
+    def UniqueUniformFill(
+        self,
+        shape_or_like: BlobLike = ...,
+        avoid: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: int = ...,
+        max: int = ...,
+        dtype: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Distinct random integers from [min, max], none of them in the optional input 1 (values to avoid).
+
+        Args:
+            min: lowest value
+            max: highest value (inclusive)
+            dtype: INT32 (2) or INT64 (10)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
         ...
 
     def UnpackSegments(
@@ -10367,6 +10820,30 @@ class OpNamespace:
         """
         ...
 
+    def WeightScale(
+        self,
+        w: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stepsize: int = ...,
+        upper_bound_iter: int = ...,
+        scale: float = ...,
+    ) -> Blob:
+        """Inputs w, iter: w * scale when iter % stepsize == 0 and iter < upper_bound_iter, else w unchanged.
+
+        Args:
+            stepsize: scale on iterations divisible by this
+            upper_bound_iter: never scale from this iteration on
+            scale: the factor
+        """
+        ...
+
     def WeightedSigmoidCrossEntropyWithLogits(
         self,
         logits: BlobLike,
@@ -10526,4 +11003,18 @@ class OpNamespace:
             axis_str: legacy broadcasting: axis as a letter of `order`
             order: used with axis_str
         """
+        ...
+
+    def ZeroGradient(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Does nothing forward; its gradient is zeros shaped like the input (so a dangling blob gets one)."""
         ...
