@@ -221,6 +221,30 @@ class OpNamespace:
         """
         ...
 
+    def AddPadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        start_padding: BlobLike = ...,
+        end_padding: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Add padding_width rows of start_padding (default zeros) before and end_padding_width rows of end_padding (default start_padding) after each segment of data (cut by lengths; one segment without it). Optional output 1: the new lengths.
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
+        """
+        ...
+
     def AffineChannel(
         self,
         X: BlobLike,
@@ -3806,6 +3830,28 @@ class OpNamespace:
         """
         ...
 
+    def GatherPadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sum of the padding rows over all segments: output 0 the start padding, output 1 the end padding (with one output, both are summed into it). With both widths 0 the outputs are int64 zero scalars (Caffe2's short cut).
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
+        """
+        ...
+
     def GatherRanges(
         self,
         DATA: BlobLike,
@@ -5215,6 +5261,25 @@ class OpNamespace:
         """Increment the int64 iteration counter (input 0, written in place); without an input the op counts itself."""
         ...
 
+    def KeySplit(
+        self,
+        keys: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        categorical_limit: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Output k lists (int32) the positions i where keys[i] == k, for k < categorical_limit.
+
+        Args:
+            categorical_limit: number of categories (= number of outputs)
+        """
+        ...
+
     def LE(
         self,
         A: BlobLike,
@@ -5648,6 +5713,23 @@ class OpNamespace:
         Args:
             padding_value: value of the padding rows
             target_length: every segment is padded to this many rows (required, >= each length)
+        """
+        ...
+
+    def LengthsPartition(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pack_first_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Partition with segments: inputs lengths, keys (1-D), others; each shard p gets its per-segment lengths (output p * n_inputs), its keys and the matching rows of the other inputs.
+
+        Args:
+            pack_first_input: replace the keys by key / num_partitions in the outputs
         """
         ...
 
@@ -7050,6 +7132,18 @@ class OpNamespace:
         """
         ...
 
+    def PadEmptySamples(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Give every sample of length 0 one zero row: lengths become max(length, 1) and each feature tensor (rows cut by lengths) gets a zero row at that sample's place."""
+        ...
+
     def PadImage(
         self,
         X: BlobLike,
@@ -7117,6 +7211,23 @@ class OpNamespace:
             order: storage order: NCHW (channels first) or NHWC (channels last)
             mode: the forward mode: constant, reflect or edge
             value: the forward fill value (unused)
+        """
+        ...
+
+    def Partition(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pack_first_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Shard every input by key % num_partitions of input 0 (num_partitions = outputs / inputs); output p * n_inputs + k holds input k's items of shard p, in order.
+
+        Args:
+            pack_first_input: replace the keys by key / num_partitions in the outputs
         """
         ...
 
@@ -7914,6 +8025,28 @@ class OpNamespace:
         """Drop the rows (outer blocks) of DATA listed in INDICES (repeats count once)."""
         ...
 
+    def RemovePadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Remove padding_width rows from the start and end_padding_width rows from the end of each segment.
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
+        """
+        ...
+
     def ResetCounter(
         self,
         counter: BlobLike,
@@ -8331,6 +8464,38 @@ class OpNamespace:
         Args:
             alpha: the forward alpha (default: the forward op's)
             scale: the forward scale (default: the forward op's)
+        """
+        ...
+
+    def SequenceMask(
+        self,
+        input: BlobLike,
+        sequence_lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mode: str = ...,
+        axis: int = ...,
+        radius: int = ...,
+        grad: int = ...,
+        fill_val: float = ...,
+        batch: int = ...,
+        repeat_from_axis: int = ...,
+    ) -> Blob:
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row.
+
+        Args:
+            mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
+            axis: dims before it form the rows, the rest the columns
+            radius: window mode: half-width of the kept window
+            grad: fill with 0 (the gradient form)
+            fill_val: the value of the masked positions
+            batch: unsupported here (must be -1)
+            repeat_from_axis: unsupported here (must be -1)
         """
         ...
 
