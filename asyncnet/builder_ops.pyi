@@ -1163,6 +1163,29 @@ class OpNamespace:
         """float BGR [N, 3, H, W] -> uint8 BGRA [N, H, W, 4]: add the per-channel mean (input 1), clamp to [0, 255], truncate; alpha is 255."""
         ...
 
+    def BatchBoxCox(
+        self,
+        data: BlobLike,
+        lambda1: BlobLike,
+        lambda2: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min_block_size: int = ...,
+        naive: int = ...,
+    ) -> Blob:
+        """Box-Cox per column j of data (N, D): x' = max(x + lambda2[j], 1e-6); y = ln(x') when lambda1[j] is 0, else (x'^lambda1[j] - 1) / lambda1[j].
+
+        Args:
+            min_block_size: unused (Caffe2 tuning)
+            naive: unused (Caffe2 tuning)
+        """
+        ...
+
     def BatchBucketOneHot(
         self,
         X: BlobLike,
@@ -4369,6 +4392,23 @@ class OpNamespace:
         """
         ...
 
+    def Histogram(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        bin_edges: Sequence[Any] = ...,
+    ) -> Blob:
+        """Counts (int64) of the values of all inputs in bins [edge_i, edge_{i+1}); values outside [first edge, last edge) are not counted.
+
+        Args:
+            bin_edges: sorted bin edges (at least 2)
+        """
+        ...
+
     def If(
         self,
         *inputs: BlobLike,
@@ -7228,6 +7268,50 @@ class OpNamespace:
 
         Args:
             pack_first_input: replace the keys by key / num_partitions in the outputs
+        """
+        ...
+
+    def Percentile(
+        self,
+        original_values: BlobLike,
+        value_to_pct: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Percentile of each value of original_values (N, M): column j uses the j-th group of (value, percentile) rows of value_to_pct (groups cut by lengths, values sorted); a sampled value maps to its percentile, others interpolate linearly between the neighbours, below all gives 0 and above all gives 1."""
+        ...
+
+    def PiecewiseLinearTransform(
+        self,
+        predictions: BlobLike,
+        bounds_: BlobLike = ...,
+        slopes_: BlobLike = ...,
+        intercepts_: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        bounds: Sequence[Any] = ...,
+        slopes: Sequence[Any] = ...,
+        intercepts: Sequence[Any] = ...,
+        binary: int = ...,
+    ) -> Blob:
+        """Column j of X (N, M) goes through group j's piecewise linear function (parameters from the arguments or inputs 1-3); below the first bound the first piece's value at that bound, above the last bound the last piece's value at that bound.
+
+        Args:
+            bounds: per group P + 1 sorted bounds, groups concatenated
+            slopes: per group P slopes
+            intercepts: per group P intercepts
+            binary: binary predictions: Y[:, 1] = f(X[:, 1]), Y[:, 0] = 1 - Y[:, 1] (or Y = f(X) for one column)
         """
         ...
 
