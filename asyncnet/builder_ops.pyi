@@ -1633,6 +1633,23 @@ class OpNamespace:
         """Y = ceil(X)."""
         ...
 
+    def ChannelBackpropStats(
+        self,
+        X: BlobLike,
+        mean: BlobLike,
+        invStdDev: BlobLike,
+        outputGrad: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Per channel of NCHW X: scale_grad = sum(dY * (X - mean) * inv_std), bias_grad = sum(dY)."""
+        ...
+
     def ChannelShuffle(
         self,
         in0: BlobLike,
@@ -2827,6 +2844,37 @@ class OpNamespace:
         """
         ...
 
+    def CosineSimilarity(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Row-wise cosine: X_i . Y_i / (max(|X_i|, 1e-12) max(|Y_i|, 1e-12))."""
+        ...
+
+    def CosineSimilarityGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of CosineSimilarity: inputs X, Y, dZ; outputs dX, dY."""
+        ...
+
     def CountDown(
         self,
         counter: BlobLike,
@@ -3916,6 +3964,45 @@ class OpNamespace:
             shape: output shape (when there is no input)
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def Gelu(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fast_gelu: int = ...,
+    ) -> Blob:
+        """Y = X * Phi(X) = 0.5 X (1 + erf(X / sqrt 2)); fast_gelu: 0.5 X (1 + tanh(sqrt(2/pi) (X + 0.044715 X^3))).
+
+        Args:
+            fast_gelu: use the tanh approximation
+        """
+        ...
+
+    def GeluGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fast_gelu: int = ...,
+    ) -> Blob:
+        """Gradient of Gelu: inputs dY, X; dX = dY * (Phi(X) + X phi(X)) (or the tanh form's derivative).
+
+        Args:
+            fast_gelu: the forward fast_gelu
         """
         ...
 
@@ -5252,6 +5339,35 @@ class OpNamespace:
         """
         ...
 
+    def IntegralImage(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Summed-area table of each NCHW image: Y (N, C, H+1, W+1), Y[.., i, j] = sum of X[.., :i, :j]."""
+        ...
+
+    def IntegralImageGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Caffe2's IntegralImageGradient: inputs X, dY; dX[.., i, j] = sum of dY[.., :i+1, :j+1] (prefix sums of dY's first H rows and W columns, as Caffe2 computes it; its goldens record this)."""
+        ...
+
     def IsEmpty(
         self,
         in0: BlobLike,
@@ -5318,6 +5434,37 @@ class OpNamespace:
         Args:
             categorical_limit: number of categories (= number of outputs)
         """
+        ...
+
+    def L1Distance(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Row-wise sum |X_i - Y_i|."""
+        ...
+
+    def L1DistanceGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of L1Distance: inputs X, Y, dZ; dX = dZ * sign(X - Y) (0 within 1e-12), dY = -dX."""
         ...
 
     def LE(
@@ -6095,6 +6242,49 @@ class OpNamespace:
         """
         ...
 
+    def LpNorm(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: int = ...,
+        average: int = ...,
+    ) -> Blob:
+        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.
+
+        Args:
+            p: 1 (sum of |x|) or 2 (sum of x^2, not its root)
+            average: divide by the size
+        """
+        ...
+
+    def LpNormGradient(
+        self,
+        X: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: int = ...,
+        average: int = ...,
+    ) -> Blob:
+        """Gradient of LpNorm: inputs X, dZ; dX = dZ * sign(X) (p=1) or dZ * 2X (p=2), / X.size when `average`.
+
+        Args:
+            p: the forward p
+            average: the forward average
+        """
+        ...
+
     def MSRAFill(
         self,
         in0: BlobLike = ...,
@@ -6754,6 +6944,36 @@ class OpNamespace:
         """Gradient of Min: inputs Y, dY, X_0, ...; dX_i = dY where X_i == Y."""
         ...
 
+    def Mish(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = X * tanh(ln(1 + exp(X)))."""
+        ...
+
+    def MishGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Mish: inputs X, Y, dY; dX = dY * (tanh(sp) + X sigmoid(X) (1 - tanh(sp)^2)), sp = softplus(X)."""
+        ...
+
     def Mod(
         self,
         data: BlobLike,
@@ -7012,6 +7232,64 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = -X."""
+        ...
+
+    def Normalize(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Y = X / max(|X|_2, 1e-12) along `axis`.
+
+        Args:
+            axis: the axis normalized
+        """
+        ...
+
+    def NormalizeGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Gradient of Normalize: inputs X, dY; dX = (dY - Y (Y . dY)) / max(|X|, 1e-12), Y = X / |X|.
+
+        Args:
+            axis: the forward axis
+        """
+        ...
+
+    def NormalizeL1(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Y = X / sum(|X|) along `axis` (slices summing to 0 are copied).
+
+        Args:
+            axis: the axis normalized
+        """
         ...
 
     def Not(
@@ -7382,6 +7660,53 @@ class OpNamespace:
             to_file: append to '<blob name>.log' (through the workspace's I/O policy) instead of the log
             limit: print at most this many values (0: all)
             every_n: print on every n-th run only
+        """
+        ...
+
+    def RMSNorm(
+        self,
+        X: BlobLike,
+        gamma: BlobLike,
+        beta: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        eps: float = ...,
+    ) -> tuple[Blob, ...]:
+        """rrms = 1 / sqrt(mean(X^2 over dims >= axis) + eps); Y = X * rrms * gamma + beta (gamma, beta shaped like the normalized dims). Outputs Y, rrms.
+
+        Args:
+            axis: dims from here on are normalized
+            eps: added to the mean square
+        """
+        ...
+
+    def RMSNormGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        gamma: BlobLike,
+        rrms: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        eps: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of RMSNorm: inputs dY, X, gamma, rrms; outputs dX, dgamma, dbeta.
+
+        Args:
+            axis: the forward axis
+            eps: the forward eps
         """
         ...
 
