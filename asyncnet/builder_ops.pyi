@@ -1569,6 +1569,26 @@ class OpNamespace:
         """
         ...
 
+    def CTCGreedyDecoder(
+        self,
+        INPUTS: BlobLike,
+        SEQ_LEN: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        merge_repeated: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Greedy CTC decoding of INPUTS (T, N, C) (class 0 is the blank), each sequence over its first SEQ_LEN[n] steps: the argmax class per step, blanks dropped (and repeats when merge_repeated). Outputs the decoded lengths and the concatenated labels (int32).
+
+        Args:
+            merge_repeated: drop a label equal to the previous step's
+        """
+        ...
+
     def Cast(
         self,
         input: BlobLike,
@@ -7532,6 +7552,39 @@ class OpNamespace:
         """
         ...
 
+    def PairWiseLoss(
+        self,
+        X: BlobLike,
+        label: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Per session (cut by lengths): the mean over pairs with different labels of log(1 + exp(s (X_j - X_i))), s = 1 when label_i > label_j else -1 (0 without pairs)."""
+        ...
+
+    def PairWiseLossGradient(
+        self,
+        X: BlobLike,
+        label: BlobLike,
+        dY: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of PairWiseLoss: inputs X, label, dY, [lengths]; output dX."""
+        ...
+
     def Partition(
         self,
         *inputs: BlobLike,
@@ -10644,6 +10697,44 @@ class OpNamespace:
         """
         ...
 
+    def StringEndsWith(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        suffix: str = ...,
+    ) -> Blob:
+        """Whether each string ends with `suffix`.
+
+        Args:
+            suffix: the suffix
+        """
+        ...
+
+    def StringEquals(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        text: str = ...,
+    ) -> Blob:
+        """Whether each string equals `text`.
+
+        Args:
+            text: the text
+        """
+        ...
+
     def StringIndexCreate(
         self,
         *,
@@ -10658,6 +10749,84 @@ class OpNamespace:
 
         Args:
             max_elements: the most keys the index may hold
+        """
+        ...
+
+    def StringJoin(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        delimiter: str = ...,
+        axis: int = ...,
+    ) -> Blob:
+        """Join the items of each row of a 1-D or 2-D tensor (axis 0: rows are input rows) into one string (numbers printed as C++ to_string does).
+
+        Args:
+            delimiter: placed between the items
+            axis: the rows are along this axis (0 or 1)
+        """
+        ...
+
+    def StringPrefix(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        length: int = ...,
+    ) -> Blob:
+        """The first `length` bytes of each string.
+
+        Args:
+            length: bytes kept
+        """
+        ...
+
+    def StringStartsWith(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        prefix: str = ...,
+    ) -> Blob:
+        """Whether each string starts with `prefix`.
+
+        Args:
+            prefix: the prefix
+        """
+        ...
+
+    def StringSuffix(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        length: int = ...,
+    ) -> Blob:
+        """The last `length` bytes of each string.
+
+        Args:
+            length: bytes kept
         """
         ...
 
