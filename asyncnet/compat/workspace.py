@@ -14,13 +14,22 @@ from typing import Any
 import numpy as np
 
 from asyncnet.compat.core import BlobReference, ExecutionStep, Net, Plan
-from asyncnet.errors import MissingBlobError, WorkspaceError, did_you_mean
+from asyncnet.errors import AsyncNetError, MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
 from asyncnet.workspace import Workspace
 
 __all__ = [
     "Blobs",
+    "CreateBlob",
+    "GetBlobSizeBytes",
+    "GpuDeviceType",
+    "InferShapesAndTypes",
+    "NumCudaDevices",
+    "NumGpuDevices",
+    "NumHipDevices",
+    "RegisteredOperators",
+    "RootFolder",
     "CreateNet",
     "CurrentWorkspace",
     "CurrentWorkspaceObject",
@@ -46,6 +55,28 @@ __all__ = [
 has_gpu_support = False
 has_cuda_support = False
 has_hip_support = False
+GpuDeviceType = pb.PROTO_CUDA
+_root_folder = ""
+
+
+def NumGpuDevices() -> int:
+    """GPUs asyncnet can use: none (numpy kernels run on the CPU)."""
+    return 0
+
+
+def NumCudaDevices() -> int:
+    return 0
+
+
+def NumHipDevices() -> int:
+    return 0
+
+
+def RegisteredOperators() -> list[str]:
+    """Every registered op type."""
+    from asyncnet.registry import default_registry
+
+    return default_registry().types()
 
 
 _lock = threading.RLock()
@@ -83,9 +114,17 @@ def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
 
 
 def ResetWorkspace(root_folder: str | None = None) -> bool:
-    """Drop every blob and net of the current workspace."""
+    """Drop every blob and net of the current workspace (``root_folder`` is kept for RootFolder())."""
+    global _root_folder
     CurrentWorkspaceObject().reset()
+    if root_folder is not None:
+        _root_folder = root_folder
     return True
+
+
+def RootFolder() -> str:
+    """The root folder last given to ResetWorkspace ("" when none was)."""
+    return _root_folder
 
 
 def GlobalInit(args: Sequence[str] = ()) -> bool:
@@ -116,6 +155,66 @@ def FetchBlob(name: Any) -> Any:
     if not ws.has(key):
         raise MissingBlobError(f"Can't find blob: {key} (workspace '{_current}'){did_you_mean(key, ws.blobs())}")
     return ws.fetch(key)
+
+
+def CreateBlob(name: Any) -> BlobReference:
+    """Create an empty blob (HasBlob becomes true; it holds None until something writes it)."""
+    ws = CurrentWorkspaceObject()
+    key = _name(name)
+    if not ws.has(key):
+        ws.feed(key, None)
+    return BlobReference(key)
+
+
+def GetBlobSizeBytes(name: Any) -> int:
+    """Bytes held by blob ``name`` (string tensors: the total length of their items)."""
+    value = FetchBlob(name)
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return int(sum(len(v) if isinstance(v, (bytes, str)) else 0 for v in value.reshape(-1).tolist()))
+        return int(value.nbytes)
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    return 0
+
+
+def InferShapesAndTypes(
+    nets: Sequence[Any], blob_dimensions: dict[str, Any] | None = None, nets_proto: bool = False, blob_types: Any = None
+) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Shapes and TensorProto data types of the nets' blobs, from the current workspace's blobs and the
+    given ``blob_dimensions`` (and ``blob_types``), as Caffe2's shape inference reported them."""
+    from asyncnet.schema import TensorInfo
+    from asyncnet.serde import caffe2_data_type
+    from asyncnet.shapes import infer_shapes, info_of
+
+    ws = CurrentWorkspaceObject()
+    known: dict[str, TensorInfo] = {}
+    for b in ws.blobs():
+        v = ws.fetch(b)
+        if isinstance(v, np.ndarray):
+            known[b] = info_of(v)
+    for b, dims in (blob_dimensions or {}).items():
+        dt = None
+        if blob_types and b in blob_types:
+            from asyncnet.serde import numpy_dtype
+
+            dt = numpy_dtype(int(blob_types[b]))
+        known[b] = TensorInfo(tuple(int(d) for d in dims), dt if dt is not None else np.dtype(np.float32))
+    shapes: dict[str, list[int]] = {}
+    types: dict[str, int] = {}
+    for net in nets:
+        nd = net if isinstance(net, pb.NetDef) else _net_def(net)
+        result = infer_shapes(nd, known)
+        for b, info in result.blobs.items():
+            known[b] = info
+            if info.shape is not None and all(d is not None for d in info.shape):
+                shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
+            if info.dtype is not None:
+                try:
+                    types[b] = caffe2_data_type(info.dtype)
+                except AsyncNetError:
+                    pass  # no TensorProto type (e.g. handles)
+    return shapes, types
 
 
 def FetchBlobs(names: Sequence[Any]) -> list[Any]:
@@ -165,7 +264,19 @@ def CreateNet(net: Net | pb.NetDef, overwrite: bool = False, input_blobs: Sequen
     nd = _net_def(net)
     if not overwrite and nd.name in ws.nets():
         raise WorkspaceError(f"workspace '{_current}' already has a net '{nd.name}'; pass overwrite=True to replace it")
-    # input_blobs is accepted for compatibility: asyncnet checks inputs when the net runs.
+    for b in input_blobs or ():
+        CreateBlob(b)
+    # Caffe2 binds every op's inputs when the net is created: a blob that neither exists nor is
+    # produced by an earlier op fails here, not at the first run.
+    known = set(ws.blobs())
+    for i, op in enumerate(nd.op):
+        missing = [b for b in op.input if b not in known]
+        if missing:
+            raise WorkspaceError(
+                f"net '{nd.name}' op #{i} {op.type}: encountered non-existing input blob(s) {missing} "
+                f"(feed them or pass input_blobs)"
+            )
+        known.update(op.output)
     ws.create_net(nd)
     return True
 
