@@ -1838,6 +1838,34 @@ class OpNamespace:
         """
         ...
 
+    def CloseBlobsQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Close the queue: waiting and later dequeues of an empty queue fail (Safe* ops report status), waiting enqueues fail."""
+        ...
+
+    def CloseRebatchingQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Close the queue: waiting and later dequeues of an empty queue fail (Safe* ops report status), waiting enqueues fail."""
+        ...
+
     def ColwiseMax(
         self,
         in0: BlobLike,
@@ -2923,6 +2951,33 @@ class OpNamespace:
         """Increase the counter by 1; output the count before."""
         ...
 
+    def CreateBlobsQueue(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        capacity: int = ...,
+        num_blobs: int = ...,
+        enforce_unique_name: int = ...,
+        field_names: Sequence[Any] = ...,
+        **kwargs: Any,
+    ) -> Blob:
+        """Create a bounded blobs queue handle (capacity records of num_blobs blobs).
+
+        Args:
+            capacity: records the queue holds
+            num_blobs: blobs per record
+            name: the queue's name (default: the output blob's)
+            enforce_unique_name: accepted for compatibility
+            field_names: accepted for compatibility
+        """
+        ...
+
     def CreateCounter(
         self,
         *,
@@ -2950,6 +3005,33 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Create a mutex blob (for AtomicFetchAdd)."""
+        ...
+
+    def CreateRebatchingQueue(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        capacity: int = ...,
+        num_blobs: int = ...,
+        enforce_unique_name: int = ...,
+        field_names: Sequence[Any] = ...,
+        **kwargs: Any,
+    ) -> Blob:
+        """Create a bounded rebatching queue handle (capacity records of num_blobs blobs).
+
+        Args:
+            capacity: records the queue holds
+            num_blobs: blobs per record
+            name: the queue's name (default: the output blob's)
+            enforce_unique_name: accepted for compatibility
+            field_names: accepted for compatibility
+        """
         ...
 
     def CrossEntropy(
@@ -3062,6 +3144,46 @@ class OpNamespace:
             epsilon: added to the root
             weight_decay: added as weight_decay * param to the step
             bias_correction_first: divide the first moment by 1 - beta1^t
+        """
+        ...
+
+    def DequeueBlobs(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_records: int = ...,
+        timeout_secs: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Take `num_records` records (concatenated along dim 0) from the queue into outputs 1..N. Waits (holding no thread) while the queue is empty; fails once it is closed and empty.
+
+        Args:
+            num_records: records taken and concatenated
+            timeout_secs: fail after this many seconds of waiting (0: wait until data or close)
+        """
+        ...
+
+    def DequeueRebatchingQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_elements: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Take num_elements records from the rebatching queue, stacked along dim 0; waits without a thread.
+
+        Args:
+            num_elements: records taken and stacked along a new dim 0
         """
         ...
 
@@ -3339,6 +3461,35 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Fail when the input holds a NaN or an infinity."""
+        ...
+
+    def EnqueueBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Put the blobs (inputs 1..N) into the queue as one record; outputs are the inputs (in place). Waits (holding no thread) while the queue is full; fails if it is closed."""
+        ...
+
+    def EnqueueRebatchingQueue(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        enqueue_batch: int = ...,
+    ) -> Blob:
+        """Put the tensors into the rebatching queue as one record (or, with enqueue_batch, one record per row of dim 0); waits without a thread while the queue is full.
+
+        Args:
+            enqueue_batch: split the tensors along dim 0 into one record per row
+        """
         ...
 
     def EnsureCPUOutput(
@@ -8821,6 +8972,39 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Rsqrt: dX = -dY * Y^3 / 2."""
+        ...
+
+    def SafeDequeueBlobs(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_records: int = ...,
+        timeout_secs: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Take `num_records` records (concatenated along dim 0) from the queue into outputs 1..N. The last output is a bool status: true when the queue is closed and empty.
+
+        Args:
+            num_records: records taken and concatenated
+            timeout_secs: fail after this many seconds of waiting (0: wait until data or close)
+        """
+        ...
+
+    def SafeEnqueueBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Put the blobs (inputs 1..N) into the queue as one record; outputs are the inputs (in place). The last output is a bool status: true when the queue is closed (nothing enqueued)."""
         ...
 
     def Save(
