@@ -1917,6 +1917,20 @@ class OpNamespace:
         """
         ...
 
+    def ConcatTensorVector(
+        self,
+        vector_of_tensor: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Concatenate the vector's tensors along dim 0."""
+        ...
+
     def Conditional(
         self,
         Condition: BlobLike,
@@ -2995,6 +3009,25 @@ class OpNamespace:
         """
         ...
 
+    def CreateMap(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        key_dtype: int = ...,
+        value_dtype: int = ...,
+    ) -> Blob:
+        """Create an empty map blob (keys and values of the given TensorProto data types).
+
+        Args:
+            key_dtype: key data type
+            value_dtype: value type
+        """
+        ...
+
     def CreateMutex(
         self,
         *,
@@ -3031,6 +3064,39 @@ class OpNamespace:
             name: the queue's name (default: the output blob's)
             enforce_unique_name: accepted for compatibility
             field_names: accepted for compatibility
+        """
+        ...
+
+    def CreateTensorVector(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create an empty tensor vector blob."""
+        ...
+
+    def CreateTextFileReader(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        filename: str = ...,
+        num_passes: int = ...,
+        field_types: Sequence[Any] = ...,
+    ) -> Blob:
+        """Create a reader of a tab-separated text file (one record per line).
+
+        Args:
+            filename: the file (checked by the workspace's I/O policy)
+            num_passes: how many times the file is read
+            field_types: TensorProto data type of each tab-separated field (STRING for text)
         """
         ...
 
@@ -5607,6 +5673,21 @@ class OpNamespace:
         """
         ...
 
+    def KeyValueToMap(
+        self,
+        keys: BlobLike,
+        values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """A map from the 1-D keys to the 1-D values (later duplicates win)."""
+        ...
+
     def L1Distance(
         self,
         X: BlobLike,
@@ -6479,6 +6560,20 @@ class OpNamespace:
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
         """
+        ...
+
+    def MapToKeyValue(
+        self,
+        map: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """The map's keys and values as two 1-D tensors (insertion order)."""
         ...
 
     def MarginRankingCriterion(
@@ -11305,6 +11400,39 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """dX = dY * (1 - Y^2). Inputs Y (the forward output) and dY; output dX."""
+        ...
+
+    def TensorVectorSize(
+        self,
+        tensor_vector: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The number of tensors in the vector (int32 scalar)."""
+        ...
+
+    def TextFileReaderRead(
+        self,
+        handler: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read up to batch_size lines (on the shared I/O pool): one output per field; outputs are empty once every pass is done.
+
+        Args:
+            batch_size: lines per read
+        """
         ...
 
     def ThresholdedRelu(
