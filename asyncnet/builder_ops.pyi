@@ -1602,7 +1602,7 @@ class OpNamespace:
         to: Any,
         from_type: int = ...,
     ) -> Blob:
-        """Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true).
+        """Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true); to STRING prints each value as C++ std::to_string does, from STRING parses numbers.
 
         Args:
             to: target TensorProto.DataType, as its number or its name

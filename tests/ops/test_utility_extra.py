@@ -147,3 +147,16 @@ def test_counters_and_atomic_fetch_add(no_thread_leak: None) -> None:
     for t in threads:
         t.join()
     assert counter.count == 2 + 2000
+
+
+def test_cast_to_and_from_string() -> None:
+    (s,) = run_op("Cast", [np.array([1.5, -2.0], np.float32)], to=4)  # STRING
+    assert s.dtype == object and s.tolist() == [b"1.500000", b"-2.000000"]
+    (s,) = run_op("Cast", [np.array([3, -4], np.int64)], to="STRING")
+    assert s.tolist() == [b"3", b"-4"]
+    (f,) = run_op("Cast", [np.array([b"2.25", b"-1"], dtype=object)], to=1)
+    assert f.dtype == np.float32 and f.tolist() == [2.25, -1.0]
+    (i,) = run_op("Cast", [np.array(["7", "-8"], dtype=object)], to=2)
+    assert i.dtype == np.int32 and i.tolist() == [7, -8]
+    with pytest.raises(OperatorError, match="parse"):
+        run_op("Cast", [np.array([b"x"], dtype=object)], to=2)
