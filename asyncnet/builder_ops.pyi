@@ -1866,6 +1866,54 @@ class OpNamespace:
         """Close the queue: waiting and later dequeues of an empty queue fail (Safe* ops report status), waiting enqueues fail."""
         ...
 
+    def Col2Im(
+        self,
+        Y: BlobLike,
+        X_like: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Fold Im2Col columns back into an image shaped like input 1, adding overlapping windows (the gradient of Im2Col).
+
+        Args:
+            kernel: square kernel size
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+        """
+        ...
+
     def ColwiseMax(
         self,
         in0: BlobLike,
@@ -4749,6 +4797,53 @@ class OpNamespace:
         Args:
             then_net: NetDef run when the condition is true
             else_net: NetDef run when the condition is false (optional)
+        """
+        ...
+
+    def Im2Col(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Unfold the kernel windows of a 4-D image into columns: NCHW -> (N, C*kh*kw, out_h, out_w), NHWC -> (N, out_h, out_w, kh*kw*C); padding reads zeros.
+
+        Args:
+            kernel: square kernel size
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
         """
         ...
 

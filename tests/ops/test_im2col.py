@@ -1,0 +1,58 @@
+"""Im2Col against a naive per-element loop (Caffe2's column layouts) and Col2Im as its gradient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asyncnet.gradcheck import check_gradient
+from tests.ops.run_util import make_op, run_op
+
+ARGS = dict(
+    kernel_h=2, kernel_w=3, stride_h=2, stride_w=1, pad_t=1, pad_l=0, pad_b=0, pad_r=1, dilation_h=1, dilation_w=2
+)
+
+
+def naive(
+    x: np.ndarray, kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, pb: int, pr: int, dh: int, dw: int
+) -> np.ndarray:
+    n, c, h, w = x.shape
+    oh = (h + pt + pb - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + pl + pr - (dw * (kw - 1) + 1)) // sw + 1
+    out = np.zeros((n, c * kh * kw, oh, ow), x.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    row = (ch * kh + i) * kw + j
+                    for y in range(oh):
+                        for z in range(ow):
+                            r, q = y * sh - pt + i * dh, z * sw - pl + j * dw
+                            if 0 <= r < h and 0 <= q < w:
+                                out[b, row, y, z] = x[b, ch, r, q]
+    return out
+
+
+@pytest.mark.parametrize("order", ["NCHW", "NHWC"])
+def test_im2col_matches_naive_loop(order: str) -> None:
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 6))
+    want = naive(x, 2, 3, 2, 1, 1, 0, 0, 1, 1, 2)
+    inp = x if order == "NCHW" else x.transpose(0, 2, 3, 1)
+    (y,) = run_op("Im2Col", [inp], order=order, **ARGS)
+    if order == "NCHW":
+        np.testing.assert_array_equal(y, want)
+    else:
+        n, _, oh, ow = want.shape
+        # NHWC columns are ordered (kernel row, kernel column, channel).
+        w6 = want.reshape(n, 3, 2, 3, oh, ow).transpose(0, 4, 5, 2, 3, 1).reshape(n, oh, ow, -1)
+        np.testing.assert_array_equal(y, w6)
+
+
+@pytest.mark.parametrize("order", ["NCHW", "NHWC"])
+def test_im2col_gradient_is_col2im(order: str) -> None:
+    x = np.random.default_rng(1).normal(size=(1, 2, 4, 4))
+    inp: Any = x if order == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+    res = check_gradient(make_op("Im2Col", ["X"], ["Y"], order=order, kernel=2, stride=1, pad=1), {"X": inp})
+    assert res.ok, res.describe()
