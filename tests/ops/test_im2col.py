@@ -56,3 +56,11 @@ def test_im2col_gradient_is_col2im(order: str) -> None:
     inp: Any = x if order == "NCHW" else x.transpose(0, 2, 3, 1).copy()
     res = check_gradient(make_op("Im2Col", ["X"], ["Y"], order=order, kernel=2, stride=1, pad=1), {"X": inp})
     assert res.ok, res.describe()
+
+
+def test_col2im_adds_overlapping_windows() -> None:
+    x = np.zeros((1, 1, 3, 3))
+    (cols,) = run_op("Im2Col", [np.ones((1, 1, 3, 3))], kernel=2, stride=1)
+    (back,) = run_op("Col2Im", [cols, x], kernel=2, stride=1)
+    # Each pixel is counted once per 2x2 window covering it.
+    assert back[0, 0].tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
