@@ -1914,6 +1914,58 @@ class OpNamespace:
         """
         ...
 
+    def CollectAndDistributeFpnRpnProposals(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        roi_canonical_scale: int = ...,
+        roi_canonical_level: int = ...,
+        roi_max_level: int = ...,
+        roi_min_level: int = ...,
+        legacy_plus_one: int = ...,
+        rpn_max_level: int = ...,
+        rpn_min_level: int = ...,
+        rpn_post_nms_topN: int = ...,
+    ) -> tuple[Blob, ...]:
+        """CollectRpnProposals then DistributeFpnProposals: outputs rois, the RoIs of each FPN level, and the restoring permutation.
+
+        Args:
+            roi_canonical_scale: s0 of the FPN level formula
+            roi_canonical_level: lvl0 of the FPN level formula
+            roi_max_level: finest level of the outputs
+            roi_min_level: coarsest level of the outputs
+            legacy_plus_one: widths are x2 - x1 + 1
+            rpn_max_level: last RPN level of the inputs
+            rpn_min_level: first RPN level of the inputs
+            rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
+    def CollectRpnProposals(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        rpn_max_level: int = ...,
+        rpn_min_level: int = ...,
+        rpn_post_nms_topN: int = ...,
+    ) -> Blob:
+        """Concatenate the RPN levels' RoIs (inputs: RoIs per level, then scores per level) and keep the rpn_post_nms_topN best by score.
+
+        Args:
+            rpn_max_level: last RPN level of the inputs
+            rpn_min_level: first RPN level of the inputs
+            rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
     def ColwiseMax(
         self,
         in0: BlobLike,
@@ -3325,6 +3377,33 @@ class OpNamespace:
             shape: output shape (when there is no input)
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def DistributeFpnProposals(
+        self,
+        rois: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        roi_canonical_scale: int = ...,
+        roi_canonical_level: int = ...,
+        roi_max_level: int = ...,
+        roi_min_level: int = ...,
+        legacy_plus_one: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Route each RoI to its FPN level: outputs the RoIs of each level (min to max), then the int32 permutation restoring the input order.
+
+        Args:
+            roi_canonical_scale: s0 of the FPN level formula
+            roi_canonical_level: lvl0 of the FPN level formula
+            roi_max_level: finest level of the outputs
+            roi_min_level: coarsest level of the outputs
+            legacy_plus_one: widths are x2 - x1 + 1
         """
         ...
 
