@@ -4302,6 +4302,33 @@ class OpNamespace:
         """For RANGES (N, M, 2) of (start, length) pairs into the 1-D DATA: output 0 concatenates every range, output 1 gives each example's total length (int32)."""
         ...
 
+    def GatherRangesToDense(
+        self,
+        DATA: BlobLike,
+        RANGES: BlobLike,
+        KEY: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        lengths: Sequence[Any] = ...,
+        min_observation: int = ...,
+        max_mismatched_ratio: float = ...,
+        max_empty_ratio: float = ...,
+    ) -> tuple[Blob, ...]:
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros.
+
+        Args:
+            lengths: the expected range length of each feature (one output per feature)
+            min_observation: accepted for compatibility
+            max_mismatched_ratio: accepted for compatibility
+            max_empty_ratio: accepted for compatibility
+        """
+        ...
+
     def GaussianFill(
         self,
         in0: BlobLike = ...,
@@ -4953,6 +4980,27 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The id of each key (int64, keys' shape): new keys get the next id unless the index is frozen, in which case unknown keys give 0."""
+        ...
+
+    def IndexHash(
+        self,
+        indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        seed: int = ...,
+        modulo: int = ...,
+    ) -> Blob:
+        """Hash each int32/int64 index: h = seed * 0xDEADBEEF, then h = h * 65537 + b for each (signed) byte b of the index, in the index's integer width with wraparound; output h mod modulo (>= 0).
+
+        Args:
+            seed: hash seed
+            modulo: the hashed values lie in [0, modulo)
+        """
         ...
 
     def IndexLoad(
@@ -6215,6 +6263,29 @@ class OpNamespace:
         """
         ...
 
+    def LearningRateAdaption(
+        self,
+        lr: BlobLike,
+        grad: BlobLike,
+        effgrad: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        lr_alpha: float = ...,
+        normalized_lr_adaption: int = ...,
+    ) -> Blob:
+        """Inputs lr, grad, effgrad: x = grad . effgrad; normalized: lr' = lr (1 - lr_alpha x / (max(|grad|, 1e-12) max(|effgrad|, 1e-12))), else lr' = lr - lr_alpha x.
+
+        Args:
+            lr_alpha: adaption rate
+            normalized_lr_adaption: use the cosine of grad and effgrad instead of their dot product
+        """
+        ...
+
     def LengthsGather(
         self,
         ITEMS: BlobLike,
@@ -7358,6 +7429,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Gradient of Mean over n inputs: every dX_i = dY / n."""
+        ...
+
+    def MergeIdLists(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Per example, the sorted union of its ids over every (lengths, values) id list."""
         ...
 
     def Min(
