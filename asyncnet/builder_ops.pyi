@@ -1569,6 +1569,30 @@ class OpNamespace:
         """
         ...
 
+    def CTCBeamSearchDecoder(
+        self,
+        INPUTS: BlobLike,
+        SEQ_LEN: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beam_width: int = ...,
+        prune_threshold: float = ...,
+        num_candidates: int = ...,
+    ) -> tuple[Blob, ...]:
+        """CTC prefix beam search over INPUTS (T, N, C) probabilities (class 0 is the blank) as Caffe2 runs it: outputs per sequence and candidate the decoded length, the concatenated labels and (optionally) the candidate's probability.
+
+        Args:
+            beam_width: prefixes kept per step
+            prune_threshold: classes with probability at or below it are skipped at a step
+            num_candidates: decodings output per sequence
+        """
+        ...
+
     def CTCGreedyDecoder(
         self,
         INPUTS: BlobLike,

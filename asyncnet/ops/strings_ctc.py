@@ -251,3 +251,100 @@ def ctc_greedy_decoder(op: OpInfo) -> Callable[..., Any]:
         return np.array(out_len, np.int32), np.array(values, np.int32)
 
     return run
+
+
+# -- CTCBeamSearchDecoder ---------------------------------------------------------------------------------
+
+
+def _beam_search(probs: np.ndarray, steps: int, beam: int, prune: float) -> tuple[dict[Any, Any], list[Any]]:
+    """Caffe2's prefix beam search on one sequence (float32 arithmetic, std::map visiting order).
+
+    Returns the final (Pb + Pnb) table and the ranked prefixes of the last step.
+    """
+    f32 = np.float32
+    zero = f32(0.0)
+    pb_prev: dict[tuple[int, ...], Any] = {(): f32(1.0)}
+    pnb_prev: dict[tuple[int, ...], Any] = {(): zero}
+    a_prev: list[tuple[int, ...]] = [()]
+    ranked: list[tuple[int, ...]] = []
+    pb_next: dict[tuple[int, ...], Any] = pb_prev
+    pnb_next: dict[tuple[int, ...], Any] = pnb_prev
+    for t in range(steps):
+        ctc = [f32(v) for v in probs[t].tolist()]
+        alpha = [c for c, v in enumerate(ctc) if v > prune] or list(range(len(ctc)))
+        pb_next, pnb_next = {}, {}
+        prev_set = set(a_prev)
+        for lp in sorted(a_prev):  # std::set order
+            for c in alpha:
+                if c == 0:
+                    pb_next[lp] = pb_next.get(lp, zero) + ctc[0] * (pb_prev.get(lp, zero) + pnb_prev.get(lp, zero))
+                    continue
+                plus = (*lp, c)
+                if lp and c == lp[-1]:
+                    pnb_next[plus] = pnb_next.get(plus, zero) + ctc[c] * pb_prev.get(lp, zero)
+                    pnb_next[lp] = pnb_next.get(lp, zero) + ctc[c] * pnb_prev.get(lp, zero)
+                else:
+                    pnb_next[plus] = pnb_next.get(plus, zero) + ctc[c] * (
+                        pb_prev.get(lp, zero) + pnb_prev.get(lp, zero)
+                    )
+                if plus not in prev_set:
+                    pb_next[plus] = pb_next.get(plus, zero) + ctc[0] * (
+                        pb_prev.get(plus, zero) + pnb_prev.get(plus, zero)
+                    )
+                    pnb_next[plus] = pnb_next.get(plus, zero) + ctc[c] * pnb_prev.get(plus, zero)
+        total = dict(pb_next)
+        for k, v in pnb_next.items():
+            total[k] = total.get(k, zero) + v
+        # std::multimap<float, prefix, greater>: by probability, ties in key (lexicographic) order.
+        ranked = [k for k, _ in sorted(sorted(total.items()), key=lambda kv: -float(kv[1]))]
+        a_prev = ranked[:beam]
+        pb_prev, pnb_prev = pb_next, pnb_next
+    final = {k: pb_next.get(k, zero) + pnb_next.get(k, zero) for k in ranked}
+    return final, ranked
+
+
+@register_op(
+    "CTCBeamSearchDecoder",
+    inputs=(1, 2),
+    outputs=(2, 3),
+    args=(
+        Arg("beam_width", 10, "prefixes kept per step"),
+        Arg("prune_threshold", 0.001, "classes with probability at or below it are skipped at a step"),
+        Arg("num_candidates", 1, "decodings output per sequence"),
+    ),
+    infer=lambda op, ins: [
+        TensorInfo((None,), np.dtype(np.int32)),
+        TensorInfo((None,), np.dtype(np.int32)),
+        TensorInfo((None,), np.dtype(np.float32)),
+    ][: len(op.outputs)],
+    doc="CTC prefix beam search over INPUTS (T, N, C) probabilities (class 0 is the blank) as Caffe2 "
+    "runs it: outputs per sequence and candidate the decoded length, the concatenated labels and "
+    "(optionally) the candidate's probability.",
+    input_names=("INPUTS", "SEQ_LEN"),
+    output_names=("OUTPUT_LEN", "VALUES", "OUTPUT_PROB"),
+)
+def ctc_beam_search_decoder(op: OpInfo) -> Callable[..., Any]:
+    beam, prune, cands = op.int_arg("beam_width"), op.float_arg("prune_threshold"), op.int_arg("num_candidates")
+    if beam < 1 or cands < 1:
+        raise ArgumentError(f"{op.label()}: beam_width and num_candidates must be positive")
+
+    def run(inputs: Any, seq_len: Any = None) -> tuple[np.ndarray, ...]:
+        a = np.asarray(inputs, np.float32)
+        if a.ndim != 3:
+            raise ArgumentError(f"{op.label()}: INPUTS must be (T, N, C), got {a.shape}")
+        t_max, n = a.shape[0], a.shape[1]
+        lens = np.full(n, t_max) if seq_len is None else np.asarray(seq_len).reshape(-1).astype(np.int64)
+        if lens.size != n or np.any(lens < 0) or np.any(lens > t_max):
+            raise ArgumentError(f"{op.label()}: SEQ_LEN must hold {n} values in [0, {t_max}]")
+        out_len = np.zeros(n * cands, np.int32)
+        out_prob = np.zeros(n * cands, np.float32)
+        values: list[int] = []
+        for b in range(n):
+            final, ranked = _beam_search(a[:, b, :], int(lens[b]), beam, prune)
+            for k, cand in enumerate(ranked[:cands]):
+                out_len[b * cands + k] = len(cand)
+                out_prob[b * cands + k] = final[cand]
+                values.extend(cand)
+        return out_len, np.array(values, np.int32), out_prob
+
+    return run

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from asyncnet.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
@@ -70,3 +71,34 @@ def test_ctc_greedy_decoder() -> None:
     assert lens.tolist() == [3, 3] and vals.tolist() == [1, 1, 1, 2, 2, 2]
     lens, vals = run_op("CTCGreedyDecoder", [a, np.array([2, 1], np.int32)], 2)
     assert lens.tolist() == [1, 1] and vals.tolist() == [1, 2]
+
+
+def test_ctc_beam_search_matches_brute_force() -> None:
+    import itertools
+
+    rng = np.random.default_rng(4)
+    t_len, classes = 4, 3
+    probs = rng.uniform(0.05, 1.0, (t_len, 2, classes)).astype(np.float32)
+    probs /= probs.sum(axis=2, keepdims=True)
+    lens, vals, prob = run_op(
+        "CTCBeamSearchDecoder",
+        [probs, np.array([4, 3], np.int32)],
+        3,
+        beam_width=50,
+        prune_threshold=0.0,
+        num_candidates=2,
+    )
+    pos = 0
+    for b, steps in enumerate((4, 3)):
+        # Brute force: every path, collapsed (merge repeats, drop blanks), its probability summed.
+        totals: dict[tuple[int, ...], float] = {}
+        for path in itertools.product(range(classes), repeat=steps):
+            p = math.prod(float(probs[t, b, c]) for t, c in enumerate(path))
+            merged = [c for k, c in enumerate(path) if c != 0 and (k == 0 or c != path[k - 1])]
+            totals[tuple(merged)] = totals.get(tuple(merged), 0.0) + p
+        best = sorted(totals.items(), key=lambda kv: -kv[1])[:2]
+        for k, (seq, p) in enumerate(best):
+            n = int(lens[2 * b + k])
+            assert tuple(vals[pos : pos + n].tolist()) == seq
+            assert prob[2 * b + k] == pytest.approx(p, rel=1e-4)
+            pos += n
