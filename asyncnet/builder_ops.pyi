@@ -1902,6 +1902,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         kernel: int = ...,
+        kernels: Sequence[Any] = ...,
         kernel_h: int = ...,
         kernel_w: int = ...,
         dilation: int = ...,
@@ -1921,6 +1922,7 @@ class OpNamespace:
 
         Args:
             kernel: square kernel size
+            kernels: kernel (height, width)
             kernel_h: kernel height
             kernel_w: kernel width
             dilation: dilation (both dims)
@@ -4941,6 +4943,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         kernel: int = ...,
+        kernels: Sequence[Any] = ...,
         kernel_h: int = ...,
         kernel_w: int = ...,
         dilation: int = ...,
@@ -4960,6 +4963,7 @@ class OpNamespace:
 
         Args:
             kernel: square kernel size
+            kernels: kernel (height, width)
             kernel_h: kernel height
             kernel_w: kernel width
             dilation: dilation (both dims)
@@ -5963,6 +5967,112 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Gradient of L1Distance: inputs X, Y, dZ; dX = dZ * sign(X - Y) (0 within 1e-12), dY = -dX."""
+        ...
+
+    def LC(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected 2-D layer: a convolution whose filter differs at every output position. NCHW: W (out_h, out_w, M, C, kh, kw), NHWC: W (out_h, out_w, M, kh, kw, C); bias (out_h, out_w, M).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LCGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            no_bias: the forward op had no bias: outputs are dW, [dX]
+        """
         ...
 
     def LE(

@@ -64,3 +64,44 @@ def test_col2im_adds_overlapping_windows() -> None:
     (back,) = run_op("Col2Im", [cols, x], kernel=2, stride=1)
     # Each pixel is counted once per 2x2 window covering it.
     assert back[0, 0].tolist() == [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
+
+
+def naive_lc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> np.ndarray:
+    n, c, h, wd = x.shape
+    oh, ow, m, _, kh, kw = w.shape
+    y = np.zeros((n, m, oh, ow))
+    for b_ in range(n):
+        for mm in range(m):
+            for yy in range(oh):
+                for xx in range(ow):
+                    s = b[yy, xx, mm] if b is not None else 0.0
+                    for ch in range(c):
+                        for i in range(kh):
+                            for j in range(kw):
+                                r, q = yy * stride - pad + i, xx * stride - pad + j
+                                if 0 <= r < h and 0 <= q < wd:
+                                    s += x[b_, ch, r, q] * w[yy, xx, mm, ch, i, j]
+                    y[b_, mm, yy, xx] = s
+    return y
+
+
+@pytest.mark.parametrize("order", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_lc_matches_naive_and_gradient(order: str, with_bias: bool) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 2, 4, 4))
+    w = rng.normal(size=(2, 2, 3, 2, 3, 3))  # out 2x2 with kernel 3, stride 1, pad 0
+    b = rng.normal(size=(2, 2, 3)) if with_bias else None
+    want = naive_lc(x, w, b, 1, 0)
+    xi = x if order == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+    wi = w if order == "NCHW" else w.transpose(0, 1, 2, 4, 5, 3).copy()
+    ins = [xi, wi] + ([b] if b is not None else [])
+    (y,) = run_op("LC", ins, kernels=[3, 3], order=order)
+    np.testing.assert_allclose(y if order == "NCHW" else y.transpose(0, 3, 1, 2), want, rtol=1e-10)
+    feeds = dict(zip(["X", "W", "b"], ins))
+    res = check_gradient(make_op("LC", list(feeds), ["Y"], kernels=[3, 3], order=order), feeds)
+    assert res.ok, res.describe()
+    from asyncnet.gradients import gradient_for_op
+
+    (gop,) = gradient_for_op(make_op("LC", list(feeds), ["Y"], kernel=3), ["Y_grad"]).ops
+    assert gop.type == "LCGradient"
