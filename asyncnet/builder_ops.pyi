@@ -6916,6 +6916,110 @@ class OpNamespace:
         """
         ...
 
+    def LpPool(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        p: float = ...,
+    ) -> Blob:
+        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            p: the norm's exponent
+        """
+        ...
+
+    def LpPoolGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        p: float = ...,
+    ) -> Blob:
+        """Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            p: the forward p
+        """
+        ...
+
     def MSRAFill(
         self,
         in0: BlobLike = ...,

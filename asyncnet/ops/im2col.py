@@ -250,3 +250,76 @@ def lc_gradient(op: OpInfo) -> Callable[..., Any]:
         return out
 
     return run
+
+
+# -- LpPool ---------------------------------------------------------------------------------------------
+
+
+def _pool_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x = ins[0]
+    if x.shape is None or len(x.shape) != 4 or any(d is None for d in x.shape):
+        return [TensorInfo(None, x.dtype)]
+    g = _Geom(op)
+    n, c, h, w = (int(d) for d in (x.shape if g.order == "NCHW" else (x.shape[0], x.shape[3], x.shape[1], x.shape[2])))  # type: ignore[arg-type]
+    oh, ow = g.out_hw(h, w)
+    return [TensorInfo((n, c, oh, ow) if g.order == "NCHW" else (n, oh, ow, c), x.dtype)]
+
+
+@register_op(
+    "LpPool",
+    args=(*_ARGS, Arg("p", 2.0, "the norm's exponent")),
+    infer=_pool_infer,
+    doc="Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).",
+    input_names=("X",),
+    output_names=("Y",),
+)
+def lp_pool(op: OpInfo) -> Callable[..., Any]:
+    g = _Geom(op)
+    p = op.float_arg("p")
+    if p <= 0:
+        raise ArgumentError(f"{op.label()}: p must be positive, got {p}")
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        a = np.asarray(x)
+        if a.ndim != 4:
+            raise ArgumentError(f"{op.label()}: X must be 4-D, got {a.shape}")
+        cols = _cols(g, g.nchw(a).astype(np.float64))
+        y = np.power(np.power(np.abs(cols), p).sum(axis=(2, 3)), 1.0 / p)
+        return (np.ascontiguousarray(y if g.order == "NCHW" else y.transpose(0, 2, 3, 1)).astype(a.dtype),)
+
+    return run
+
+
+@register_gradient("LpPool")
+def _lp_pool_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    g = GradientContext(op, g_out)
+    return g.spec([g.op_def("LpPoolGradient", [g.I(0), g.O(0), g.GO(0)], [g.GI(0)])])
+
+
+@register_op(
+    "LpPoolGradient",
+    inputs=3,
+    args=(*_ARGS, Arg("p", 2.0, "the forward p")),
+    infer=lambda op, ins: [ins[0]],
+    doc="Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).",
+    input_names=("X", "Y", "dY"),
+    output_names=("dX",),
+)
+def lp_pool_gradient(op: OpInfo) -> Callable[..., Any]:
+    g = _Geom(op)
+    p = op.float_arg("p")
+
+    def run(x: Any, y: Any, dy: Any) -> tuple[np.ndarray]:
+        a = np.asarray(x)
+        xc = g.nchw(a).astype(np.float64)
+        yc = g.nchw(np.asarray(y)).astype(np.float64)
+        dc = g.nchw(np.asarray(dy)).astype(np.float64)
+        cols = _cols(g, xc)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(yc > 0, dc / np.power(yc, p - 1), 0.0)
+        dcols = np.sign(cols) * np.power(np.abs(cols), p - 1) * scale[:, :, None, None]
+        n, c, h, w = xc.shape
+        dx = _fold(g, dcols, (n, c, h, w))
+        return (np.ascontiguousarray(dx if g.order == "NCHW" else dx.transpose(0, 2, 3, 1)).astype(a.dtype),)
+
+    return run

@@ -105,3 +105,27 @@ def test_lc_matches_naive_and_gradient(order: str, with_bias: bool) -> None:
 
     (gop,) = gradient_for_op(make_op("LC", list(feeds), ["Y"], kernel=3), ["Y_grad"]).ops
     assert gop.type == "LCGradient"
+
+
+@pytest.mark.parametrize("order", ["NCHW", "NHWC"])
+def test_lp_pool_matches_naive_and_gradient(order: str) -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(1, 2, 5, 5))
+    xi = x if order == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+    (y,) = run_op("LpPool", [xi], kernel=3, stride=2, pad=1, p=3.0, order=order)
+    yn = y if order == "NCHW" else y.transpose(0, 3, 1, 2)
+    for c in range(2):
+        for i in range(3):
+            for j in range(3):
+                acc = 0.0
+                for di in range(3):
+                    for dj in range(3):
+                        r, q = 2 * i - 1 + di, 2 * j - 1 + dj
+                        if 0 <= r < 5 and 0 <= q < 5:
+                            acc += abs(x[0, c, r, q]) ** 3
+                assert yn[0, c, i, j] == pytest.approx(acc ** (1 / 3))
+    res = check_gradient(make_op("LpPool", ["X"], ["Y"], kernel=2, stride=1, p=2.5, order=order), {"X": xi})
+    assert res.ok, res.describe()
+    from asyncnet.gradients import gradient_for_op
+
+    assert gradient_for_op(make_op("LpPool", ["X"], ["Y"], kernel=2), ["Y_grad"]).ops[0].type == "LpPoolGradient"
