@@ -45,6 +45,7 @@ __all__ = [
     "RunOperatorOnce",
     "RunOperatorsOnce",
     "RunPlan",
+    "RunPlanInBackground",
     "SwitchWorkspace",
     "Workspaces",
     "blobs",
@@ -333,6 +334,48 @@ def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
         raise WorkspaceError(f"RunPlan takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_or_step).__name__}")
     CurrentWorkspaceObject().run_plan(plan_def)
     return True
+
+
+class BackgroundPlan:
+    """A plan running on its own thread (RunPlanInBackground): is_done(), is_succeeded(), wait()."""
+
+    def __init__(self, plan_def: pb.PlanDef, ws: Workspace) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(plan_def, ws), name=f"plan-{plan_def.name}")
+        self._thread.start()
+
+    def _run(self, plan_def: pb.PlanDef, ws: Workspace) -> None:
+        try:
+            ws.run_plan(plan_def)
+        except BaseException as e:  # noqa: BLE001 - reported through is_succeeded / wait
+            self._error = e
+
+    def is_done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def is_succeeded(self) -> bool:
+        return self.is_done() and self._error is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the plan; True when it finished (its error, if any, is raised)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+def RunPlanInBackground(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> BackgroundPlan:
+    """Start a plan on a background thread of the current workspace; poll the handle's is_done()."""
+    if isinstance(plan_or_step, ExecutionStep):
+        plan_or_step = Plan(plan_or_step)
+    plan_def = plan_or_step.Proto() if isinstance(plan_or_step, Plan) else plan_or_step
+    if not isinstance(plan_def, pb.PlanDef):
+        raise WorkspaceError(
+            f"RunPlanInBackground takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_def).__name__}"
+        )
+    return BackgroundPlan(plan_def, CurrentWorkspaceObject())
 
 
 class _BlobsView:

@@ -139,3 +139,23 @@ def test_brew_layer_norm_and_instance_norm() -> None:
     want = (img - img.mean(axis=(2, 3), keepdims=True)) / np.sqrt(img.var(axis=(2, 3), keepdims=True) + 1e-5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert {str(p) for p in model.params} >= {"ln_scale", "ln_bias", "inorm_s", "inorm_b"}
+
+
+@pytest.mark.timeout(30)
+def test_run_plan_in_background(no_thread_leak: None) -> None:
+    workspace.ResetWorkspace()
+    net = core.Net("bg_net")
+    net.ConstantFill([], ["c"], shape=[2], value=3.0)
+    plan = core.Plan("bg_plan")
+    plan.AddStep(core.execution_step("step", net))
+    handle = workspace.RunPlanInBackground(plan)
+    assert handle.wait(10) and handle.is_done() and handle.is_succeeded()
+    assert workspace.FetchBlob("c").tolist() == [3.0, 3.0]
+    bad = core.Net("bad_net")
+    bad.ThrowException([], [], message="boom")
+    failing = core.Plan("bad_plan")
+    failing.AddStep(core.execution_step("s", bad))
+    h2 = workspace.RunPlanInBackground(failing)
+    with pytest.raises(Exception, match="boom"):
+        h2.wait(10)
+    assert h2.is_done() and not h2.is_succeeded()
