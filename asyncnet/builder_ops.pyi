@@ -4117,6 +4117,20 @@ class OpNamespace:
         """Convert a float32 tensor to float16."""
         ...
 
+    def FloatToRowwiseQuantized8Bits(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Quantize each row of a 2-D float tensor to uint8 codes round((x - min) / scale), scale = (max - min) / 255; output 1 holds (scale, min) per row (scale 1 and zero codes for a constant row)."""
+        ...
+
     def Floor(
         self,
         X: BlobLike,
@@ -9505,6 +9519,21 @@ class OpNamespace:
         """
         ...
 
+    def Rowwise8BitQuantizedToFloat(
+        self,
+        quantized_input: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float rows from uint8 codes and their (scale, bias) rows: x = code * scale + bias."""
+        ...
+
     def RowwiseMax(
         self,
         in0: BlobLike,
@@ -10483,6 +10512,23 @@ class OpNamespace:
         """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsMean8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
     def SparseLengthsMeanFused2BitRowwise(
         self,
         DATA: BlobLike,
@@ -10591,6 +10637,23 @@ class OpNamespace:
         """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsSum8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
     def SparseLengthsSumFused2BitRowwise(
         self,
         DATA: BlobLike,
@@ -10661,6 +10724,24 @@ class OpNamespace:
         """
         ...
 
+    def SparseLengthsWeightedMean8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedMean over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
     def SparseLengthsWeightedSum(
         self,
         DATA: BlobLike,
@@ -10681,6 +10762,24 @@ class OpNamespace:
         Args:
             grad_on_weights: the gradient also covers the weights
         """
+        ...
+
+    def SparseLengthsWeightedSum8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
         ...
 
     def SparseLengthsWeightedSumFused2BitRowwise(

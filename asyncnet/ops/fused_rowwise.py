@@ -256,3 +256,104 @@ def float_to_half(op: OpInfo) -> Callable[..., Any]:
 )
 def half_to_float(op: OpInfo) -> Callable[..., Any]:
     return lambda x: (np.asarray(x).astype(np.float32),)
+
+
+# -- non-fused 8-bit row-wise (codes and a separate (N, 2) scale_bias) --------------------------------------
+
+
+@register_op(
+    "FloatToRowwiseQuantized8Bits",
+    outputs=2,
+    infer=lambda op, ins: [
+        TensorInfo(ins[0].shape, U8),
+        TensorInfo(None if ins[0].shape is None else (ins[0].shape[0], 2), F32),
+    ],
+    doc="Quantize each row of a 2-D float tensor to uint8 codes round((x - min) / scale), scale = "
+    "(max - min) / 255; output 1 holds (scale, min) per row (scale 1 and zero codes for a constant row).",
+    input_names=("input",),
+    output_names=("quantized_input", "scale_bias"),
+)
+def float_to_rowwise_8bits(op: OpInfo) -> Callable[..., Any]:
+    def run(x: Any) -> tuple[np.ndarray, np.ndarray]:
+        a = np.asarray(x, np.float32)
+        if a.ndim != 2:
+            raise ArgumentError(f"{op.label()}: input must be 2-D, got {a.shape}")
+        lo = a.min(axis=1) if a.shape[1] else np.zeros(a.shape[0], np.float32)
+        hi = a.max(axis=1) if a.shape[1] else np.zeros(a.shape[0], np.float32)
+        flat = (hi - lo) < np.float32(1e-7)
+        scale = np.where(flat, np.float32(1.0), (hi - lo) / np.float32(255.0)).astype(np.float32)
+        inv = (np.float32(1.0) / scale).astype(np.float32)
+        # std::round: halves away from zero.
+        v = (a - lo[:, None]) * inv[:, None]
+        codes = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5), 0, 255).astype(np.uint8)
+        codes[flat] = 0
+        return codes, np.stack([scale, lo], axis=1).astype(np.float32)
+
+    return run
+
+
+def _dq_rows(q: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    return np.asarray(q.astype(np.float32) * sb[:, :1] + sb[:, 1:2], dtype=np.float32)
+
+
+@register_op(
+    "Rowwise8BitQuantizedToFloat",
+    inputs=2,
+    infer=lambda op, ins: [TensorInfo(ins[0].shape, F32)],
+    doc="Restore float rows from uint8 codes and their (scale, bias) rows: x = code * scale + bias.",
+    input_names=("quantized_input", "scale_bias"),
+    output_names=("dequantized_input",),
+)
+def rowwise_8bit_to_float(op: OpInfo) -> Callable[..., Any]:
+    def run(q: Any, sb: Any) -> tuple[np.ndarray]:
+        qa, s = np.asarray(q), np.asarray(sb, np.float32).reshape(-1, 2)
+        if qa.ndim != 2 or s.shape[0] != qa.shape[0]:
+            raise ArgumentError(f"{op.label()}: codes {qa.shape} and scale_bias {s.shape} must have one row each")
+        return (_dq_rows(qa, s),)
+
+    return run
+
+
+def _bag8_factory(kind: str, weighted: bool) -> Callable[[OpInfo], Callable[..., Any]]:
+    def factory(op: OpInfo) -> Callable[..., Any]:
+        def run(*ins: Any) -> tuple[np.ndarray]:
+            data = np.asarray(ins[0])
+            w = np.asarray(ins[1], np.float32).reshape(-1) if weighted else None
+            idx = np.asarray(ins[2 if weighted else 1]).reshape(-1).astype(np.int64)
+            lens = np.asarray(ins[3 if weighted else 2]).reshape(-1).astype(np.int64)
+            sb = np.asarray(ins[-1], np.float32).reshape(-1, 2)
+            if data.ndim != 2 or sb.shape[0] != data.shape[0]:
+                raise ArgumentError(f"{op.label()}: DATA {data.shape} and scale_bias {sb.shape} must have one row each")
+            if np.any(idx < 0) or np.any(idx >= data.shape[0]) or int(lens.sum()) != idx.size:
+                raise ArgumentError(
+                    f"{op.label()}: INDICES must lie in [0, {data.shape[0]}) and LENGTHS sum to {idx.size}"
+                )
+            rows = _dq_rows(data[idx], sb[idx])
+            if w is not None:
+                rows = rows * w[:, None]
+            out = np.zeros((lens.size, data.shape[1]), np.float32)
+            np.add.at(out, np.repeat(np.arange(lens.size), lens), rows)
+            if kind == "Mean":
+                out /= np.maximum(lens, 1).astype(np.float32)[:, None]
+            return (out,)
+
+        return run
+
+    return factory
+
+
+for _kind, _w in (("Sum", False), ("WeightedSum", True), ("Mean", False), ("WeightedMean", True)):
+    _names8 = (
+        ("DATA", "WEIGHTS", "INDICES", "LENGTHS", "scale_bias") if _w else ("DATA", "INDICES", "LENGTHS", "scale_bias")
+    )
+    register_op(
+        f"SparseLengths{_kind}8BitsRowwise",
+        inputs=len(_names8),
+        infer=lambda op, ins: [
+            TensorInfo((ins[-2].shape[0] if ins[-2].shape else None, ins[0].shape[1] if ins[0].shape else None), F32)
+        ],
+        doc=f"SparseLengths{_kind.replace('Weighted', 'Weighted')} over uint8 rows restored with their "
+        "scale_bias rows (code * scale + bias); output float32.",
+        input_names=_names8,
+        output_names=("output",),
+    )(_bag8_factory("Mean" if "Mean" in _kind else "Sum", _w))

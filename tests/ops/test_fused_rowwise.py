@@ -3,6 +3,7 @@ byte-by-byte naive codecs written from Caffe2's operator docs."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -125,3 +126,32 @@ def test_float_half_conversion() -> None:
     assert h.dtype == np.float16 and h.tolist() == [1.5, -2.25, 65504.0]
     (f,) = run_op("HalfToFloat", [h])
     assert f.dtype == np.float32 and f.tolist() == [1.5, -2.25, 65504.0]
+
+
+def test_rowwise_8bits_quantize_and_bags() -> None:
+    x = RNG.normal(size=(4, 5)).astype(np.float32)
+    x[2] = 0.75  # a constant row
+    q, sb = run_op("FloatToRowwiseQuantized8Bits", [x], 2)
+    for i in range(4):
+        lo, hi = float(x[i].min()), float(x[i].max())
+        if hi - lo < 1e-7:
+            assert sb[i].tolist() == [1.0, 0.75] and not q[i].any()
+            continue
+        scale = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255.0))
+        assert sb[i, 0] == scale and sb[i, 1] == np.float32(lo)
+        for j in range(5):
+            v = float((np.float32(x[i, j]) - np.float32(lo)) * (np.float32(1.0) / scale))
+            assert q[i, j] == min(255, max(0, math.floor(v + 0.5)))
+    (back,) = run_op("Rowwise8BitQuantizedToFloat", [q, sb])
+    np.testing.assert_allclose(back, q * sb[:, :1] + sb[:, 1:], rtol=1e-6)
+    idx, lens, w = np.array([3, 0, 3], np.int64), np.array([1, 2], np.int32), np.array([0.5, 2.0, -1.0], np.float32)
+    deq = q.astype(np.float64) * sb[:, :1] + sb[:, 1:]
+    cases = {
+        "SparseLengthsSum8BitsRowwise": ([q, idx, lens, sb], [deq[3], deq[0] + deq[3]]),
+        "SparseLengthsMean8BitsRowwise": ([q, idx, lens, sb], [deq[3], (deq[0] + deq[3]) / 2]),
+        "SparseLengthsWeightedSum8BitsRowwise": ([q, w, idx, lens, sb], [0.5 * deq[3], 2 * deq[0] - deq[3]]),
+        "SparseLengthsWeightedMean8BitsRowwise": ([q, w, idx, lens, sb], [0.5 * deq[3], (2 * deq[0] - deq[3]) / 2]),
+    }
+    for name, (ins, want) in cases.items():
+        (out,) = run_op(name, ins)
+        np.testing.assert_allclose(out, np.array(want), rtol=1e-5, atol=1e-6)
