@@ -8179,6 +8179,23 @@ class OpNamespace:
         """
         ...
 
+    def PackRecords(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Pack a dataset given as one tensor per field (schema `fields`) into a 1-D tensor of records; record i holds, for every field, the slice that belongs to row i (nested through the lengths fields).
+
+        Args:
+            fields: the schema's field names (nested fields follow their '<prefix>:lengths' field)
+        """
+        ...
+
     def PackSegments(
         self,
         lengths: BlobLike,
@@ -12191,6 +12208,23 @@ class OpNamespace:
 
         Args:
             axes: the permutation (default: reverse the dims)
+        """
+        ...
+
+    def UnPackRecords(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Inverse of PackRecords: concatenate each field over the records (optional inputs 1.. give the fields' dtypes and trailing shapes for an empty input).
+
+        Args:
+            fields: the schema's field names
         """
         ...
 

@@ -216,3 +216,99 @@ def text_file_reader_read(op: OpInfo) -> Callable[..., Any]:
         return shared_io().submit(handler.read, batch)
 
     return run
+
+
+# -- PackRecords / UnPackRecords ------------------------------------------------------------------------------
+
+
+def _chains(fields: list[str]) -> list[list[int]]:
+    """For each field, the indices of the ``<prefix>:lengths`` fields that nest it, outermost first."""
+    index = {f: k for k, f in enumerate(fields)}
+    out = []
+    for f in fields:
+        parts = f.split(":")
+        chain = []
+        for depth in range(1, len(parts)):
+            lengths_field = ":".join(parts[:depth]) + ":lengths"
+            if lengths_field in index and lengths_field != f:
+                chain.append(index[lengths_field])
+        out.append(chain)
+    return out
+
+
+def _record_ranges(fields: list[str], values: list[np.ndarray], n: int) -> list[list[tuple[int, int]]]:
+    """ranges[i][k]: the slice of field k that belongs to record i."""
+    chains = _chains(fields)
+    cums = {
+        k: np.concatenate([[0], np.cumsum(np.asarray(values[k]).reshape(-1).astype(np.int64))])
+        for c in chains
+        for k in c
+    }
+    ranges = []
+    for i in range(n):
+        row = []
+        for chain in chains:
+            lo, hi = i, i + 1
+            for k in chain:
+                lo, hi = int(cums[k][lo]), int(cums[k][hi])
+            row.append((lo, hi))
+        ranges.append(row)
+    return ranges
+
+
+@register_op(
+    "PackRecords",
+    inputs=(1, -1),
+    args=(Arg("fields", [], "the schema's field names (nested fields follow their '<prefix>:lengths' field)"),),
+    infer=lambda op, ins: [TensorInfo((None,), np.dtype(object))],
+    doc="Pack a dataset given as one tensor per field (schema `fields`) into a 1-D tensor of records; "
+    "record i holds, for every field, the slice that belongs to row i (nested through the lengths fields).",
+    output_names=("tensor",),
+)
+def pack_records(op: OpInfo) -> Callable[..., Any]:
+    fields = op.strs_arg("fields")
+    if len(fields) != len(op.inputs):
+        raise ArgumentError(f"{op.label()}: `fields` names {len(fields)} fields for {len(op.inputs)} inputs")
+
+    def run(*xs: Any) -> tuple[np.ndarray]:
+        values = [np.asarray(x) for x in xs]
+        tops = [k for k, c in enumerate(_chains(fields)) if not c]
+        n = values[tops[0]].shape[0] if tops and values[tops[0]].ndim else 0
+        out = np.empty(n, dtype=object)
+        for i, row in enumerate(_record_ranges(fields, values, n)):
+            out[i] = [values[k][lo:hi] for k, (lo, hi) in enumerate(row)]
+        return (out,)
+
+    return run
+
+
+@register_op(
+    "UnPackRecords",
+    inputs=(1, -1),
+    outputs=(1, -1),
+    args=(Arg("fields", [], "the schema's field names"),),
+    infer=lambda op, ins: [TensorInfo(None, None)] * len(op.outputs),
+    doc="Inverse of PackRecords: concatenate each field over the records (optional inputs 1.. give the "
+    "fields' dtypes and trailing shapes for an empty input).",
+    input_names=("packed_tensor",),
+)
+def unpack_records(op: OpInfo) -> Callable[..., Any]:
+    fields = op.strs_arg("fields")
+    if len(fields) != len(op.outputs):
+        raise ArgumentError(f"{op.label()}: `fields` names {len(fields)} fields for {len(op.outputs)} outputs")
+
+    def run(packed: Any, *protos: Any) -> list[np.ndarray]:
+        recs = list(np.asarray(packed, dtype=object).reshape(-1))
+        outs = []
+        for k in range(len(fields)):
+            parts = [np.asarray(r[k]) for r in recs]
+            if parts:
+                outs.append(np.concatenate(parts))
+            elif k < len(protos):
+                p = np.asarray(protos[k])
+                outs.append(np.zeros((0, *p.shape[1:]), p.dtype))
+            else:
+                outs.append(np.zeros(0, np.float32))
+        return outs
+
+    return run

@@ -52,3 +52,36 @@ def test_text_file_reader_batches_and_passes(
         assert ws.fetch("i").size == 0
         with pytest.raises(OperatorError, match="outputs"):
             ws.run_operator_once(make_op("TextFileReaderRead", ["r"], ["s"]))
+
+
+def test_pack_and_unpack_records_nested() -> None:
+    fields = [
+        "label",
+        "feat:lengths",
+        "feat:values:keys",
+        "feat:values:vals",
+        "feat:values:w:lengths",
+        "feat:values:w:x",
+    ]
+    label = np.array([1.0, 0.0, 1.0], np.float32)
+    lengths = np.array([2, 0, 1], np.int32)
+    keys = np.array([10, 11, 12], np.int64)
+    vals = np.array([[1.0], [2.0], [3.0]])
+    wl = np.array([1, 2, 0], np.int32)
+    wx = np.array([7, 8, 9], np.int64)
+    ins = [label, lengths, keys, vals, wl, wx]
+    names = [f"f{i}" for i in range(6)]
+    with Workspace() as ws:
+        for n_, v in zip(names, ins):
+            ws.feed(n_, v)
+        ws.run_operator_once(make_op("PackRecords", names, ["packed"], fields=fields))
+        packed = ws.fetch("packed")
+        assert packed.shape == (3,)
+        r0, r1, r2 = packed
+        assert r0[0].tolist() == [1.0] and r0[2].tolist() == [10, 11] and r0[5].tolist() == [7, 8, 9]
+        assert r1[2].size == 0 and r1[5].size == 0
+        assert r2[2].tolist() == [12] and r2[4].tolist() == [0] and r2[5].size == 0
+        outs = [f"u{i}" for i in range(6)]
+        ws.run_operator_once(make_op("UnPackRecords", ["packed"], outs, fields=fields))
+        for o, v in zip(outs, ins):
+            np.testing.assert_array_equal(ws.fetch(o), v)
