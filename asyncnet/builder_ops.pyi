@@ -4995,6 +4995,50 @@ class OpNamespace:
         """
         ...
 
+    def InProcessPython(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        token: str = ...,
+        grad_token: str = ...,
+        pass_workspace: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Call the in-process Python function `token` as f(inputs, outputs) (Caffe2's protocol).
+
+        Args:
+            token: the registered forward function
+            grad_token: the registered gradient function
+            pass_workspace: also pass the workspace to the function
+        """
+        ...
+
+    def InProcessPythonGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        token: str = ...,
+        grad_token: str = ...,
+        pass_workspace: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Call the in-process gradient function `grad_token` as g(inputs + outputs + output grads, input grads).
+
+        Args:
+            token: the registered forward function
+            grad_token: the registered gradient function
+            pass_workspace: also pass the workspace to the function
+        """
+        ...
+
     def IndexFreeze(
         self,
         handle: BlobLike,
@@ -8485,50 +8529,6 @@ class OpNamespace:
             to_file: append to '<blob name>.log' (through the workspace's I/O policy) instead of the log
             limit: print at most this many values (0: all)
             every_n: print on every n-th run only
-        """
-        ...
-
-    def Python(
-        self,
-        *inputs: BlobLike,
-        outputs: Outputs = None,
-        name: str = "",
-        engine: str = "",
-        device: DeviceLike = None,
-        control_inputs: Sequence[BlobLike] = (),
-        token: str = ...,
-        grad_token: str = ...,
-        pass_workspace: int = ...,
-        **kwargs: Any,
-    ) -> tuple[Blob, ...]:
-        """Call the in-process Python function `token` as f(inputs, outputs) (Caffe2's protocol).
-
-        Args:
-            token: the registered forward function
-            grad_token: the registered gradient function
-            pass_workspace: also pass the workspace to the function
-        """
-        ...
-
-    def PythonGradient(
-        self,
-        *inputs: BlobLike,
-        outputs: Outputs = None,
-        name: str = "",
-        engine: str = "",
-        device: DeviceLike = None,
-        control_inputs: Sequence[BlobLike] = (),
-        token: str = ...,
-        grad_token: str = ...,
-        pass_workspace: int = ...,
-        **kwargs: Any,
-    ) -> tuple[Blob, ...]:
-        """Call the in-process gradient function `grad_token` as g(inputs + outputs + output grads, input grads).
-
-        Args:
-            token: the registered forward function
-            grad_token: the registered gradient function
-            pass_workspace: also pass the workspace to the function
         """
         ...
 

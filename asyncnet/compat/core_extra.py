@@ -78,7 +78,8 @@ def CreatePythonOperator(
     *args: Any,
     **kwargs: Any,
 ) -> pb.OperatorDef:
-    """A ``Python`` op calling ``f(inputs, outputs)`` (functions live in this process only)."""
+    """An op calling ``f(inputs, outputs)`` as Caffe2's ``Python`` op did; the function lives in this process
+    only (the op type is ``InProcessPython``: net files naming ``Python`` stay refused)."""
     from asyncnet.compat.core import CreateOperator
     from asyncnet.ops.python_op import register_python_function
 
@@ -91,7 +92,7 @@ def CreatePythonOperator(
         kwargs["grad_token"] = register_python_function(grad_f)
     if pass_workspace:
         kwargs["pass_workspace"] = 1
-    return CreateOperator("Python", inputs, outputs, **kwargs)
+    return CreateOperator("InProcessPython", inputs, outputs, **kwargs)
 
 
 _ENGINE_PREF: dict[str, Any] = {"per_op": {}, "global": {}}

@@ -1,8 +1,11 @@
-"""The Python op: a function registered in this process, called with Caffe2's (inputs, outputs) protocol.
+"""In-process Python ops: a function registered in this process, called with Caffe2's (inputs, outputs)
+protocol.
 
 Functions are registered by token (``register_python_function``, used by
-``asyncnet.compat.core.CreatePythonOperator``); a NetDef names the token in its ``token`` argument.
+``asyncnet.compat.core.CreatePythonOperator``); the op names the token in its ``token`` argument.
 Nothing is ever loaded or unpickled from a file: a token that this process did not register fails.
+The op types are ``InProcessPython`` / ``InProcessPythonGradient``, deliberately not Caffe2's ``Python``:
+a net file naming ``Python`` (code from elsewhere) stays an unknown operator.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ _ARGS = (
 )
 
 register_op(
-    "Python",
+    "InProcessPython",
     inputs=(0, -1),
     outputs=(0, -1),
     args=_ARGS,
@@ -114,7 +117,7 @@ register_op(
 )(_factory("token"))
 
 register_op(
-    "PythonGradient",
+    "InProcessPythonGradient",
     inputs=(0, -1),
     outputs=(0, -1),
     args=_ARGS,
@@ -124,11 +127,11 @@ register_op(
 )(_factory("grad_token"))
 
 
-@register_gradient("Python")
+@register_gradient("InProcessPython")
 def _python_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
     g = GradientContext(op, g_out)
     if not g.arg("grad_token", ""):
-        raise ArgumentError(f"Python op '{op.name or op.type}' has no gradient function (grad_f)")
+        raise ArgumentError(f"in-process Python op '{op.name or op.type}' has no gradient function (grad_f)")
     ins = [g.I(i) for i in range(len(op.input))] + [g.O(i) for i in range(len(op.output))]
     ins += [g.GO(i) for i in range(len(op.output))]
-    return g.spec([g.op_def("PythonGradient", ins, [g.GI(i) for i in range(len(op.input))])])
+    return g.spec([g.op_def("InProcessPythonGradient", ins, [g.GI(i) for i in range(len(op.input))])])

@@ -90,11 +90,11 @@ def test_create_python_operator_forward_and_gradient() -> None:
     workspace.RunOperatorOnce(op)
     assert workspace.FetchBlob("y").tolist() == [1.0, 9.0]
     grads, _ = core.GetBackwardPass([op], {"y": "y_grad"})
-    assert [g.type for g in grads] == ["PythonGradient"]
+    assert [g.type for g in grads] == ["InProcessPythonGradient"]
     workspace.FeedBlob("y_grad", np.ones(2, np.float32))
     workspace.RunOperatorOnce(grads[0])
     assert workspace.FetchBlob("x_grad").tolist() == [2.0, -6.0]
-    bad = core.CreateOperator("Python", ["x"], ["z"], token="never_registered")
+    bad = core.CreateOperator("InProcessPython", ["x"], ["z"], token="never_registered")
     with pytest.raises(AsyncNetError, match="never_registered"):
         workspace.RunOperatorOnce(bad)
 
