@@ -1387,6 +1387,33 @@ class OpNamespace:
         """Jensen-Shannon divergence between Bernoulli distributions with probabilities p and q, elementwise."""
         ...
 
+    def BisectPercentile(
+        self,
+        raw_values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        percentile_raw: Sequence[Any] = ...,
+        percentile_mapping: Sequence[Any] = ...,
+        percentile_lower: Sequence[Any] = ...,
+        percentile_upper: Sequence[Any] = ...,
+        lengths: Sequence[Any] = ...,
+    ) -> Blob:
+        """Percentile of each value of X (N, F) from feature j's mapping: below the first raw value 0, above the last 1, an exact raw value R[k] gives P[k], otherwise with R[k] < x < R[k+1] and w = (x - R[k]) / (R[k+1] - R[k] + 1e-10): (1 - w) U[k] + w L[k+1].
+
+        Args:
+            percentile_raw: sorted sample values of every feature, concatenated
+            percentile_mapping: their percentiles
+            percentile_lower: their lower percentile bounds
+            percentile_upper: their upper percentile bounds
+            lengths: sample points per feature
+        """
+        ...
+
     def BitwiseAnd(
         self,
         A: BlobLike,

@@ -166,3 +166,51 @@ def histogram(op: OpInfo) -> Callable[..., Any]:
         return (counts,)
 
     return run
+
+
+@register_op(
+    "BisectPercentile",
+    args=(
+        Arg("percentile_raw", [], "sorted sample values of every feature, concatenated"),
+        Arg("percentile_mapping", [], "their percentiles"),
+        Arg("percentile_lower", [], "their lower percentile bounds"),
+        Arg("percentile_upper", [], "their upper percentile bounds"),
+        Arg("lengths", [], "sample points per feature"),
+    ),
+    infer=lambda op, ins: [TensorInfo(ins[0].shape, np.dtype(np.float32))],
+    doc="Percentile of each value of X (N, F) from feature j's mapping: below the first raw value 0, "
+    "above the last 1, an exact raw value R[k] gives P[k], otherwise with R[k] < x < R[k+1] and "
+    "w = (x - R[k]) / (R[k+1] - R[k] + 1e-10): (1 - w) U[k] + w L[k+1].",
+    input_names=("raw_values",),
+    output_names=("percentile",),
+)
+def bisect_percentile(op: OpInfo) -> Callable[..., Any]:
+    raw, mp = (np.asarray(op.floats_arg(n), np.float64) for n in ("percentile_raw", "percentile_mapping"))
+    lo, up = (np.asarray(op.floats_arg(n), np.float64) for n in ("percentile_lower", "percentile_upper"))
+    lens = [int(v) for v in op.ints_arg("lengths")]
+    if not (raw.size == mp.size == lo.size == up.size == sum(lens)) or any(n <= 0 for n in lens):
+        raise ArgumentError(f"{op.label()}: the four percentile lists must each hold sum(lengths) = {sum(lens)} values")
+    starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+
+    def one(j: int, v: float) -> float:
+        a, b = int(starts[j]), int(starts[j + 1])
+        r = raw[a:b]
+        if v < r[0]:
+            return 0.0
+        if v > r[-1]:
+            return 1.0
+        k = int(np.searchsorted(r, v, side="right")) - 1
+        if r[k] == v:
+            return float(mp[a + k])
+        w = (v - r[k]) / (r[k + 1] - r[k] + 1e-10)
+        return float((1 - w) * up[a + k] + w * lo[a + k + 1])
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        a = np.asarray(x, np.float64)
+        a2 = a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
+        if a2.shape[1] != len(lens):
+            raise ArgumentError(f"{op.label()}: X has {a2.shape[1]} features, lengths describes {len(lens)}")
+        out = np.array([[one(j, float(a2[i, j])) for j in range(a2.shape[1])] for i in range(a2.shape[0])])
+        return (out.reshape(a.shape).astype(np.float32),)
+
+    return run

@@ -79,3 +79,22 @@ def test_histogram() -> None:
             if edges[k] <= v < edges[k + 1]:
                 want[k] += 1
     assert h.tolist() == want and h.dtype == np.int64
+
+
+def test_bisect_percentile_doc_example() -> None:
+    args = dict(
+        percentile_raw=[1.0, 2.0, 3.0, 4.0, 0.0, 10.0],
+        percentile_mapping=[0.15, 0.55, 0.9, 1.0, 0.25, 0.75],
+        percentile_lower=[0.1, 0.3, 0.9, 1.0, 0.0, 0.5],
+        percentile_upper=[0.2, 0.8, 0.9, 1.0, 0.5, 1.0],
+        lengths=[4, 2],
+    )
+    x = np.array([[2.0, 5.0], [2.5, -1.0], [0.5, 10.0], [9.0, 0.0]], np.float32)
+    (p,) = run_op("BisectPercentile", [x], **args)
+    want = [
+        [0.55, (1 - 0.5) * 0.5 + 0.5 * 0.5],  # exact raw value; halfway between 0 and 10
+        [(1 - 0.5) * 0.8 + 0.5 * 0.9, 0.0],  # interpolated U[1] -> L[2]; below the first raw value
+        [0.0, 0.75],
+        [1.0, 0.25],
+    ]
+    np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-7)
