@@ -8559,6 +8559,27 @@ class OpNamespace:
         """
         ...
 
+    def RMACRegions(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        scales: int = ...,
+        overlap: float = ...,
+    ) -> Blob:
+        """R-MAC regions of a 4-D NCHW input: square regions of side 2 min(H, W) / (l + 1) on scales l = 1..scales, laid out with the overlap-optimal step count on the long side; rows (batch index, x1, y1, x2, y2) repeated for every batch item.
+
+        Args:
+            scales: number of region scales
+            overlap: target overlap of neighbouring regions
+        """
+        ...
+
     def RMSNorm(
         self,
         X: BlobLike,

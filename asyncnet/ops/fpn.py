@@ -1,5 +1,5 @@
-"""FPN proposal routing (Detectron): CollectRpnProposals, DistributeFpnProposals and
-CollectAndDistributeFpnRpnProposals.
+"""FPN proposal routing (Detectron): CollectRpnProposals, DistributeFpnProposals,
+CollectAndDistributeFpnRpnProposals; and RMACRegions (image retrieval regions).
 
 Collect: concatenate every RPN level's RoIs (batch index, x1, y1, x2, y2) and keep the
 rpn_post_nms_topN best by score (stable sort, descending). Distribute: level of a RoI =
@@ -140,5 +140,57 @@ def collect_and_distribute(op: OpInfo) -> Callable[..., Any]:
     def run(*ins: Any) -> tuple[np.ndarray, ...]:
         rois = collect(op, ins)
         return (rois, *distribute(op, rois))
+
+    return run
+
+
+@register_op(
+    "RMACRegions",
+    args=(Arg("scales", 3, "number of region scales"), Arg("overlap", 0.4, "target overlap of neighbouring regions")),
+    infer=lambda op, ins: [TensorInfo((None, 5), F32)],
+    doc="R-MAC regions of a 4-D NCHW input: square regions of side 2 min(H, W) / (l + 1) on scales l = 1.."
+    "scales, laid out with the overlap-optimal step count on the long side; rows (batch index, x1, y1, x2, "
+    "y2) repeated for every batch item.",
+    input_names=("X",),
+    output_names=("RMAC_REGIONS",),
+)
+def rmac_regions(op: OpInfo) -> Callable[..., Any]:
+    scales, overlap = op.int_arg("scales"), op.float_arg("overlap")
+
+    def run(x: Any) -> tuple[np.ndarray]:
+        shape = np.shape(x)
+        if len(shape) != 4:
+            raise ArgumentError(f"{op.label()}: X must be 4-D NCHW, got {shape}")
+        n, h, w = shape[0], shape[2], shape[3]
+        min_w = min(h, w)
+        step = 0
+        if w != h:
+            best = float("inf")
+            for idx in range(1, 7):
+                b = (max(h, w) - min_w) / idx
+                val = abs((min_w * min_w - min_w * b) / (min_w * min_w) - overlap)
+                if val < best:
+                    step, best = idx, val
+        wd, hd = (step if w > h else 0), (step if h > w else 0)
+        rows: list[list[float]] = []
+        for lvl in range(1, scales + 1):
+            size = 2 * min_w // (lvl + 1)
+            if size == 0:
+                break
+            bw = (w - size) / (lvl + wd - 1) if lvl + wd - 1 > 0 else 0.0
+            bh = (h - size) / (lvl + hd - 1) if lvl + hd - 1 > 0 else 0.0
+            for i in range(lvl + wd):
+                for j in range(lvl + hd):
+                    x1, y1 = int(bw * i), int(bh * j)
+                    x1 -= max(0, x1 + size - w)
+                    y1 -= max(0, y1 + size - h)
+                    rows.append([0.0, x1, y1, x1 + size - 1, y1 + size - 1])
+        base = np.array(rows, F32).reshape(-1, 5)
+        out = (
+            np.concatenate([np.concatenate([np.full((len(base), 1), b, F32), base[:, 1:]], axis=1) for b in range(n)])
+            if n
+            else base[:0]
+        )
+        return (out.astype(F32),)
 
     return run

@@ -45,3 +45,17 @@ def test_collect_and_distribute_matches_naive() -> None:
     dist = run_op("DistributeFpnProposals", [want_rois], 5, roi_min_level=2, roi_max_level=5)
     for a, b in zip(dist, outs[1:]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rmac_regions_square_and_wide() -> None:
+    (r,) = run_op("RMACRegions", [np.zeros((2, 1, 8, 8), np.float32)], scales=2)
+    # Square input: scale 1 one 8x8 region, scale 2 a 2x2 grid of side 5 (2 * 8 // 3).
+    want = [[0, 0, 0, 7, 7], [0, 0, 0, 4, 4], [0, 0, 3, 4, 7], [0, 3, 0, 7, 4], [0, 3, 3, 7, 7]]
+    np.testing.assert_array_equal(r[:5], want)
+    np.testing.assert_array_equal(r[5:, 1:], r[:5, 1:])
+    assert r[5:, 0].tolist() == [1] * 5
+    (wide,) = run_op("RMACRegions", [np.zeros((1, 1, 4, 10), np.float32)], scales=1)
+    # Long side 10, short 4: |1 - b/4 - 0.4| with b = 6/step is smallest (0.1) for step 3 -> 4 regions of
+    # side 4 every (10 - 4) / 3 = 2 columns.
+    assert wide[:, 1].tolist() == [0, 2, 4, 6] and wide[:, 3].tolist() == [3, 5, 7, 9]
+    assert np.all(wide[:, 2] == 0) and np.all(wide[:, 4] == 3)
