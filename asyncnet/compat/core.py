@@ -333,6 +333,11 @@ class Net:
         out_refs = rectify_blobs(outputs, net=self)
         op = CreateOperator(op_type, in_refs, out_refs, **kwargs)
         self._ExtendOps([op], site)
+        from asyncnet.compat import workspace as _workspace
+
+        if _workspace.IsImmediate():
+            # Caffe2's immediate mode runs each op as it is added.
+            _workspace.RunOperatorImmediate(op)
         if len(op.output) == 0:
             return None
         if len(op.output) == 1:

@@ -46,6 +46,13 @@ __all__ = [
     "RunOperatorsOnce",
     "RunPlan",
     "RunPlanInBackground",
+    "FeedImmediate",
+    "FetchImmediate",
+    "ImmediateBlobs",
+    "IsImmediate",
+    "RunOperatorImmediate",
+    "StartImmediate",
+    "StopImmediate",
     "SwitchWorkspace",
     "Workspaces",
     "blobs",
@@ -334,6 +341,59 @@ def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
         raise WorkspaceError(f"RunPlan takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_or_step).__name__}")
     CurrentWorkspaceObject().run_plan(plan_def)
     return True
+
+
+_immediate: Workspace | None = None
+
+
+def StartImmediate(i_know: bool = False) -> None:
+    """Enter immediate mode: every op added to a core.Net also runs at once in a separate workspace."""
+    global _immediate
+    with _lock:
+        if _immediate is not None:
+            _immediate.close()
+        _immediate = Workspace("_CAFFE2_IMMEDIATE")
+
+
+def StopImmediate() -> None:
+    """Leave immediate mode and drop its workspace."""
+    global _immediate
+    with _lock:
+        if _immediate is not None:
+            _immediate.close()
+        _immediate = None
+
+
+def IsImmediate() -> bool:
+    return _immediate is not None
+
+
+def _immediate_ws() -> Workspace:
+    if _immediate is None:
+        raise WorkspaceError("immediate mode is off: call workspace.StartImmediate() first")
+    return _immediate
+
+
+def RunOperatorImmediate(op: pb.OperatorDef) -> bool:
+    _immediate_ws().run_operator_once(op)
+    return True
+
+
+def FetchImmediate(name: Any) -> Any:
+    ws = _immediate_ws()
+    key = _name(name)
+    if not ws.has(key):
+        raise MissingBlobError(f"Can't find blob: {key} (immediate workspace)")
+    return ws.fetch(key)
+
+
+def FeedImmediate(name: Any, arr: Any, device_option: pb.DeviceOption | None = None) -> bool:
+    _immediate_ws().feed(_name(name), arr)
+    return True
+
+
+def ImmediateBlobs() -> list[str]:
+    return _immediate_ws().blobs()
 
 
 class BackgroundPlan:

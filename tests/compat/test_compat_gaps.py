@@ -159,3 +159,20 @@ def test_run_plan_in_background(no_thread_leak: None) -> None:
     with pytest.raises(Exception, match="boom"):
         h2.wait(10)
     assert h2.is_done() and not h2.is_succeeded()
+
+
+def test_immediate_mode_runs_ops_as_they_are_added() -> None:
+    workspace.StartImmediate(i_know=True)
+    try:
+        assert workspace.IsImmediate()
+        net = core.Net("imm")
+        workspace.FeedImmediate("x", np.array([-1.0, 2.0], np.float32))
+        net.Relu(["x"], ["y"])
+        assert workspace.FetchImmediate("y").tolist() == [0.0, 2.0]
+        assert set(workspace.ImmediateBlobs()) == {"x", "y"}
+        assert not workspace.HasBlob("y")  # the current workspace is untouched
+    finally:
+        workspace.StopImmediate()
+    assert not workspace.IsImmediate()
+    with pytest.raises(RuntimeError):
+        workspace.FetchImmediate("y")
