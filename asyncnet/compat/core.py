@@ -436,7 +436,7 @@ class Net:
         for i in mask:
             op = pb.OperatorDef()
             op.CopyFrom(self._net.op[i])
-            _remap_op(op, remap)
+            remap_op(op, remap)
             proto.op.append(op)
         _remap_list(proto.external_input, remap)
         _remap_list(proto.external_output, remap)
@@ -508,28 +508,11 @@ class Net:
         return new, [BlobReference(o, new) for o in new_out]
 
     def reroute_tensor(self, tensor: Any, new_producer: pb.OperatorDef, can_modify: Any = None) -> int:
-        """Insert ``new_producer`` (reading ``tensor``) right after the last producer of its inputs and
-        make later consumers of ``tensor`` (or those in ``can_modify``) read its output 0 instead.
-        Returns how many op inputs were rewritten (Caffe2's Net.reroute_tensor)."""
-        name = str(tensor)
-        ops = self._net.op
-        last = -1
-        for t in new_producer.input:
-            for idx, op in enumerate(ops):
-                if t in op.output:
-                    last = max(last, idx)
-        new_tensor = new_producer.output[0]
-        ops.insert(last + 1, new_producer)
-        self._sites = {(i + 1 if i > last else i): s for i, s in self._sites.items()}
-        targets = list(ops) if can_modify else list(ops[last + 2 :])
-        count = 0
-        for op in targets:
-            if can_modify and op not in can_modify:
-                continue
-            for k, b in enumerate(op.input):
-                if b == name:
-                    op.input[k] = new_tensor
-                    count += 1
+        """Insert ``new_producer`` after the producers of its inputs; later consumers of ``tensor`` (or those
+        in ``can_modify``) read its output 0 instead. Returns how many inputs were rewritten (Caffe2's)."""
+        from asyncnet.compat.core_extra import reroute_tensor
+
+        count = reroute_tensor(self._net, self._sites, str(tensor), new_producer, can_modify)
         self._RecreateLookupTables()
         return count
 
@@ -559,20 +542,6 @@ class Net:
         return out
 
 
-def _remap_op(op: pb.OperatorDef, remap: Mapping[str, str]) -> None:
-    """Rename blobs of ``op`` and, as Caffe2's Clone does, inside its subnet arguments (If, While, Do)."""
-    _remap_list(op.input, remap)
-    _remap_list(op.output, remap)
-    _remap_list(op.control_input, remap)
-    for a in op.arg:
-        nets = ([a.n] if a.HasField("n") else []) + list(a.nets)
-        for sub in nets:
-            for sub_op in sub.op:
-                _remap_op(sub_op, remap)
-            _remap_list(sub.external_input, remap)
-            _remap_list(sub.external_output, remap)
-
-
 def _remap_list(field: Any, remap: Mapping[str, str]) -> None:
     new = [remap.get(b, b) for b in field]
     del field[:]
@@ -591,5 +560,6 @@ from asyncnet.compat.core_extra import (  # noqa: E402
     SetOpEnginePref,
     device_option_equal,
     get_ssa,
+    remap_op,
 )
 from asyncnet.compat.plan import ExecutionStep, Plan, execution_step  # noqa: E402

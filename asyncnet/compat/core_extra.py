@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from asyncnet.compat import ssa as _ssa
@@ -110,3 +110,50 @@ def SetGlobalEnginePref(global_engine_pref: dict[Any, Sequence[str]]) -> None:
 
 def SetOpEnginePref(op_type: str, op_pref: dict[Any, Sequence[str]]) -> None:
     _ENGINE_PREF["per_op"][op_type] = dict(op_pref)
+
+
+def _remap_list(field: Any, remap: Mapping[str, str]) -> None:
+    new = [remap.get(b, b) for b in field]
+    del field[:]
+    field.extend(new)
+
+
+def remap_op(op: pb.OperatorDef, remap: Mapping[str, str]) -> None:
+    """Rename blobs of ``op`` and, as Caffe2's Clone does, inside its subnet arguments (If, While, Do)."""
+    _remap_list(op.input, remap)
+    _remap_list(op.output, remap)
+    _remap_list(op.control_input, remap)
+    for a in op.arg:
+        nets = ([a.n] if a.HasField("n") else []) + list(a.nets)
+        for sub in nets:
+            for sub_op in sub.op:
+                remap_op(sub_op, remap)
+            _remap_list(sub.external_input, remap)
+            _remap_list(sub.external_output, remap)
+
+
+def reroute_tensor(
+    net: pb.NetDef, sites: dict[int, str], name: str, new_producer: pb.OperatorDef, can_modify: Any = None
+) -> int:
+    """Net.reroute_tensor on a NetDef (``sites``: op index -> creation site, shifted in place)."""
+    ops = net.op
+    last = -1
+    for t in new_producer.input:
+        for idx, op in enumerate(ops):
+            if t in op.output:
+                last = max(last, idx)
+    new_tensor = new_producer.output[0]
+    ops.insert(last + 1, new_producer)
+    shifted = {(i + 1 if i > last else i): s for i, s in sites.items()}
+    sites.clear()
+    sites.update(shifted)
+    targets = list(ops) if can_modify else list(ops[last + 2 :])
+    count = 0
+    for op in targets:
+        if can_modify and op not in can_modify:
+            continue
+        for k, b in enumerate(op.input):
+            if b == name:
+                op.input[k] = new_tensor
+                count += 1
+    return count
