@@ -7754,6 +7754,20 @@ class OpNamespace:
         """Gradient of Mean over n inputs: every dX_i = dY / n."""
         ...
 
+    def MergeDim(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Merge the first two dims: (d0, d1, ...) -> (d0 * d1, ...) (the gradient of PrependDim)."""
+        ...
+
     def MergeIdLists(
         self,
         *inputs: BlobLike,
@@ -11203,6 +11217,29 @@ class OpNamespace:
             mask: the ids kept, in output column order
             return_presence_mask: also output a bool mask of the filled positions
             max_skipped_indices: how many negative (invalid) ids may be skipped
+        """
+        ...
+
+    def SparseToDenseMaskGradient(
+        self,
+        indices: BlobLike,
+        output_grad: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mask: Sequence[Any] = ...,
+        max_skipped_indices: int = ...,
+    ) -> Blob:
+        """Gradient of SparseToDenseMask for the values: inputs indices, doutput, [lengths]; the last occurrence of an id in a row gets that position's gradient, every other value 0.
+
+        Args:
+            mask: the forward mask
+            max_skipped_indices: the forward limit
         """
         ...
 

@@ -376,3 +376,10 @@ def sparse_to_dense(op: OpInfo) -> Callable[..., Any]:
         return (out,)
 
     return run
+
+
+@register_gradient("SparseToDense")
+def _sparse_to_dense_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    # The values' gradient gathers dOUTPUT's rows at INDICES (Caffe2 uses Gather).
+    g = GradientContext(op, g_out)
+    return g.spec([g.op_def("Gather", [g.GO(0), g.I(0)], [g.GI(1)])])

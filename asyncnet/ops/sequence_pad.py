@@ -189,6 +189,29 @@ def pad_empty_samples(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
+@register_gradient("AddPadding")
+def _add_padding_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    # Caffe2: RemovePadding of dY (with the padded lengths) for the data, GatherPadding for the paddings.
+    g = GradientContext(op, g_out)
+    ins = [g.GO(0)]
+    if len(op.input) > 1:
+        if len(op.output) < 2:
+            raise ArgumentError(f"AddPadding op '{op.name or op.output[0]}': its gradient needs output 1 (lengths)")
+        ins.append(g.O(1))
+    ops = [g.op_def("RemovePadding", ins, [g.GI(0)])]
+    if len(op.input) >= 3:
+        pads = [g.GI(2)] + ([g.GI(3)] if len(op.input) == 4 else [])
+        ops.append(g.op_def("GatherPadding", list(ins), pads))
+    return g.spec(ops)
+
+
+@register_gradient("RemovePadding")
+def _remove_padding_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    g = GradientContext(op, g_out)
+    ins = [g.GO(0)] + ([g.O(1)] if len(op.input) > 1 else [])
+    return g.spec([g.op_def("AddPadding", ins, [g.GI(0)])])
+
+
 # -- SequenceMask ------------------------------------------------------------------------------------
 
 _MODES = ("sequence", "window", "upper", "lower", "upperdiag", "lowerdiag")

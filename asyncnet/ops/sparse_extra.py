@@ -1,4 +1,4 @@
-"""Sparse feature helpers: SparseToDenseMask, SparseNormalize, SparseLpRegularizer."""
+"""Sparse feature helpers: SparseToDenseMask (+ gradient), SparseNormalize, SparseLpRegularizer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
+from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
+from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 
@@ -150,5 +152,46 @@ def sparse_lp_regularizer(op: OpInfo) -> Callable[..., Any]:
             else:
                 p[r] = np.where(np.abs(row) <= lam + 1e-12, 0, np.where(row > 0, row - lam, row + lam))
         return (p,)
+
+    return run
+
+
+@register_gradient("SparseToDenseMask")
+def _sparse_to_dense_mask_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    g = GradientContext(op, g_out)
+    ins = [g.I(0), g.GO(0)] + ([g.I(3)] if len(op.input) > 3 else [])
+    return g.spec([g.op_def("SparseToDenseMaskGradient", ins, [g.GI(1)])])
+
+
+@register_op(
+    "SparseToDenseMaskGradient",
+    inputs=(2, 3),
+    args=(Arg("mask", [], "the forward mask"), Arg("max_skipped_indices", 50, "the forward limit")),
+    infer=lambda op, ins: [TensorInfo(None, ins[1].dtype)],
+    doc="Gradient of SparseToDenseMask for the values: inputs indices, doutput, [lengths]; the last "
+    "occurrence of an id in a row gets that position's gradient, every other value 0.",
+    input_names=("indices", "output_grad", "lengths"),
+    output_names=("values_grad",),
+)
+def sparse_to_dense_mask_gradient(op: OpInfo) -> Callable[..., Any]:
+    pos = {v: k for k, v in enumerate(op.ints_arg("mask"))}
+
+    def run(indices: Any, dout: Any, lengths: Any = None) -> tuple[np.ndarray]:
+        ii = np.asarray(indices).reshape(-1)
+        d = np.asarray(dout)
+        lens = [ii.size] if lengths is None else np.asarray(lengths).reshape(-1).astype(np.int64).tolist()
+        rows = d[None] if lengths is None else d
+        block = rows.shape[2:]
+        out = np.zeros((ii.size, *block), d.dtype)
+        start = 0
+        for r, n in enumerate(lens):
+            seen: set[int] = set()
+            for j in range(start + n - 1, start - 1, -1):
+                c = pos.get(int(ii[j]))
+                if c is not None and c not in seen:
+                    seen.add(c)
+                    out[j] = rows[r, c]
+            start += n
+        return (out,)
 
     return run

@@ -1,5 +1,5 @@
 """Utility and check ops: ThrowException, Assert, EnforceFinite, EnsureClipped, Print, ZeroGradient,
-ScaleBlobs, WeightScale, Mod, PrependDim, LengthsToShape, Bucketize, counters (CreateCounter,
+ScaleBlobs, WeightScale, Mod, PrependDim (+ MergeDim, its gradient), LengthsToShape, Bucketize, counters (CreateCounter,
 CountUp, CountDown, CheckCounterDone, ResetCounter, RetrieveCount) and CreateMutex/AtomicFetchAdd."""
 
 from __future__ import annotations
@@ -271,6 +271,37 @@ def prepend_dim(op: OpInfo) -> Callable[..., Any]:
         if a.ndim == 0 or a.shape[0] % n:
             raise ArgumentError(f"{op.label()}: dim_size {n} must divide the first dim of {a.shape}")
         return (a.reshape((n, a.shape[0] // n) + a.shape[1:]),)
+
+    return run
+
+
+@register_gradient("PrependDim")
+def _prepend_dim_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    g = GradientContext(op, g_out)
+    return g.spec([g.op_def("MergeDim", [g.GO(0)], [g.GI(0)])])
+
+
+@register_op(
+    "MergeDim",
+    allow_inplace=[(0, 0)],
+    infer=lambda op, ins: [
+        TensorInfo(
+            None
+            if ins[0].shape is None or len(ins[0].shape) < 2 or None in ins[0].shape[:2]
+            else (ins[0].shape[0] * ins[0].shape[1], *ins[0].shape[2:]),  # type: ignore[operator]
+            ins[0].dtype,
+        )
+    ],
+    doc="Merge the first two dims: (d0, d1, ...) -> (d0 * d1, ...) (the gradient of PrependDim).",
+    input_names=("data",),
+    output_names=("reshaped",),
+)
+def merge_dim(op: OpInfo) -> Callable[..., Any]:
+    def run(x: Any) -> tuple[np.ndarray]:
+        a = np.asarray(x)
+        if a.ndim < 2:
+            raise ArgumentError(f"{op.label()}: data must have rank >= 2, got {a.shape}")
+        return (a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:]),)
 
     return run
 

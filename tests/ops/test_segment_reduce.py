@@ -191,3 +191,9 @@ def test_gradient_op_names_follow_caffe2(key: tuple[str, int]) -> None:
     spec = gradient_for_op(op, ["Y_grad"])
     assert spec.ops[0].type == GRAD_NAMES[key]
     assert [o.type for o in spec.ops[1:]] == (["SparseToDense"] if name.startswith("Sparse") else [])
+
+
+def test_sparse_to_dense_gradient() -> None:
+    feeds = {"I": np.array([2, 0, 2]), "V": RNG.normal(size=(3, 2)), "D": np.zeros((4, 1))}
+    res = check_gradient(make_op("SparseToDense", ["I", "V", "D"], ["Y"]), feeds, check=[1])
+    assert res.ok, res.describe()

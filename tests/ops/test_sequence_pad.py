@@ -112,3 +112,20 @@ def test_key_split() -> None:
     keys = np.array([2, 0, 2, 1, 0], np.int64)
     outs = run_op("KeySplit", [keys], 3, categorical_limit=3)
     assert [o.tolist() for o in outs] == [[1, 4], [3], [0, 2]]
+
+
+def test_padding_and_prepend_dim_gradients() -> None:
+    data = RNG.normal(size=(5, 2))
+    lengths = np.array([2, 3], np.int32)
+    sp, ep = RNG.normal(size=2), RNG.normal(size=2)
+    op = make_op("AddPadding", ["D", "L", "S", "E"], ["Y", "YL"], padding_width=2, end_padding_width=1)
+    res = check_gradient(op, {"D": data, "L": lengths, "S": sp, "E": ep}, check=[0, 2, 3])
+    assert res.ok, res.describe()
+    padded = RNG.normal(size=(9, 2))
+    op = make_op("RemovePadding", ["P", "L"], ["Y", "YL"], padding_width=1, end_padding_width=1)
+    res = check_gradient(op, {"P": padded, "L": np.array([4, 5], np.int32)}, check=[0])
+    assert res.ok, res.describe()
+    res = check_gradient(make_op("PrependDim", ["X"], ["Y"], dim_size=2), {"X": RNG.normal(size=(4, 3))})
+    assert res.ok, res.describe()
+    (m,) = run_op("MergeDim", [np.zeros((2, 3, 4))])
+    assert m.shape == (6, 4)

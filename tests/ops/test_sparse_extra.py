@@ -131,3 +131,18 @@ def test_index_get_is_safe_across_threads(no_thread_leak: None) -> None:
     stored = index.store()
     assert len(stored) == len(set(stored)) == index.size() - 1
     assert sorted(set(i for r in results for i in r)) == list(range(1, index.size()))
+
+
+def test_sparse_to_dense_mask_gradient() -> None:
+    from asyncnet.gradcheck import check_gradient
+
+    ids = np.array([7, 3, 9, 3, -1, 5, 7], np.int64)
+    vals = np.random.default_rng(1).normal(size=(7, 2))
+    feeds = {"I": ids, "V": vals, "D": np.zeros(2), "L": np.array([4, 3], np.int32)}
+    op = make_op("SparseToDenseMask", ["I", "V", "D", "L"], ["Y"], mask=[3, 5, 7])
+    res = check_gradient(op, feeds, check=[1])
+    assert res.ok, res.describe()
+    # The repeated id 3 in row 0: only its last occurrence (position 3) gets a gradient.
+    assert not res.analytic["V"][1].any() and res.analytic["V"][3].any()
+    (g,) = run_op("SparseToDenseMaskGradient", [ids[:3], np.ones((3, 2))], mask=[3, 5, 7])
+    assert g.tolist() == [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]  # id 9 is outside the mask
