@@ -7,6 +7,7 @@ by name, ``"default"`` is current at start. Each is an :class:`asyncnet.Workspac
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -88,6 +89,37 @@ def RegisteredOperators() -> list[str]:
 
 
 _lock = threading.RLock()
+_RUNTIME_TWINS: dict[type[BaseException], type[BaseException]] = {}
+
+
+def _runtime_twin(cls: type[BaseException]) -> type[BaseException]:
+    """``cls`` that is also a RuntimeError (what Caffe2 raised for every enforce failure)."""
+    twin = _RUNTIME_TWINS.get(cls)
+    if twin is None:
+        twin = type(cls.__name__, (cls, RuntimeError), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+        _RUNTIME_TWINS[cls] = twin
+    return twin
+
+
+@contextlib.contextmanager
+def _caffe2_errors() -> Iterator[None]:
+    """Re-raise asyncnet errors that are not RuntimeErrors as subclasses that also are.
+
+    Caffe2 scripts catch RuntimeError around RunOperatorOnce / RunNet / CreateNet; the original
+    class (ValueError, KeyError, ...) still matches too.
+    """
+    try:
+        yield
+    except AsyncNetError as e:
+        if isinstance(e, RuntimeError):
+            raise
+        try:
+            twin = _runtime_twin(type(e))(*e.args)
+        except TypeError:
+            raise e from None
+        raise twin from e
+
+
 _workspaces: dict[str, Workspace] = {"default": Workspace("default")}
 _current = "default"
 
@@ -285,7 +317,8 @@ def CreateNet(net: Net | pb.NetDef, overwrite: bool = False, input_blobs: Sequen
                 f"(feed them or pass input_blobs)"
             )
         known.update(op.output)
-    ws.create_net(nd)
+    with _caffe2_errors():
+        ws.create_net(nd)
     return True
 
 
@@ -299,8 +332,9 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
         )
     prepared = ws.net(key)
     try:
-        for _ in range(num_iter):
-            prepared.run()
+        with _caffe2_errors():
+            for _ in range(num_iter):
+                prepared.run()
     except Exception:
         if allow_fail:
             return False
@@ -310,12 +344,14 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 def RunNetOnce(net: Net | pb.NetDef) -> bool:
     """Prepare, run and discard ``net``."""
-    CurrentWorkspaceObject().run_net_once(_net_def(net))
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_net_once(_net_def(net))
     return True
 
 
 def RunOperatorOnce(operator: pb.OperatorDef) -> bool:
-    CurrentWorkspaceObject().run_operator_once(operator)
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_operator_once(operator)
     return True
 
 
@@ -339,7 +375,8 @@ def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
         plan_def = plan_or_step
     else:
         raise WorkspaceError(f"RunPlan takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_or_step).__name__}")
-    CurrentWorkspaceObject().run_plan(plan_def)
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_plan(plan_def)
     return True
 
 

@@ -176,3 +176,24 @@ def test_immediate_mode_runs_ops_as_they_are_added() -> None:
     assert not workspace.IsImmediate()
     with pytest.raises(RuntimeError):
         workspace.FetchImmediate("y")
+
+
+def test_errors_are_runtime_errors_as_in_caffe2() -> None:
+    workspace.ResetWorkspace()
+    workspace.FeedBlob("x", np.ones(2, np.float32))
+    with pytest.raises(RuntimeError):  # fails while running
+        workspace.RunOperatorOnce(core.CreateOperator("Reshape", ["x"], ["y", "old"], shape=[3, -1]))
+    bad_arg = core.CreateOperator("LearningRate", ["x"], ["lr"], base_lr=0.1, policy="no_such_policy")
+    with pytest.raises(RuntimeError) as ei:  # refused while preparing
+        workspace.RunOperatorOnce(bad_arg)
+    assert isinstance(ei.value, ValueError)  # still the original kind
+    missing = core.CreateOperator("Relu", ["nope"], ["y"])
+    with pytest.raises(RuntimeError):
+        workspace.RunOperatorOnce(missing)
+    unknown = core.CreateOperator("NoSuchOpType", ["x"], ["y"])
+    with pytest.raises(RuntimeError):
+        workspace.RunOperatorOnce(unknown)
+    net = core.Net("bad_args")
+    net.LearningRate(["x"], ["lr"], base_lr=0.1, policy="no_such_policy")
+    with pytest.raises(RuntimeError, match="no_such_policy"):
+        workspace.CreateNet(net)
