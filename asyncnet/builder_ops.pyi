@@ -9719,6 +9719,7 @@ class OpNamespace:
         strip_prefix: str = ...,
         blob_name_overrides: Sequence[Any] = ...,
         chunk_size: int = ...,
+        options: Any = ...,
     ) -> Blob:
         """Save the input blobs to a db (atomically: a crash leaves the previous file).
 
@@ -9729,6 +9730,7 @@ class OpNamespace:
             strip_prefix: drop everything up to and including this in each blob name
             blob_name_overrides: names to save the inputs under
             chunk_size: elements per tensor chunk: -1 default (1,000,000), 0 no chunking
+            options: Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)
         """
         ...
 

@@ -197,3 +197,15 @@ def test_errors_are_runtime_errors_as_in_caffe2() -> None:
     net.LearningRate(["x"], ["lr"], base_lr=0.1, policy="no_such_policy")
     with pytest.raises(RuntimeError, match="no_such_policy"):
         workspace.CreateNet(net)
+
+
+def test_save_accepts_serialization_options(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    workspace.ResetWorkspace()
+    workspace.FeedBlob("w", np.arange(3, dtype=np.float32))
+    opts = caffe2_pb2.SerializationOptions()
+    save = core.CreateOperator("Save", ["w"], [], db="ck.minidb", db_type="minidb", absolute_path=1, options=opts)
+    workspace.RunOperatorOnce(save)
+    workspace.ResetWorkspace()
+    workspace.RunOperatorOnce(core.CreateOperator("Load", [], ["w"], db="ck.minidb", db_type="minidb", absolute_path=1))
+    assert workspace.FetchBlob("w").tolist() == [0.0, 1.0, 2.0]
