@@ -89,6 +89,31 @@ class OpNamespace:
         """Gradient of Acos: dX = -dY / sqrt(1 - X^2)."""
         ...
 
+    def Adadelta(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        moment_delta: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, moment, moment_delta, grad, lr: moment' = decay m + (1 - decay) g^2; step = sqrt(delta + epsilon) / sqrt(moment' + epsilon) * g; param' = param + lr * step; delta' = decay delta + (1 - decay) step^2.
+
+        Args:
+            epsilon: added to the root
+            decay: decay of both running averages
+        """
+        ...
+
     def Adagrad(
         self,
         param: BlobLike,
@@ -104,12 +129,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
         decay: float = ...,
+        weight_decay: float = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs param, moment, grad, lr: m' = decay * m + g^2; param' = param + lr * g / (sqrt(m') + epsilon). Optional output 2: the effective lr.
+        """Inputs param, moment, grad, lr: g' = g + weight_decay * param; m' = decay * m + g'^2; param' = param + lr * g' / (sqrt(m') + epsilon). Optional outputs 2 and 3: the effective lr and the update.
 
         Args:
             epsilon: added to the root
             decay: moment decay
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
         """
         ...
 
@@ -191,6 +218,30 @@ class OpNamespace:
             axis: legacy broadcasting: where B's dims start in A (-1: aligned to the end)
             axis_str: legacy broadcasting: axis as a letter of `order`
             order: used with axis_str
+        """
+        ...
+
+    def AddPadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        start_padding: BlobLike = ...,
+        end_padding: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Add padding_width rows of start_padding (default zeros) before and end_padding_width rows of end_padding (default start_padding) after each segment of data (cut by lengths; one segment without it). Optional output 1: the new lengths.
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
         """
         ...
 
@@ -410,6 +461,25 @@ class OpNamespace:
         """Gradient of Asin: dX = dY / sqrt(1 - X^2)."""
         ...
 
+    def Assert(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        error_msg: str = ...,
+    ) -> Blob:
+        """Fail unless every element of the (bool or integer) input is true / nonzero.
+
+        Args:
+            error_msg: the message when the assertion fails
+        """
+        ...
+
     def AsyncNetBarrier(
         self,
         *inputs: BlobLike,
@@ -490,6 +560,22 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Atan: dX = dY / (1 + X^2)."""
+        ...
+
+    def AtomicFetchAdd(
+        self,
+        mutex: BlobLike,
+        a: BlobLike,
+        b: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
         ...
 
     def AtomicIter(
@@ -1134,6 +1220,29 @@ class OpNamespace:
         """
         ...
 
+    def BatchBoxCox(
+        self,
+        data: BlobLike,
+        lambda1: BlobLike,
+        lambda2: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min_block_size: int = ...,
+        naive: int = ...,
+    ) -> Blob:
+        """Box-Cox per column j of data (N, D): x' = max(x + lambda2[j], 1e-6); y = ln(x') when lambda1[j] is 0, else (x'^lambda1[j] - 1) / lambda1[j].
+
+        Args:
+            min_block_size: unused (Caffe2 tuning)
+            naive: unused (Caffe2 tuning)
+        """
+        ...
+
     def BatchBucketOneHot(
         self,
         X: BlobLike,
@@ -1189,6 +1298,31 @@ class OpNamespace:
         """
         ...
 
+    def BatchGatherGradient(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        match_outer: int = ...,
+        wrap_indices: int = ...,
+    ) -> Blob:
+        """Gradient of Gather/BatchGather: inputs DATA, INDICES, dOUTPUT; dDATA is zero except the gathered slices, which accumulate dOUTPUT (repeated indices add up).
+
+        Args:
+            axis: the forward axis
+            match_outer: the forward match_outer
+            wrap_indices: the forward wrap_indices (negative indices count from the end)
+        """
+        ...
+
     def BatchMatMul(
         self,
         A: BlobLike,
@@ -1228,6 +1362,27 @@ class OpNamespace:
         order: str = ...,
     ) -> tuple[Blob, ...]:
         """Per channel: the mean E[X] and the second raw moment E[X^2] (Caffe2 names it var) over every other dim.
+
+        Args:
+            order: where the channel dim is
+        """
+        ...
+
+    def BatchMomentsGradient(
+        self,
+        dmu: BlobLike,
+        dvar: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of BatchMoments: inputs dmu, dvar, X; per channel dX = dmu / n + dvar * 2 X / n, n the elements per channel.
 
         Args:
             order: where the channel dim is
@@ -1287,6 +1442,33 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Jensen-Shannon divergence between Bernoulli distributions with probabilities p and q, elementwise."""
+        ...
+
+    def BisectPercentile(
+        self,
+        raw_values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        percentile_raw: Sequence[Any] = ...,
+        percentile_mapping: Sequence[Any] = ...,
+        percentile_lower: Sequence[Any] = ...,
+        percentile_upper: Sequence[Any] = ...,
+        lengths: Sequence[Any] = ...,
+    ) -> Blob:
+        """Percentile of each value of X (N, F) from feature j's mapping: below the first raw value 0, above the last 1, an exact raw value R[k] gives P[k], otherwise with R[k] < x < R[k+1] and w = (x - R[k]) / (R[k+1] - R[k] + 1e-10): (1 - w) U[k] + w L[k+1].
+
+        Args:
+            percentile_raw: sorted sample values of every feature, concatenated
+            percentile_mapping: their percentiles
+            percentile_lower: their lower percentile bounds
+            percentile_upper: their upper percentile bounds
+            lengths: sample points per feature
+        """
         ...
 
     def BitwiseAnd(
@@ -1382,6 +1564,21 @@ class OpNamespace:
         """The rows of `data` where the 1-D bool `mask` is true; optional output 1 gives their indices (int64)."""
         ...
 
+    def BooleanMaskGradient(
+        self,
+        mask: BlobLike,
+        dmasked_data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of BooleanMask: inputs mask, dmasked_data; the rows where mask is true get dmasked_data in order, the others 0."""
+        ...
+
     def BooleanUnmask(
         self,
         *inputs: BlobLike,
@@ -1458,6 +1655,69 @@ class OpNamespace:
         """
         ...
 
+    def Bucketize(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        boundaries: Sequence[Any] = ...,
+    ) -> Blob:
+        """Bucket of each value: the number of boundaries strictly below it (x <= b[0] gives 0).
+
+        Args:
+            boundaries: sorted bucket boundaries
+        """
+        ...
+
+    def CTCBeamSearchDecoder(
+        self,
+        INPUTS: BlobLike,
+        SEQ_LEN: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beam_width: int = ...,
+        prune_threshold: float = ...,
+        num_candidates: int = ...,
+    ) -> tuple[Blob, ...]:
+        """CTC prefix beam search over INPUTS (T, N, C) probabilities (class 0 is the blank) as Caffe2 runs it: outputs per sequence and candidate the decoded length, the concatenated labels and (optionally) the candidate's probability.
+
+        Args:
+            beam_width: prefixes kept per step
+            prune_threshold: classes with probability at or below it are skipped at a step
+            num_candidates: decodings output per sequence
+        """
+        ...
+
+    def CTCGreedyDecoder(
+        self,
+        INPUTS: BlobLike,
+        SEQ_LEN: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        merge_repeated: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Greedy CTC decoding of INPUTS (T, N, C) (class 0 is the blank), each sequence over its first SEQ_LEN[n] steps: the argmax class per step, blanks dropped (and repeats when merge_repeated). Outputs the decoded lengths and the concatenated labels (int32).
+
+        Args:
+            merge_repeated: drop a label equal to the previous step's
+        """
+        ...
+
     def Cast(
         self,
         input: BlobLike,
@@ -1471,7 +1731,7 @@ class OpNamespace:
         to: Any,
         from_type: int = ...,
     ) -> Blob:
-        """Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true).
+        """Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true); to STRING prints each value as C++ std::to_string does, from STRING parses numbers.
 
         Args:
             to: target TensorProto.DataType, as its number or its name
@@ -1520,6 +1780,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = ceil(X)."""
+        ...
+
+    def ChannelBackpropStats(
+        self,
+        X: BlobLike,
+        mean: BlobLike,
+        invStdDev: BlobLike,
+        outputGrad: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Per channel of NCHW X: scale_grad = sum(dY * (X - mean) * inv_std), bias_grad = sum(dY)."""
         ...
 
     def ChannelShuffle(
@@ -1581,6 +1858,20 @@ class OpNamespace:
         Args:
             order: where the channel dim is
         """
+        ...
+
+    def CheckCounterDone(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Whether the counter has reached 0 (bool)."""
         ...
 
     def Checkpoint(
@@ -1695,6 +1986,136 @@ class OpNamespace:
         """
         ...
 
+    def CloseBlobsQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Close the queue: waiting and later dequeues of an empty queue fail (Safe* ops report status), waiting enqueues fail."""
+        ...
+
+    def CloseRebatchingQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Close the queue: waiting and later dequeues of an empty queue fail (Safe* ops report status), waiting enqueues fail."""
+        ...
+
+    def Col2Im(
+        self,
+        Y: BlobLike,
+        X_like: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Fold Im2Col columns back into an image shaped like input 1, adding overlapping windows (the gradient of Im2Col).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+        """
+        ...
+
+    def CollectAndDistributeFpnRpnProposals(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        roi_canonical_scale: int = ...,
+        roi_canonical_level: int = ...,
+        roi_max_level: int = ...,
+        roi_min_level: int = ...,
+        legacy_plus_one: int = ...,
+        rpn_max_level: int = ...,
+        rpn_min_level: int = ...,
+        rpn_post_nms_topN: int = ...,
+    ) -> tuple[Blob, ...]:
+        """CollectRpnProposals then DistributeFpnProposals: outputs rois, the RoIs of each FPN level, and the restoring permutation.
+
+        Args:
+            roi_canonical_scale: s0 of the FPN level formula
+            roi_canonical_level: lvl0 of the FPN level formula
+            roi_max_level: finest level of the outputs
+            roi_min_level: coarsest level of the outputs
+            legacy_plus_one: widths are x2 - x1 + 1
+            rpn_max_level: last RPN level of the inputs
+            rpn_min_level: first RPN level of the inputs
+            rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
+    def CollectRpnProposals(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        rpn_max_level: int = ...,
+        rpn_min_level: int = ...,
+        rpn_post_nms_topN: int = ...,
+    ) -> Blob:
+        """Concatenate the RPN levels' RoIs (inputs: RoIs per level, then scores per level) and keep the rpn_post_nms_topN best by score.
+
+        Args:
+            rpn_max_level: last RPN level of the inputs
+            rpn_min_level: first RPN level of the inputs
+            rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
     def ColwiseMax(
         self,
         in0: BlobLike,
@@ -1744,6 +2165,20 @@ class OpNamespace:
             order: NHWC sets axis 3 when `axis` is absent
             add_axis: stack along a new axis instead
         """
+        ...
+
+    def ConcatTensorVector(
+        self,
+        vector_of_tensor: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Concatenate the vector's tensors along dim 0."""
         ...
 
     def Conditional(
@@ -2804,6 +3239,92 @@ class OpNamespace:
         """
         ...
 
+    def CosineSimilarity(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Row-wise cosine: X_i . Y_i / (max(|X_i|, 1e-12) max(|Y_i|, 1e-12))."""
+        ...
+
+    def CosineSimilarityGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of CosineSimilarity: inputs X, Y, dZ; outputs dX, dY."""
+        ...
+
+    def CountDown(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Decrease the counter by 1; output whether it reached 0 (bool)."""
+        ...
+
+    def CountUp(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Increase the counter by 1; output the count before."""
+        ...
+
+    def CreateBlobsQueue(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        capacity: int = ...,
+        num_blobs: int = ...,
+        enforce_unique_name: int = ...,
+        field_names: Sequence[Any] = ...,
+        **kwargs: Any,
+    ) -> Blob:
+        """Create a bounded blobs queue handle (capacity records of num_blobs blobs).
+
+        Args:
+            capacity: records the queue holds
+            num_blobs: blobs per record
+            name: the queue's name (default: the output blob's)
+            enforce_unique_name: accepted for compatibility
+            field_names: accepted for compatibility
+        """
+        ...
+
     def CreateCommonWorld(
         self,
         store_handler: BlobLike,
@@ -2831,6 +3352,23 @@ class OpNamespace:
         """
         ...
 
+    def CreateCounter(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        init_count: int = ...,
+    ) -> Blob:
+        """Create a counter blob starting at init_count.
+
+        Args:
+            init_count: the starting count
+        """
+        ...
+
     def CreateDB(
         self,
         *,
@@ -2854,6 +3392,64 @@ class OpNamespace:
         """
         ...
 
+    def CreateMap(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        key_dtype: int = ...,
+        value_dtype: int = ...,
+    ) -> Blob:
+        """Create an empty map blob (keys and values of the given TensorProto data types).
+
+        Args:
+            key_dtype: key data type
+            value_dtype: value type
+        """
+        ...
+
+    def CreateMutex(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create a mutex blob (for AtomicFetchAdd)."""
+        ...
+
+    def CreateRebatchingQueue(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        capacity: int = ...,
+        num_blobs: int = ...,
+        enforce_unique_name: int = ...,
+        field_names: Sequence[Any] = ...,
+        **kwargs: Any,
+    ) -> Blob:
+        """Create a bounded rebatching queue handle (capacity records of num_blobs blobs).
+
+        Args:
+            capacity: records the queue holds
+            num_blobs: blobs per record
+            name: the queue's name (default: the output blob's)
+            enforce_unique_name: accepted for compatibility
+            field_names: accepted for compatibility
+        """
+        ...
+
     def CreateScope(
         self,
         *,
@@ -2864,6 +3460,39 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = a new, empty workspace scope (a stack of child workspaces) for Do ops."""
+        ...
+
+    def CreateTensorVector(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create an empty tensor vector blob."""
+        ...
+
+    def CreateTextFileReader(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        filename: str = ...,
+        num_passes: int = ...,
+        field_types: Sequence[Any] = ...,
+    ) -> Blob:
+        """Create a reader of a tab-separated text file (one record per line).
+
+        Args:
+            filename: the file (checked by the workspace's I/O policy)
+            num_passes: how many times the file is read
+            field_types: TensorProto data type of each tab-separated field (STRING for text)
+        """
         ...
 
     def CrossEntropy(
@@ -2947,6 +3576,78 @@ class OpNamespace:
         """
         ...
 
+    def DecayAdagrad(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+        weight_decay: float = ...,
+        bias_correction_first: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, m1, m2, grad, lr, iter; t = iter + 1, c = 1 - beta1^t (or 1): m1' = beta1 m1 + (1 - beta1) g; m2' = m2 + g^2; param' = param + lr * (m1' / c / (sqrt(m2') + epsilon) + weight_decay * param).
+
+        Args:
+            beta1: first moment decay
+            beta2: unused (Caffe2 accepts it)
+            epsilon: added to the root
+            weight_decay: added as weight_decay * param to the step
+            bias_correction_first: divide the first moment by 1 - beta1^t
+        """
+        ...
+
+    def DequeueBlobs(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_records: int = ...,
+        timeout_secs: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Take `num_records` records (concatenated along dim 0) from the queue into outputs 1..N. Waits (holding no thread) while the queue is empty; fails once it is closed and empty.
+
+        Args:
+            num_records: records taken and concatenated
+            timeout_secs: fail after this many seconds of waiting (0: wait until data or close)
+        """
+        ...
+
+    def DequeueRebatchingQueue(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_elements: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Take num_elements records from the rebatching queue, stacked along dim 0; waits without a thread.
+
+        Args:
+            num_elements: records taken and stacked along a new dim 0
+        """
+        ...
+
     def DestroyCommonWorld(
         self,
         in0: BlobLike,
@@ -2959,6 +3660,60 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Closes the connections of a common world; later collectives on it fail clearly."""
+        ...
+
+    def DiagonalFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        value: float = ...,
+        dtype: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Zeros with `value` on the main diagonal (the positions whose indices are all equal); rank >= 2.
+
+        Args:
+            value: the diagonal value
+            dtype: output data type
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def DistributeFpnProposals(
+        self,
+        rois: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        roi_canonical_scale: int = ...,
+        roi_canonical_level: int = ...,
+        roi_max_level: int = ...,
+        roi_min_level: int = ...,
+        legacy_plus_one: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Route each RoI to its FPN level: outputs the RoIs of each level (min to max), then the int32 permutation restoring the input order.
+
+        Args:
+            roi_canonical_scale: s0 of the FPN level formula
+            roi_canonical_level: lvl0 of the FPN level formula
+            roi_max_level: finest level of the outputs
+            roi_min_level: coarsest level of the outputs
+            legacy_plus_one: widths are x2 - x1 + 1
+        """
         ...
 
     def Div(
@@ -2992,7 +3747,7 @@ class OpNamespace:
         dC: BlobLike,
         A: BlobLike,
         B: BlobLike,
-        C: BlobLike,
+        C: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -3005,7 +3760,7 @@ class OpNamespace:
         axis_str: str = ...,
         order: str = ...,
     ) -> tuple[Blob, ...]:
-        """Gradient of Div: dA = dC / B, dB = -dC * C / B. Broadcast dims are summed back to the input shapes.
+        """Gradient of Div: dA = dC / B, dB = -dC * C / B. Broadcast dims are summed back to the input shapes. The legacy 3-input form takes B, C, dC.
 
         Args:
             broadcast: legacy broadcasting: B matches a contiguous run of A's dims
@@ -3221,6 +3976,49 @@ class OpNamespace:
         """
         ...
 
+    def EnforceFinite(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Fail when the input holds a NaN or an infinity."""
+        ...
+
+    def EnqueueBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Put the blobs (inputs 1..N) into the queue as one record; outputs are the inputs (in place). Waits (holding no thread) while the queue is full; fails if it is closed."""
+        ...
+
+    def EnqueueRebatchingQueue(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        enqueue_batch: int = ...,
+    ) -> Blob:
+        """Put the tensors into the rebatching queue as one record (or, with enqueue_batch, one record per row of dim 0); waits without a thread while the queue is full.
+
+        Args:
+            enqueue_batch: split the tensors along dim 0 into one record per row
+        """
+        ...
+
     def EnsureCPUOutput(
         self,
         in0: BlobLike,
@@ -3233,6 +4031,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = a copy of X on the CPU (every asyncnet tensor already is)."""
+        ...
+
+    def EnsureClipped(
+        self,
+        param: BlobLike,
+        indices: BlobLike = ...,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: float = ...,
+        max: float = ...,
+    ) -> Blob:
+        """Clip param to [min, max]; with inputs indices and grad only the rows param[indices] are clipped.
+
+        Args:
+            min: lower bound
+            max: upper bound
+        """
         ...
 
     def EnsureDense(
@@ -3441,6 +4262,29 @@ class OpNamespace:
         """
         ...
 
+    def FCTransposedGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_w: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of FCTransposed (Y = X W + b, W as [K, N]): inputs X, W, dY; outputs dW = X^T dY, db = column sums of dY, [dX = dY W^T].
+
+        Args:
+            axis: the forward axis
+            axis_w: the forward axis_w
+        """
+        ...
+
     def FileStoreHandlerCreate(
         self,
         *,
@@ -3544,6 +4388,103 @@ class OpNamespace:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
         ...
 
+    def Float16UniformFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: float = ...,
+        max: float = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Uniform random float16 values in [min, max].
+
+        Args:
+            min: lowest value
+            max: highest value
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def FloatToFused2BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused4BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 4 bits (codes = round((x - min) / scale), scale = (max - min) / 15) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused8BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float32 input to 8 bits (codes = round((x - min) / scale), scale = (max - min) / 255) with a float32 scale and bias appended to the row."""
+        ...
+
+    def FloatToHalf(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Convert a float32 tensor to float16."""
+        ...
+
+    def FloatToRowwiseQuantized8Bits(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Quantize each row of a 2-D float tensor to uint8 codes round((x - min) / scale), scale = (max - min) / 255; output 1 holds (scale, min) per row (scale 1 and zero codes for a constant row)."""
+        ...
+
     def Floor(
         self,
         X: BlobLike,
@@ -3556,6 +4497,90 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Y = floor(X)."""
+        ...
+
+    def Fused2BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 2-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused2BitRowwiseQuantizedToHalf(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 2-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused4BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 4-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused4BitRowwiseQuantizedToHalf(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 4-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused8BitRowwiseQuantizedToFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from fused 8-bit rows: x = code * scale + bias."""
+        ...
+
+    def Fused8BitRowwiseQuantizedToHalfFloat(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float16 rows from fused 8-bit rows: x = code * scale + bias."""
         ...
 
     def GE(
@@ -3684,6 +4709,28 @@ class OpNamespace:
         """
         ...
 
+    def GatherPadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sum of the padding rows over all segments: output 0 the start padding, output 1 the end padding (with one output, both are summed into it). With both widths 0 the outputs are int64 zero scalars (Caffe2's short cut).
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
+        """
+        ...
+
     def GatherRanges(
         self,
         DATA: BlobLike,
@@ -3697,6 +4744,33 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """For RANGES (N, M, 2) of (start, length) pairs into the 1-D DATA: output 0 concatenates every range, output 1 gives each example's total length (int32)."""
+        ...
+
+    def GatherRangesToDense(
+        self,
+        DATA: BlobLike,
+        RANGES: BlobLike,
+        KEY: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        lengths: Sequence[Any] = ...,
+        min_observation: int = ...,
+        max_mismatched_ratio: float = ...,
+        max_empty_ratio: float = ...,
+    ) -> tuple[Blob, ...]:
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros.
+
+        Args:
+            lengths: the expected range length of each feature (one output per feature)
+            min_observation: accepted for compatibility
+            max_mismatched_ratio: accepted for compatibility
+            max_empty_ratio: accepted for compatibility
+        """
         ...
 
     def GaussianFill(
@@ -3725,6 +4799,45 @@ class OpNamespace:
             shape: output shape (when there is no input)
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def Gelu(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fast_gelu: int = ...,
+    ) -> Blob:
+        """Y = X * Phi(X) = 0.5 X (1 + erf(X / sqrt 2)); fast_gelu: 0.5 X (1 + tanh(sqrt(2/pi) (X + 0.044715 X^3))).
+
+        Args:
+            fast_gelu: use the tanh approximation
+        """
+        ...
+
+    def GeluGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fast_gelu: int = ...,
+    ) -> Blob:
+        """Gradient of Gelu: inputs dY, X; dX = dY * (Phi(X) + X phi(X)) (or the tanh form's derivative).
+
+        Args:
+            fast_gelu: the forward fast_gelu
         """
         ...
 
@@ -3837,6 +4950,31 @@ class OpNamespace:
         Args:
             values: the values, row-major
             dtype: output data type (GivenTensorFill)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
+    def GivenTensorByteStringToUInt8Fill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        values: Any = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Fill a uint8 tensor with the bytes of the `values` string.
+
+        Args:
+            values: the bytes, as one string
             shape: output shape (when there is no input)
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
@@ -4077,6 +5215,62 @@ class OpNamespace:
         """
         ...
 
+    def HalfFloatToFused8BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 8 bits (codes = round((x - min) / scale), scale = (max - min) / 255) with a float32 scale and bias appended to the row."""
+        ...
+
+    def HalfToFloat(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Convert a float16 tensor to float32."""
+        ...
+
+    def HalfToFused2BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def HalfToFused4BitRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each row of the float16 input to 4 bits (codes = round((x - min) / scale), scale = (max - min) / 15) with a float16 scale and bias appended to the row."""
+        ...
+
     def HardSigmoid(
         self,
         in0: BlobLike,
@@ -4134,6 +5328,23 @@ class OpNamespace:
         """Y = a bool scalar, true when the scope blob X holds at least one workspace."""
         ...
 
+    def Histogram(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        bin_edges: Sequence[Any] = ...,
+    ) -> Blob:
+        """Counts (int64) of the values of all inputs in bins [edge_i, edge_{i+1}); values outside [first edge, last edge) are not counted.
+
+        Args:
+            bin_edges: sorted bin edges (at least 2)
+        """
+        ...
+
     def If(
         self,
         *inputs: BlobLike,
@@ -4151,6 +5362,197 @@ class OpNamespace:
             then_net: NetDef run when the condition is true
             else_net: NetDef run when the condition is false (optional)
         """
+        ...
+
+    def Im2Col(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Unfold the kernel windows of a 4-D image into columns: NCHW -> (N, C*kh*kw, out_h, out_w), NHWC -> (N, out_h, out_w, kh*kw*C); padding reads zeros.
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+        """
+        ...
+
+    def InProcessPython(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        token: str = ...,
+        grad_token: str = ...,
+        pass_workspace: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Call the in-process Python function `token` as f(inputs, outputs) (Caffe2's protocol).
+
+        Args:
+            token: the registered forward function
+            grad_token: the registered gradient function
+            pass_workspace: also pass the workspace to the function
+        """
+        ...
+
+    def InProcessPythonGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        token: str = ...,
+        grad_token: str = ...,
+        pass_workspace: int = ...,
+        **kwargs: Any,
+    ) -> tuple[Blob, ...]:
+        """Call the in-process gradient function `grad_token` as g(inputs + outputs + output grads, input grads).
+
+        Args:
+            token: the registered forward function
+            grad_token: the registered gradient function
+            pass_workspace: also pass the workspace to the function
+        """
+        ...
+
+    def IndexFreeze(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Freeze the index: from now on unknown keys get id 0 and nothing is added."""
+        ...
+
+    def IndexGet(
+        self,
+        handle: BlobLike,
+        keys: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The id of each key (int64, keys' shape): new keys get the next id unless the index is frozen, in which case unknown keys give 0."""
+        ...
+
+    def IndexHash(
+        self,
+        indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        seed: int = ...,
+        modulo: int = ...,
+    ) -> Blob:
+        """Hash each int32/int64 index: h = seed * 0xDEADBEEF, then h = h * 65537 + b for each (signed) byte b of the index, in the index's integer width with wraparound; output h mod modulo (>= 0).
+
+        Args:
+            seed: hash seed
+            modulo: the hashed values lie in [0, modulo)
+        """
+        ...
+
+    def IndexLoad(
+        self,
+        handle: BlobLike,
+        items: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        skip_first_entry: int = ...,
+    ) -> Blob:
+        """Load keys into an empty part of the index, giving them consecutive ids in order.
+
+        Args:
+            skip_first_entry: ignore items[0] (a stored index's unknown-key slot)
+        """
+        ...
+
+    def IndexSize(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The index's size as Caffe2 counts it: the number of keys plus one (the unknown id 0)."""
+        ...
+
+    def IndexStore(
+        self,
+        handle: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The index's keys in id order (id 1 first)."""
         ...
 
     def InstanceNorm(
@@ -4883,6 +6285,52 @@ class OpNamespace:
         """
         ...
 
+    def IntIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty int-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
+        """
+        ...
+
+    def IntegralImage(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Summed-area table of each NCHW image: Y (N, C, H+1, W+1), Y[.., i, j] = sum of X[.., :i, :j]."""
+        ...
+
+    def IntegralImageGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Caffe2's IntegralImageGradient: inputs X, dY; dX[.., i, j] = sum of dY[.., :i+1, :j+1] (prefix sums of dY's first H rows and W columns, as Caffe2 computes it; its goldens record this)."""
+        ...
+
     def IsEmpty(
         self,
         in0: BlobLike,
@@ -4930,6 +6378,177 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Increment the int64 iteration counter (input 0, written in place); without an input the op counts itself."""
+        ...
+
+    def KeySplit(
+        self,
+        keys: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        categorical_limit: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Output k lists (int32) the positions i where keys[i] == k, for k < categorical_limit.
+
+        Args:
+            categorical_limit: number of categories (= number of outputs)
+        """
+        ...
+
+    def KeyValueToMap(
+        self,
+        keys: BlobLike,
+        values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """A map from the 1-D keys to the 1-D values (later duplicates win)."""
+        ...
+
+    def L1Distance(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Row-wise sum |X_i - Y_i|."""
+        ...
+
+    def L1DistanceGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of L1Distance: inputs X, Y, dZ; dX = dZ * sign(X - Y) (0 within 1e-12), dY = -dX."""
+        ...
+
+    def LC(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected 2-D layer: a convolution whose filter differs at every output position. NCHW: W (out_h, out_w, M, C, kh, kw), NHWC: W (out_h, out_w, M, kh, kw, C); bias (out_h, out_w, M).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LCGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            no_bias: the forward op had no bias: outputs are dW, [dX]
+        """
         ...
 
     def LE(
@@ -5129,6 +6748,31 @@ class OpNamespace:
         """Inputs X [N, D], label [N], dY [N]; dX[i, label[i]] = -dY[i] / max(X[i, label[i]], 1e-20), 0 elsewhere."""
         ...
 
+    def Lars(
+        self,
+        X: BlobLike,
+        dX: BlobLike,
+        wd: BlobLike,
+        trust: BlobLike,
+        lr_max: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        offset: float = ...,
+        lr_min: float = ...,
+    ) -> Blob:
+        """Inputs param, grad, wd, trust, lr_max: rescale = trust / (|grad| / |param| + wd + offset) (1 when |param| is 0), clipped to [lr_min, lr_max]; output shape (1,).
+
+        Args:
+            offset: added to the norm ratio
+            lr_min: lower clip of the result
+        """
+        ...
+
     def LayerNorm(
         self,
         X: BlobLike,
@@ -5244,12 +6888,24 @@ class OpNamespace:
         active_first: int = ...,
         active_period: int = ...,
         inactive_period: int = ...,
+        end_multiplier: float = ...,
+        num_iter_1: int = ...,
+        num_iter_2: int = ...,
+        multiplier_1: float = ...,
+        multiplier_2: float = ...,
+        m1: float = ...,
+        n1: int = ...,
+        m2: float = ...,
+        n2: int = ...,
+        m3: float = ...,
+        sub_policy_num_iters: Sequence[Any] = ...,
+        **kwargs: Any,
     ) -> Blob:
-        """lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar.
+        """lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar. A composite policy reads each sub-policy's arguments as sub_policy_<k>_<name> (policy, lr_scale, ...).
 
         Args:
             base_lr: the base learning rate (negative for descent with WeightedSum/Adagrad/Adam)
-            policy: fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, alter
+            policy: fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, pieceWarmup, alter, hill, slope, gate, composite
             gamma: decay factor (step, exp, inv)
             stepsize: iterations per step (step)
             stepsizes: iterations at which to multiply by gamma (multistep)
@@ -5261,6 +6917,40 @@ class OpNamespace:
             active_first: alter: start with the active period
             active_period: alter: active iterations per cycle
             inactive_period: alter: inactive iterations per cycle
+            end_multiplier: hill: lower bound after the inverse decay
+            num_iter_1: slope: iteration where the slope starts
+            num_iter_2: slope: iteration where the slope ends
+            multiplier_1: slope: multiplier up to num_iter_1; gate: multiplier before num_iter (default 1)
+            multiplier_2: slope: multiplier from num_iter_2; gate: multiplier from num_iter (default 1)
+            m1: pieceWarmup: multiplier before n1
+            n1: pieceWarmup: first boundary
+            m2: pieceWarmup: multiplier before n2
+            n2: pieceWarmup: second boundary
+            m3: pieceWarmup: multiplier from n2
+            sub_policy_num_iters: composite: iterations of each sub-policy (args sub_policy_<k>_<name>)
+        """
+        ...
+
+    def LearningRateAdaption(
+        self,
+        lr: BlobLike,
+        grad: BlobLike,
+        effgrad: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        lr_alpha: float = ...,
+        normalized_lr_adaption: int = ...,
+    ) -> Blob:
+        """Inputs lr, grad, effgrad: x = grad . effgrad; normalized: lr' = lr (1 - lr_alpha x / (max(|grad|, 1e-12) max(|effgrad|, 1e-12))), else lr' = lr - lr_alpha x.
+
+        Args:
+            lr_alpha: adaption rate
+            normalized_lr_adaption: use the cosine of grad and effgrad instead of their dot product
         """
         ...
 
@@ -5278,6 +6968,82 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Concatenate the segments of ITEMS (cut by LENGTHS) picked by INDICES, in INDICES order."""
+        ...
+
+    def LengthsMax(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the elementwise max (0 for an empty segment) of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsMaxWithMainInputAndForwardOutputGradient(
+        self,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsMax: dDATA (each row gets its segment's output gradient where it equals the max).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def LengthsMean(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
         ...
 
     def LengthsPad(
@@ -5299,6 +7065,23 @@ class OpNamespace:
         Args:
             padding_value: value of the padding rows
             target_length: every segment is padded to this many rows (required, >= each length)
+        """
+        ...
+
+    def LengthsPartition(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pack_first_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Partition with segments: inputs lengths, keys (1-D), others; each shard p gets its per-segment lengths (output p * n_inputs), its keys and the matching rows of the other inputs.
+
+        Args:
+            pack_first_input: replace the keys by key / num_partitions in the outputs
         """
         ...
 
@@ -5336,6 +7119,43 @@ class OpNamespace:
         """
         ...
 
+    def LengthsSum(
+        self,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def LengthsSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
     def LengthsTile(
         self,
         DATA: BlobLike,
@@ -5365,6 +7185,20 @@ class OpNamespace:
         """For segment lengths (N,) the (offset, length) pair of each segment, shape (N, 2) int32."""
         ...
 
+    def LengthsToShape(
+        self,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """For N equal lengths L: the shape [N, L] of the matrix they make (int32)."""
+        ...
+
     def LengthsTopK(
         self,
         DATA: BlobLike,
@@ -5382,6 +7216,95 @@ class OpNamespace:
 
         Args:
             k: number of values kept per segment
+        """
+        ...
+
+    def LengthsTopKGradient(
+        self,
+        LENGTHS: BlobLike,
+        TopKIndices: BlobLike,
+        dTopKValue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        k: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsTopK: inputs LENGTHS, TopKIndices, dTopKValue; each picked position of its segment gets its gradient, the rest 0 (padding indices -1 are skipped).
+
+        Args:
+            k: the forward k
+        """
+        ...
+
+    def LengthsWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def LengthsWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of LengthsWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def LengthsWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LengthsWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
         """
         ...
 
@@ -5467,6 +7390,170 @@ class OpNamespace:
         """Gradient of Log1p: dX = dY / (1 + X)."""
         ...
 
+    def LongIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty long-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
+        """
+        ...
+
+    def LpNorm(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: int = ...,
+        average: int = ...,
+    ) -> Blob:
+        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.
+
+        Args:
+            p: 1 (sum of |x|) or 2 (sum of x^2, not its root)
+            average: divide by the size
+        """
+        ...
+
+    def LpNormGradient(
+        self,
+        X: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: int = ...,
+        average: int = ...,
+    ) -> Blob:
+        """Gradient of LpNorm: inputs X, dZ; dX = dZ * sign(X) (p=1) or dZ * 2X (p=2), / X.size when `average`.
+
+        Args:
+            p: the forward p
+            average: the forward average
+        """
+        ...
+
+    def LpPool(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        p: float = ...,
+    ) -> Blob:
+        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            p: the norm's exponent
+        """
+        ...
+
+    def LpPoolGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: int = ...,
+        kernels: Sequence[Any] = ...,
+        kernel_h: int = ...,
+        kernel_w: int = ...,
+        dilation: int = ...,
+        dilation_h: int = ...,
+        dilation_w: int = ...,
+        stride: int = ...,
+        stride_h: int = ...,
+        stride_w: int = ...,
+        pad: int = ...,
+        pad_t: int = ...,
+        pad_l: int = ...,
+        pad_b: int = ...,
+        pad_r: int = ...,
+        order: str = ...,
+        p: float = ...,
+    ) -> Blob:
+        """Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).
+
+        Args:
+            kernel: square kernel size
+            kernels: kernel (height, width)
+            kernel_h: kernel height
+            kernel_w: kernel width
+            dilation: dilation (both dims)
+            dilation_h: dilation height
+            dilation_w: dilation width
+            stride: stride (both dims)
+            stride_h: stride height
+            stride_w: stride width
+            pad: padding on every side
+            pad_t: top padding
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            order: storage order
+            p: the forward p
+        """
+        ...
+
     def MSRAFill(
         self,
         in0: BlobLike = ...,
@@ -5490,6 +7577,20 @@ class OpNamespace:
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
         """
+        ...
+
+    def MapToKeyValue(
+        self,
+        map: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """The map's keys and values as two 1-D tensors (insertion order)."""
         ...
 
     def MarginRankingCriterion(
@@ -6102,6 +8203,32 @@ class OpNamespace:
         """Gradient of Mean over n inputs: every dX_i = dY / n."""
         ...
 
+    def MergeDim(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Merge the first two dims: (d0, d1, ...) -> (d0 * d1, ...) (the gradient of PrependDim)."""
+        ...
+
+    def MergeIdLists(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Per example, the sorted union of its ids over every (lengths, values) id list."""
+        ...
+
     def Min(
         self,
         *inputs: BlobLike,
@@ -6126,6 +8253,57 @@ class OpNamespace:
         """Gradient of Min: inputs Y, dY, X_0, ...; dX_i = dY where X_i == Y."""
         ...
 
+    def Mish(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Y = X * tanh(ln(1 + exp(X)))."""
+        ...
+
+    def MishGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of Mish: inputs X, Y, dY; dX = dY * (tanh(sp) + X sigmoid(X) (1 - tanh(sp)^2)), sp = softplus(X)."""
+        ...
+
+    def Mod(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        divisor: int = ...,
+        sign_follow_divisor: int = ...,
+    ) -> Blob:
+        """Elementwise remainder of an integer tensor by `divisor`.
+
+        Args:
+            divisor: the (nonzero) divisor
+            sign_follow_divisor: the result takes the divisor's sign (Python) instead of the dividend's (C)
+        """
+        ...
+
     def Moments(
         self,
         in0: BlobLike,
@@ -6144,6 +8322,30 @@ class OpNamespace:
         Args:
             axes: axes to reduce (default: all)
             keepdims: keep reduced axes as size-1 dims
+        """
+        ...
+
+    def MomentsGradient(
+        self,
+        dmean: BlobLike,
+        dvariance: BlobLike,
+        X: BlobLike,
+        mean: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axes: Sequence[Any] = ...,
+        keepdims: int = ...,
+    ) -> Blob:
+        """Gradient of Moments: inputs dmean, dvariance, X, mean; dX = dmean / n + dvariance * 2 (X - mean) / n, n the number of reduced elements.
+
+        Args:
+            axes: the forward axes (default: all)
+            keepdims: the forward keepdims
         """
         ...
 
@@ -6341,6 +8543,64 @@ class OpNamespace:
         """Y = -X."""
         ...
 
+    def Normalize(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Y = X / max(|X|_2, 1e-12) along `axis`.
+
+        Args:
+            axis: the axis normalized
+        """
+        ...
+
+    def NormalizeGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Gradient of Normalize: inputs X, dY; dX = (dY - Y (Y . dY)) / max(|X|, 1e-12), Y = X / |X|.
+
+        Args:
+            axis: the forward axis
+        """
+        ...
+
+    def NormalizeL1(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+    ) -> Blob:
+        """Y = X / sum(|X|) along `axis` (slices summing to 0 are copied).
+
+        Args:
+            axis: the axis normalized
+        """
+        ...
+
     def Not(
         self,
         in0: BlobLike,
@@ -6480,6 +8740,23 @@ class OpNamespace:
         """
         ...
 
+    def PackRecords(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Pack a dataset given as one tensor per field (schema `fields`) into a 1-D tensor of records; record i holds, for every field, the slice that belongs to row i (nested through the lengths fields).
+
+        Args:
+            fields: the schema's field names (nested fields follow their '<prefix>:lengths' field)
+        """
+        ...
+
     def PackSegments(
         self,
         lengths: BlobLike,
@@ -6498,7 +8775,7 @@ class OpNamespace:
         """Pack the segments of DATA (cut by LENGTHS) into (N, max_length, ...), padding with 0 (or -inf); optional output 1 marks the real rows.
 
         Args:
-            max_length: pad every segment to this many rows (default: the longest segment)
+            max_length: pad (or truncate) every segment to this many rows (default: the longest)
             pad_minf: pad with -inf instead of 0
             return_presence_mask: also output a bool mask of the real rows
         """
@@ -6524,6 +8801,18 @@ class OpNamespace:
             noise_std: standard deviation of the Gaussian noise added to every value
             noise_size: length of the noise sequence, cycled over the values of each image
         """
+        ...
+
+    def PadEmptySamples(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Give every sample of length 0 one zero row: lengths become max(length, 1) and each feature tensor (rows cut by lengths) gets a zero row at that sample's place."""
         ...
 
     def PadImage(
@@ -6596,6 +8885,100 @@ class OpNamespace:
         """
         ...
 
+    def PairWiseLoss(
+        self,
+        X: BlobLike,
+        label: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Per session (cut by lengths): the mean over pairs with different labels of log(1 + exp(s (X_j - X_i))), s = 1 when label_i > label_j else -1 (0 without pairs)."""
+        ...
+
+    def PairWiseLossGradient(
+        self,
+        X: BlobLike,
+        label: BlobLike,
+        dY: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of PairWiseLoss: inputs X, label, dY, [lengths]; output dX."""
+        ...
+
+    def Partition(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pack_first_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Shard every input by key % num_partitions of input 0 (num_partitions = outputs / inputs); output p * n_inputs + k holds input k's items of shard p, in order.
+
+        Args:
+            pack_first_input: replace the keys by key / num_partitions in the outputs
+        """
+        ...
+
+    def Percentile(
+        self,
+        original_values: BlobLike,
+        value_to_pct: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Percentile of each value of original_values (N, M): column j uses the j-th group of (value, percentile) rows of value_to_pct (groups cut by lengths, values sorted); a sampled value maps to its percentile, others interpolate linearly between the neighbours, below all gives 0 and above all gives 1."""
+        ...
+
+    def PiecewiseLinearTransform(
+        self,
+        predictions: BlobLike,
+        bounds_: BlobLike = ...,
+        slopes_: BlobLike = ...,
+        intercepts_: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        bounds: Sequence[Any] = ...,
+        slopes: Sequence[Any] = ...,
+        intercepts: Sequence[Any] = ...,
+        binary: int = ...,
+    ) -> Blob:
+        """Column j of X (N, M) goes through group j's piecewise linear function (parameters from the arguments or inputs 1-3); below the first bound the first piece's value at that bound, above the last bound the last piece's value at that bound.
+
+        Args:
+            bounds: per group P + 1 sorted bounds, groups concatenated
+            slopes: per group P slopes
+            intercepts: per group P intercepts
+            binary: binary predictions: Y[:, 1] = f(X[:, 1]), Y[:, 0] = 1 - Y[:, 1] (or Y = f(X) for one column)
+        """
+        ...
+
     def Pow(
         self,
         X: BlobLike,
@@ -6622,6 +9005,132 @@ class OpNamespace:
             axis_str: legacy broadcasting axis as a letter of `order`
             order: used with axis_str
         """
+        ...
+
+    def PrependDim(
+        self,
+        data: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        dim_size: int = ...,
+    ) -> Blob:
+        """Reshape (d0, ...) to (dim_size, d0 / dim_size, ...).
+
+        Args:
+            dim_size: the new first dim (must divide the old first dim)
+        """
+        ...
+
+    def Print(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        to_file: int = ...,
+        limit: int = ...,
+        every_n: int = ...,
+    ) -> Blob:
+        """Log the input's name, shape and values (or append them to a file).
+
+        Args:
+            to_file: append to '<blob name>.log' (through the workspace's I/O policy) instead of the log
+            limit: print at most this many values (0: all)
+            every_n: print on every n-th run only
+        """
+        ...
+
+    def RMACRegions(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        scales: int = ...,
+        overlap: float = ...,
+    ) -> Blob:
+        """R-MAC regions of a 4-D NCHW input: square regions of side 2 min(H, W) / (l + 1) on scales l = 1..scales, laid out with the overlap-optimal step count on the long side; rows (batch index, x1, y1, x2, y2) repeated for every batch item.
+
+        Args:
+            scales: number of region scales
+            overlap: target overlap of neighbouring regions
+        """
+        ...
+
+    def RMSNorm(
+        self,
+        X: BlobLike,
+        gamma: BlobLike,
+        beta: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        eps: float = ...,
+    ) -> tuple[Blob, ...]:
+        """rrms = 1 / sqrt(mean(X^2 over dims >= axis) + eps); Y = X * rrms * gamma + beta (gamma, beta shaped like the normalized dims). Outputs Y, rrms.
+
+        Args:
+            axis: dims from here on are normalized
+            eps: added to the mean square
+        """
+        ...
+
+    def RMSNormGradient(
+        self,
+        dY: BlobLike,
+        X: BlobLike,
+        gamma: BlobLike,
+        rrms: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        eps: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of RMSNorm: inputs dY, X, gamma, rrms; outputs dX, dgamma, dbeta.
+
+        Args:
+            axis: the forward axis
+            eps: the forward eps
+        """
+        ...
+
+    def Range(
+        self,
+        start: BlobLike,
+        stop: BlobLike = ...,
+        step: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """A 1-D range from scalar inputs: (stop), (start, stop) or (start, stop, step), in their dtype."""
         ...
 
     def Reciprocal(
@@ -6796,6 +9305,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6805,7 +9315,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMax: inputs dY, X, Y; output dX.
+        """Gradient of ReduceBackMax: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6846,7 +9356,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMean: inputs dY, X; output dX.
+        """Gradient of ReduceBackMean: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0; Mean divides by lengths[i]).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6878,6 +9388,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6887,7 +9398,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackMin: inputs dY, X, Y; output dX.
+        """Gradient of ReduceBackMin: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6928,7 +9439,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceBackSum: inputs dY, X; output dX.
+        """Gradient of ReduceBackSum: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -6960,6 +9471,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -6969,7 +9481,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMax: inputs dY, X, Y; output dX.
+        """Gradient of ReduceFrontMax: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -7010,7 +9522,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMean: inputs dY, X; output dX.
+        """Gradient of ReduceFrontMean: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0; Mean divides by lengths[i]).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -7042,6 +9554,7 @@ class OpNamespace:
         in0: BlobLike,
         in1: BlobLike,
         in2: BlobLike,
+        in3: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -7051,7 +9564,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontMin: inputs dY, X, Y; output dX.
+        """Gradient of ReduceFrontMin: inputs dY, X (or its shape as 1-D int64), Y, [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -7092,7 +9605,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         num_reduce_dim: int = ...,
     ) -> Blob:
-        """Gradient of ReduceFrontSum: inputs dY, X; output dX.
+        """Gradient of ReduceFrontSum: inputs dY, X (or its shape as 1-D int64), [lengths]; output dX (positions past lengths[i] get 0).
 
         Args:
             num_reduce_dim: the forward num_reduce_dim
@@ -7465,6 +9978,42 @@ class OpNamespace:
         """Drop the rows (outer blocks) of DATA listed in INDICES (repeats count once)."""
         ...
 
+    def RemovePadding(
+        self,
+        data: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        padding_width: int = ...,
+        end_padding_width: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Remove padding_width rows from the start and end_padding_width rows from the end of each segment.
+
+        Args:
+            padding_width: rows at the start of each segment
+            end_padding_width: rows at the end of each segment (-1: padding_width)
+        """
+        ...
+
+    def ResetCounter(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Reset the counter to its init_count; optional output: the count before."""
+        ...
+
     def Reshape(
         self,
         data: BlobLike,
@@ -7549,6 +10098,20 @@ class OpNamespace:
         """
         ...
 
+    def RetrieveCount(
+        self,
+        counter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The counter's current count (int64)."""
+        ...
+
     def ReversePackedSegs(
         self,
         data: BlobLike,
@@ -7592,6 +10155,75 @@ class OpNamespace:
             aligned: shift the RoI by -0.5 pixel (pixel-centre alignment)
             order: NCHW or NHWC
         """
+        ...
+
+    def RowWiseSparseAdagrad(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        weight_decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+
+        Args:
+            epsilon: added to the root
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+        """
+        ...
+
+    def RowWiseSparseAdam(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adam on the rows named by indices (t = iter + 1, c = sqrt(1 - beta2^t) / (1 - beta1^t)): m1[r] = beta1 m1[r] + (1 - beta1) g; m2[r] (one per row) = beta2 m2[r] + (1 - beta2) mean(g^2); param[r] += lr * c * m1[r] / (sqrt(m2[r]) + epsilon). Optional output 3: each index's step.
+
+        Args:
+            beta1: first moment decay
+            beta2: second moment decay
+            epsilon: added to the root
+        """
+        ...
+
+    def Rowwise8BitQuantizedToFloat(
+        self,
+        quantized_input: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float rows from uint8 codes and their (scale, bias) rows: x = code * scale + bias."""
         ...
 
     def RowwiseMax(
@@ -7653,6 +10285,39 @@ class OpNamespace:
         """Gradient of Rsqrt: dX = -dY * Y^3 / 2."""
         ...
 
+    def SafeDequeueBlobs(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_records: int = ...,
+        timeout_secs: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Take `num_records` records (concatenated along dim 0) from the queue into outputs 1..N. The last output is a bool status: true when the queue is closed and empty.
+
+        Args:
+            num_records: records taken and concatenated
+            timeout_secs: fail after this many seconds of waiting (0: wait until data or close)
+        """
+        ...
+
+    def SafeEnqueueBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Put the blobs (inputs 1..N) into the queue as one record; outputs are the inputs (in place). The last output is a bool status: true when the queue is closed (nothing enqueued)."""
+        ...
+
     def Save(
         self,
         *inputs: BlobLike,
@@ -7667,6 +10332,7 @@ class OpNamespace:
         strip_prefix: str = ...,
         blob_name_overrides: Sequence[Any] = ...,
         chunk_size: int = ...,
+        options: Any = ...,
     ) -> Blob:
         """Save the input blobs to a db (atomically: a crash leaves the previous file).
 
@@ -7677,6 +10343,7 @@ class OpNamespace:
             strip_prefix: drop everything up to and including this in each blob name
             blob_name_overrides: names to save the inputs under
             chunk_size: elements per tensor chunk: -1 default (1,000,000), 0 no chunking
+            options: Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)
         """
         ...
 
@@ -7696,6 +10363,23 @@ class OpNamespace:
 
         Args:
             scale: the multiplier
+        """
+        ...
+
+    def ScaleBlobs(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        scale: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Output k = input k * scale, for every input.
+
+        Args:
+            scale: the factor
         """
         ...
 
@@ -7724,7 +10408,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """For every i: DATA[INDICES[i]] = DATA[INDICES[i]] * WEIGHT_0 + sum_k SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place, repeated indices apply repeatedly)."""
+        """For every i: DATA[INDICES[i]] *= WEIGHT_0, then for every i: DATA[INDICES[i]] += sum_k SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place; a repeated index is scaled once per occurrence and receives every slice)."""
         ...
 
     def SegmentOneHot(
@@ -7783,6 +10467,38 @@ class OpNamespace:
         Args:
             alpha: the forward alpha (default: the forward op's)
             scale: the forward scale (default: the forward op's)
+        """
+        ...
+
+    def SequenceMask(
+        self,
+        input: BlobLike,
+        sequence_lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mode: str = ...,
+        axis: int = ...,
+        radius: int = ...,
+        grad: int = ...,
+        fill_val: float = ...,
+        batch: int = ...,
+        repeat_from_axis: int = ...,
+    ) -> Blob:
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row.
+
+        Args:
+            mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
+            axis: dims before it form the rows, the rest the columns
+            radius: window mode: half-width of the kept window
+            grad: fill with 0 (the gradient form)
+            fill_val: the value of the masked positions
+            batch: unsupported here (must be -1)
+            repeat_from_axis: unsupported here (must be -1)
         """
         ...
 
@@ -8225,6 +10941,1104 @@ class OpNamespace:
         """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
         ...
 
+    def SortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows).
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseAdadelta(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        moment_delta: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adadelta on the rows named by indices (inputs param, moment, moment_delta, indices, grad, lr).
+
+        Args:
+            epsilon: added to the root
+            decay: decay of both running averages
+        """
+        ...
+
+    def SparseAdagrad(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+        weight_decay: float = ...,
+        decay: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+
+        Args:
+            epsilon: added to the root
+            weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+            decay: moment decay
+        """
+        ...
+
+    def SparseAdam(
+        self,
+        param: BlobLike,
+        moment_1: BlobLike,
+        moment_2: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        beta1: float = ...,
+        beta2: float = ...,
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Adam on the rows named by indices (t = iter + 1, c = sqrt(1 - beta2^t) / (1 - beta1^t)): m1[r] = beta1 m1[r] + (1 - beta1) g; m2[r] = beta2 m2[r] + (1 - beta2) g^2; param[r] += lr * c * m1[r] / (sqrt(m2[r]) + epsilon). Optional output 3: each index's step.
+
+        Args:
+            beta1: first moment decay
+            beta2: second moment decay
+            epsilon: added to the root
+        """
+        ...
+
+    def SparseLengthsIndicesInGradientWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseLengthsWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def SparseLengthsMean8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
+    def SparseLengthsMeanFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsMeanFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsMeanFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMean over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsPositionalWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by WEIGHT[its position in the segment] of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseLengthsSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def SparseLengthsSum8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
+    def SparseLengthsSumFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsSumFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsSumFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSum over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLengthsWeightedMean8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedMean over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
+    def SparseLengthsWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items.
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseLengthsWeightedSum8BitsRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        scale_bias: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over uint8 rows restored with their scale_bias rows (code * scale + bias); output float32."""
+        ...
+
+    def SparseLengthsWeightedSumFused2BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 2-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsWeightedSumFused4BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 4-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsWeightedSumFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSum over fused 8-bit rows: each DATA[INDICES[j]] is restored (code * scale + bias) before the reduction; output float32."""
+        ...
+
+    def SparseLengthsWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseLengthsWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseLpRegularizer(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        p: float = ...,
+        reg_lambda: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: p=2 multiplies it by (1 - reg_lambda); p=1 moves every entry toward 0 by reg_lambda, setting entries within reg_lambda of 0 to 0.
+
+        Args:
+            p: the norm: 1 (soft threshold) or 2 (decay)
+            reg_lambda: strength
+        """
+        ...
+
+    def SparseMomentumSGDUpdate(
+        self,
+        grad: BlobLike,
+        moment: BlobLike,
+        lr: BlobLike,
+        param: BlobLike,
+        indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        nesterov: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs grad, moment, lr, param, indices: for each i, r = indices[i]: m' = momentum * moment[r] + lr * grad[i]; the adjusted gradient is m' (Nesterov: (1 + momentum) m' - momentum moment[r]); param[r] -= adjusted; moment[r] = m'. Output 0 holds the adjusted gradients.
+
+        Args:
+            momentum: momentum factor
+            nesterov: use Nesterov momentum
+        """
+        ...
+
+    def SparseNormalize(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_max_norm: int = ...,
+        norm: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.
+
+        Args:
+            use_max_norm: only shrink rows whose norm exceeds `norm`
+            norm: the target L2 norm
+        """
+        ...
+
+    def SparseSortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SparseSortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows)."""
+        ...
+
+    def SparseSortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by the sorted SEGMENT_IDS (output has last id + 1 rows).
+
+        Args:
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseSortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseSortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseSortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseStorm(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        grad_sq_sum: BlobLike,
+        grad: BlobLike,
+        indices: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        beta: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Storm on the rows named by indices (inputs param, moment, grad_sq_sum, grad, indices, lr): the sum and lr_eff come from the whole sparse gradient, then each row is updated as in Storm.
+
+        Args:
+            momentum: scales alpha = momentum * lr_eff^2
+            beta: added to the sum
+        """
+        ...
+
+    def SparseToDense(
+        self,
+        INDICES: BlobLike,
+        VALUES: BlobLike,
+        DATA_TO_INFER_DIM: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Scatter-add the rows VALUES[j] into row INDICES[j] of a zero tensor; its first dim is DATA_TO_INFER_DIM's first dim (else max index + 1). Repeated indices add up."""
+        ...
+
+    def SparseToDenseMask(
+        self,
+        indices: BlobLike,
+        values: BlobLike,
+        default_value: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mask: Sequence[Any] = ...,
+        return_presence_mask: int = ...,
+        max_skipped_indices: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Scatter VALUES into columns by id: id INDICES[j] found at position c of `mask` puts VALUES[j] at column c (of row i when LENGTHS cut INDICES into rows); other positions get DEFAULT_VALUE. A repeated id keeps its last value; ids outside `mask` are ignored.
+
+        Args:
+            mask: the ids kept, in output column order
+            return_presence_mask: also output a bool mask of the filled positions
+            max_skipped_indices: how many negative (invalid) ids may be skipped
+        """
+        ...
+
+    def SparseToDenseMaskGradient(
+        self,
+        indices: BlobLike,
+        output_grad: BlobLike,
+        lengths: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        mask: Sequence[Any] = ...,
+        max_skipped_indices: int = ...,
+    ) -> Blob:
+        """Gradient of SparseToDenseMask for the values: inputs indices, doutput, [lengths]; the last occurrence of an id in a row gets that position's gradient, every other value 0.
+
+        Args:
+            mask: the forward mask
+            max_skipped_indices: the forward limit
+        """
+        ...
+
+    def SparseUnsortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def SparseUnsortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentMean: the gradient row of each item (its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def SparseUnsortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentSum: the gradient row of each item (its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[INDICES[j]] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of SparseUnsortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseUnsortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of SparseUnsortedSegmentWeightedSum: the gradient row of each item (its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def SparseWngrad(
+        self,
+        param: BlobLike,
+        seq_b: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Wngrad on the rows named by indices (inputs param, seq_b, indices, grad, lr): every row uses the seq_b from before the op; then seq_b += sum(grad^2) / (seq_b + epsilon).
+
+        Args:
+            epsilon: added to the root
+        """
+        ...
+
     def SpatialBN(
         self,
         X: BlobLike,
@@ -8260,13 +12074,13 @@ class OpNamespace:
 
     def SpatialBNGradient(
         self,
-        in0: BlobLike,
-        in1: BlobLike,
-        in2: BlobLike,
-        in3: BlobLike,
-        in4: BlobLike,
-        in5: BlobLike = ...,
-        in6: BlobLike = ...,
+        X: BlobLike,
+        scale: BlobLike,
+        dY: BlobLike,
+        mean: BlobLike,
+        inv_std_or_var: BlobLike,
+        aggregate_dscale: BlobLike = ...,
+        aggregate_dbias: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -8280,14 +12094,14 @@ class OpNamespace:
         order: str = ...,
         num_batches: int = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs X, scale, dY, mean, inv_std (training: the forward's saved outputs; test: running mean, var); outputs dX, dscale, dbias.
+        """Inputs X, scale, dY, mean, inv_std (training: the forward's saved outputs; test: running mean, var); outputs dX, dscale, dbias. Multi-batch training (num_batches > 1) adds inputs 5, 6: dscale and dbias summed over all batches; dX uses them over num_batches * N * HxW elements and dscale, dbias are their per-batch averages.
 
         Args:
             is_test: test mode: inputs 3, 4 are the running mean and variance
             epsilon: the forward epsilon
             momentum: the forward momentum (unused)
             order: storage order
-            num_batches: the forward num_batches (multi-batch sums are not supported)
+            num_batches: the forward num_batches: with 7 inputs the statistics span that many batches
         """
         ...
 
@@ -8492,6 +12306,164 @@ class OpNamespace:
         """Y = X; the backward pass stops here (no gradient flows to X)."""
         ...
 
+    def Storm(
+        self,
+        param: BlobLike,
+        moment: BlobLike,
+        grad_sq_sum: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        momentum: float = ...,
+        beta: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, moment, grad_sq_sum, grad, lr: s' = s + |g|^2; lr_eff = lr / (beta + s')^(1/3); alpha = momentum * lr_eff^2; moment' = g + (1 - alpha) (moment - g); param' = param + lr_eff * moment'.
+
+        Args:
+            momentum: scales alpha = momentum * lr_eff^2
+            beta: added to the sum
+        """
+        ...
+
+    def StringEndsWith(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        suffix: str = ...,
+    ) -> Blob:
+        """Whether each string ends with `suffix`.
+
+        Args:
+            suffix: the suffix
+        """
+        ...
+
+    def StringEquals(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        text: str = ...,
+    ) -> Blob:
+        """Whether each string equals `text`.
+
+        Args:
+            text: the text
+        """
+        ...
+
+    def StringIndexCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        max_elements: int = ...,
+    ) -> Blob:
+        """Create an empty string-keyed index (a handle blob); ids start at 1, 0 means unknown.
+
+        Args:
+            max_elements: the most keys the index may hold
+        """
+        ...
+
+    def StringJoin(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        delimiter: str = ...,
+        axis: int = ...,
+    ) -> Blob:
+        """Join the items of each row of a 1-D or 2-D tensor (axis 0: rows are input rows) into one string (numbers printed as C++ to_string does).
+
+        Args:
+            delimiter: placed between the items
+            axis: the rows are along this axis (0 or 1)
+        """
+        ...
+
+    def StringPrefix(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        length: int = ...,
+    ) -> Blob:
+        """The first `length` bytes of each string.
+
+        Args:
+            length: bytes kept
+        """
+        ...
+
+    def StringStartsWith(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        prefix: str = ...,
+    ) -> Blob:
+        """Whether each string starts with `prefix`.
+
+        Args:
+            prefix: the prefix
+        """
+        ...
+
+    def StringSuffix(
+        self,
+        strings: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        length: int = ...,
+    ) -> Blob:
+        """The last `length` bytes of each string.
+
+        Args:
+            length: bytes kept
+        """
+        ...
+
     def Sub(
         self,
         A: BlobLike,
@@ -8608,6 +12580,30 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The sum of every element of an int32 tensor, as an int32 scalar."""
+        ...
+
+    def SumReduceLike(
+        self,
+        A: BlobLike,
+        B: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        axis_str: str = ...,
+        order: str = ...,
+    ) -> Blob:
+        """C = A summed over the dims that legacy broadcasting of B (aligned at `axis`) would stretch: C has B's shape.
+
+        Args:
+            axis: where B's dims start in A (-1: aligned to the end)
+            axis_str: axis as a letter of `order`
+            order: used with axis_str
+        """
         ...
 
     def SumRelu(
@@ -8771,6 +12767,39 @@ class OpNamespace:
         """
         ...
 
+    def TensorVectorSize(
+        self,
+        tensor_vector: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The number of tensors in the vector (int32 scalar)."""
+        ...
+
+    def TextFileReaderRead(
+        self,
+        handler: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read up to batch_size lines (on the shared I/O pool): one output per field; outputs are empty once every pass is done.
+
+        Args:
+            batch_size: lines per read
+        """
+        ...
+
     def ThresholdedRelu(
         self,
         in0: BlobLike,
@@ -8807,6 +12836,23 @@ class OpNamespace:
 
         Args:
             alpha: the forward alpha (default: the forward op's)
+        """
+        ...
+
+    def ThrowException(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        message: str = ...,
+    ) -> Blob:
+        """Fail with `message` (for testing error paths).
+
+        Args:
+            message: the error message
         """
         ...
 
@@ -8877,6 +12923,29 @@ class OpNamespace:
         """
         ...
 
+    def TopKGradient(
+        self,
+        dValues: BlobLike,
+        Indices: BlobLike,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        k: int = ...,
+    ) -> Blob:
+        """Gradient of TopK: inputs dValues, Indices, X; dX is zero except at the picked positions, which get their dValues (padding indices -1 are skipped).
+
+        Args:
+            axis: the forward axis
+            k: the forward k (unused)
+        """
+        ...
+
     def Transpose(
         self,
         X: BlobLike,
@@ -8893,6 +12962,23 @@ class OpNamespace:
 
         Args:
             axes: the permutation (default: reverse the dims)
+        """
+        ...
+
+    def UnPackRecords(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Inverse of PackRecords: concatenate each field over the records (optional inputs 1.. give the fields' dtypes and trailing shapes for an empty input).
+
+        Args:
+            fields: the schema's field names
         """
         ...
 
@@ -8925,6 +13011,33 @@ class OpNamespace:
         """
         ...
 
+    def UniformIntFill(
+        self,
+        in0: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: int = ...,
+        max: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Uniform random int32 values in [min, max].
+
+        Args:
+            min: lowest value
+            max: highest value (inclusive)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
+        ...
+
     def Unique(
         self,
         indices: BlobLike,
@@ -8937,6 +13050,36 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """The distinct values of the 1-D input (sorted); optional output 1 maps each input element to its value's position in output 0 (int32)."""
+        ...
+
+    def UniqueUniformFill(
+        self,
+        shape_or_like: BlobLike = ...,
+        avoid: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        min: int = ...,
+        max: int = ...,
+        dtype: int = ...,
+        shape: Sequence[Any] = ...,
+        extra_shape: Sequence[Any] = ...,
+        input_as_shape: int = ...,
+    ) -> Blob:
+        """Distinct random integers from [min, max], none of them in the optional input 1 (values to avoid).
+
+        Args:
+            min: lowest value
+            max: highest value (inclusive)
+            dtype: INT32 (2) or INT64 (10)
+            shape: output shape (when there is no input)
+            extra_shape: dims appended to the input's shape
+            input_as_shape: read the output shape from the values of input 0
+        """
         ...
 
     def UnpackSegments(
@@ -8956,6 +13099,160 @@ class OpNamespace:
 
         Args:
             max_length: the padded length used when packing (informational)
+        """
+        ...
+
+    def UnsortedSegmentMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the mean (0 for an empty segment) of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def UnsortedSegmentMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentMean: dDATA (each row gets its segment's output gradient / the segment size).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+        """
+        ...
+
+    def UnsortedSegmentSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentSum: dDATA (each row gets its segment's output gradient).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSum(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Output row i is the sum of the rows each scaled by its weight of the items DATA[j] of segment i, segments given by SEGMENT_IDS in any order (output has num_segments or max id + 1 rows).
+
+        Args:
+            num_segments: number of output segments (default: max id + 1)
+            grad_on_weights: the gradient also covers the weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSumGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> Blob:
+        """Gradient of UnsortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
+        """
+        ...
+
+    def UnsortedSegmentWeightedSumWithMainInputGradient(
+        self,
+        WEIGHTS: BlobLike,
+        dOUTPUT: BlobLike,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_segments: int = ...,
+        grad_on_weights: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of UnsortedSegmentWeightedSum: dDATA (each row gets its segment's output gradient * its weight); output 1 is the weights' gradient (sum of dOUTPUT * the row).
+
+        Args:
+            num_segments: the forward num_segments
+            grad_on_weights: the forward grad_on_weights
         """
         ...
 
@@ -9001,6 +13298,30 @@ class OpNamespace:
         Args:
             width_scale: output width = floor(input width * width_scale)
             height_scale: output height = floor(input height * height_scale)
+        """
+        ...
+
+    def WeightScale(
+        self,
+        w: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stepsize: int = ...,
+        upper_bound_iter: int = ...,
+        scale: float = ...,
+    ) -> Blob:
+        """Inputs w, iter: w * scale when iter % stepsize == 0 and iter < upper_bound_iter, else w unchanged.
+
+        Args:
+            stepsize: scale on iterations divisible by this
+            upper_bound_iter: never scale from this iteration on
+            scale: the factor
         """
         ...
 
@@ -9113,6 +13434,28 @@ class OpNamespace:
         """
         ...
 
+    def Wngrad(
+        self,
+        param: BlobLike,
+        seq_b: BlobLike,
+        grad: BlobLike,
+        lr: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        epsilon: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.
+
+        Args:
+            epsilon: added to the root
+        """
+        ...
+
     def XavierFill(
         self,
         in0: BlobLike = ...,
@@ -9162,4 +13505,18 @@ class OpNamespace:
             axis_str: legacy broadcasting: axis as a letter of `order`
             order: used with axis_str
         """
+        ...
+
+    def ZeroGradient(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Does nothing forward; its gradient is zeros shaped like the input (so a dangling blob gets one)."""
         ...

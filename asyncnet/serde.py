@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -341,7 +341,12 @@ def make_argument(name: str, value: Any) -> pb.Argument:
         arg.t.CopyFrom(value)
     elif isinstance(value, pb.NetDef):
         arg.n.CopyFrom(value)
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, Message):
+        # Any other message travels serialized, as Caffe2's MakeArgument did.
+        arg.s = value.SerializeToString()
+    elif isinstance(value, (list, tuple, range)) or (
+        isinstance(value, Iterable) and not isinstance(value, (dict, Mapping))
+    ):
         items = list(value)
         if all(isinstance(v, (bool, np.bool_)) or _is_int(v) for v in items):
             arg.ints.extend(int(v) for v in items)
@@ -353,6 +358,8 @@ def make_argument(name: str, value: Any) -> pb.Argument:
             arg.tensors.extend(items)
         elif all(isinstance(v, pb.NetDef) for v in items):
             arg.nets.extend(items)
+        elif all(isinstance(v, Message) for v in items):
+            arg.strings.extend(v.SerializeToString() for v in items)
         else:
             raise ArgumentError(
                 f"argument '{name}': cannot encode a list mixing {sorted({type(v).__name__ for v in items})}"

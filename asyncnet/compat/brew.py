@@ -343,3 +343,47 @@ def lrn(
         kwargs["engine"] = "CUDNN"
         return model.net.LRN(blob_in, blob_out, order=order, **kwargs)
     return model.net.LRN(blob_in, [blob_out, "_" + str(blob_out) + "_scale"], order=order, **kwargs)[0]
+
+
+@Register
+def layer_norm(
+    model: ModelHelper,
+    blob_in: Any,
+    blob_out: Any,
+    dim_in: Any,
+    axis: int = 1,
+    epsilon: float = 1e-4,
+    initial_scale: float = 1.0,
+    initial_bias: float = 0.0,
+) -> Any:
+    """LayerNorm, then a learned scale ``_scale`` and bias ``_bias`` (broadcast from ``axis``);
+    returns (output, mean, std) as Caffe2's helper does."""
+    blob_out = _out(model, blob_out)
+    shape = [dim_in] if isinstance(dim_in, int) else list(dim_in)
+    scale = _param(
+        model, f"{blob_out}_scale", shape, Initializer("ConstantFill", value=initial_scale), ParameterTags.WEIGHT
+    )
+    bias = _param(model, f"{blob_out}_bias", shape, Initializer("ConstantFill", value=initial_bias), ParameterTags.BIAS)
+    normalized, mean, std = model.net.LayerNorm(
+        [blob_in], [blob_out, blob_out + "_mean", blob_out + "_std"], axis=axis, epsilon=epsilon
+    )
+    scaled = model.net.Mul([normalized, scale], [blob_out + "_scaled"], broadcast=1, axis=axis)
+    biased = model.net.Add([scaled, bias], [blob_out + "_biased"], broadcast=1, axis=axis)
+    return biased, mean, std
+
+
+@Register
+def instance_norm(
+    model: ModelHelper, blob_in: Any, blob_out: Any, dim_in: int, order: str = "NCHW", **kwargs: Any
+) -> Any:
+    """InstanceNorm with a scale ``_s`` (ones) and bias ``_b`` (zeros); training also outputs
+    ``_sm`` and ``_siv``."""
+    blob_out = _out(model, blob_out)
+    scale = _param(model, blob_out + "_s", [dim_in], Initializer("ConstantFill", value=1.0), ParameterTags.WEIGHT)
+    bias = _param(model, blob_out + "_b", [dim_in], Initializer("ConstantFill", value=0.0), ParameterTags.BIAS)
+    if kwargs.get("is_test"):
+        return model.net.InstanceNorm([blob_in, scale, bias], [blob_out], order=order, **kwargs)
+    outs = model.net.InstanceNorm(
+        [blob_in, scale, bias], [blob_out, blob_out + "_sm", blob_out + "_siv"], order=order, **kwargs
+    )
+    return outs[0]

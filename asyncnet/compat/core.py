@@ -41,7 +41,18 @@ __all__ = [
     "DeviceScope",
     "EmptyNameScope",
     "ExecutionStep",
+    "CreatePythonOperator",
+    "GetBackwardPass",
     "GradientRegistry",
+    "GradientSlice",
+    "InferOpBlobDevices",
+    "InferOpBlobDevicesAsDict",
+    "IsGPUDeviceType",
+    "SetEnginePref",
+    "SetGlobalEnginePref",
+    "SetOpEnginePref",
+    "device_option_equal",
+    "get_ssa",
     "IsOperator",
     "IsOperatorWithEngine",
     "NameScope",
@@ -94,7 +105,7 @@ def CreateOperator(
 ) -> pb.OperatorDef:
     """An OperatorDef, as Caffe2's ``core.CreateOperator`` (the type is not checked here).
 
-    Keyword arguments become operator arguments (``None`` is refused); ``random_seed``
+    Keyword arguments become operator arguments (``None`` values are skipped); ``random_seed``
     goes into the device option. The current DeviceScope applies unless
     ``device_option`` is given.
     """
@@ -118,11 +129,19 @@ def CreateOperator(
     if arg is not None:
         op.arg.extend(arg)
     for key, value in kwargs.items():
+        if value is None:
+            # Caffe2 skips None-valued keyword arguments.
+            continue
         try:
             op.arg.append(make_argument(key, value))
         except ArgumentError as e:
             raise ArgumentError(f"{operator_type}: {e}") from e
     return op
+
+
+def GetBackwardPass(operators: Sequence[pb.OperatorDef], ys: Any) -> tuple[list[pb.OperatorDef], dict[Any, Any]]:
+    """``GradientRegistry.GetBackwardPass``: gradient ops and a BlobReference -> BlobReference map."""
+    return GradientRegistry.GetBackwardPass(operators, ys)
 
 
 class Net:
@@ -274,8 +293,10 @@ class Net:
     def AddExternalInputs(self, *inputs: Any) -> Any:
         return self.AddExternalInput(*inputs)
 
-    def AddScopedExternalInputs(self, *inputs: Any) -> Any:
-        return self.AddExternalInput(*[ScopedName(str(b)) for b in inputs])
+    def AddScopedExternalInputs(self, *inputs: Any) -> list[BlobReference]:
+        """Scoped external inputs; always a list (Caffe2's RNN cell code indexes it)."""
+        res = self.AddExternalInput(*[ScopedName(str(b)) for b in inputs])
+        return res if isinstance(res, list) else [res]
 
     def AddExternalOutput(self, *outputs: Any) -> None:
         """Declare external outputs; each must be produced by the net (or be an input)."""
@@ -312,6 +333,11 @@ class Net:
         out_refs = rectify_blobs(outputs, net=self)
         op = CreateOperator(op_type, in_refs, out_refs, **kwargs)
         self._ExtendOps([op], site)
+        from asyncnet.compat import workspace as _workspace
+
+        if _workspace.IsImmediate():
+            # Caffe2's immediate mode runs each op as it is added.
+            _workspace.RunOperatorImmediate(op)
         if len(op.output) == 0:
             return None
         if len(op.output) == 1:
@@ -410,8 +436,7 @@ class Net:
         for i in mask:
             op = pb.OperatorDef()
             op.CopyFrom(self._net.op[i])
-            _remap_list(op.input, remap)
-            _remap_list(op.output, remap)
+            remap_op(op, remap)
             proto.op.append(op)
         _remap_list(proto.external_input, remap)
         _remap_list(proto.external_output, remap)
@@ -482,6 +507,15 @@ class Net:
         new._RecreateLookupTables()
         return new, [BlobReference(o, new) for o in new_out]
 
+    def reroute_tensor(self, tensor: Any, new_producer: pb.OperatorDef, can_modify: Any = None) -> int:
+        """Insert ``new_producer`` after the producers of its inputs; later consumers of ``tensor`` (or those
+        in ``can_modify``) read its output 0 instead. Returns how many inputs were rewritten (Caffe2's)."""
+        from asyncnet.compat.core_extra import reroute_tensor
+
+        count = reroute_tensor(self._net, self._sites, str(tensor), new_producer, can_modify)
+        self._RecreateLookupTables()
+        return count
+
     def RunAllOnGPU(self, gpu_id: int = 0, use_cudnn: bool = False) -> None:
         """Put the whole net on CUDA device ``gpu_id`` (kernels fall back to CPU in asyncnet)."""
         self._net.device_option.CopyFrom(DeviceOption(pb.PROTO_CUDA, gpu_id))
@@ -515,4 +549,17 @@ def _remap_list(field: Any, remap: Mapping[str, str]) -> None:
 
 
 # Plans build on Net, so their module imports this one; re-exported for ``core.Plan`` etc.
+from asyncnet.compat.core_extra import (  # noqa: E402
+    CreatePythonOperator,
+    GradientSlice,
+    InferOpBlobDevices,
+    InferOpBlobDevicesAsDict,
+    IsGPUDeviceType,
+    SetEnginePref,
+    SetGlobalEnginePref,
+    SetOpEnginePref,
+    device_option_equal,
+    get_ssa,
+    remap_op,
+)
 from asyncnet.compat.plan import ExecutionStep, Plan, execution_step  # noqa: E402

@@ -100,11 +100,15 @@ class GradientRegistry:
     @classmethod
     def GetBackwardPass(
         cls, operators: Sequence[pb.OperatorDef], ys: Any
-    ) -> tuple[list[pb.OperatorDef], dict[str, str]]:
+    ) -> tuple[list[pb.OperatorDef], dict[Any, Any]]:
         """The gradient ops of ``operators`` for ``ys`` and the blob -> gradient map.
 
         ``ys`` is a list (each seeded with ``<y>_autogen_grad``) or a dict of given gradients.
+        Keys and values of the map are ``BlobReference``s, as in Caffe2 (they compare and hash
+        like their names, so lookups by string still work).
         """
+        from asyncnet.compat.blob_reference import BlobReference
+
         if isinstance(ys, (str, bytes)):
             raise ArgumentError(f"GetBackwardPass takes a list or dict of blobs, got the string {ys!r}")
         if not ys:
@@ -112,4 +116,5 @@ class GradientRegistry:
         net_def = pb.NetDef(name="backward_pass")
         net_def.op.extend(operators)
         grad_map = add_backward_pass(net_def, ys)
-        return list(net_def.op[len(operators) :]), grad_map
+        refs = {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
+        return list(net_def.op[len(operators) :]), refs

@@ -61,10 +61,13 @@ def EmptyNameScope() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def DeviceScope(scope: pb.DeviceOption | None, node_name: str | None = None) -> Iterator[None]:
+def DeviceScope(scope: pb.DeviceOption | int | None, node_name: str | None = None) -> Iterator[None]:
     """Put operators created inside the block on ``scope`` (a DeviceOption)."""
+    if isinstance(scope, int) and not isinstance(scope, bool):
+        # Caffe2 scripts also pass a bare device type (e.g. caffe2_pb2.CPU).
+        scope = pb.DeviceOption(device_type=scope)
     if scope is not None and not isinstance(scope, pb.DeviceOption):
-        raise ArgumentError(f"DeviceScope takes a DeviceOption, got {type(scope).__name__}")
+        raise ArgumentError(f"DeviceScope takes a DeviceOption or a device type, got {type(scope).__name__}")
     old = _state.devicescope
     new = pb.DeviceOption()
     if scope is not None:

@@ -7,6 +7,7 @@ by name, ``"default"`` is current at start. Each is an :class:`asyncnet.Workspac
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,13 +15,22 @@ from typing import Any
 import numpy as np
 
 from asyncnet.compat.core import BlobReference, ExecutionStep, Net, Plan
-from asyncnet.errors import MissingBlobError, WorkspaceError, did_you_mean
+from asyncnet.errors import AsyncNetError, MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
 from asyncnet.workspace import Workspace
 
 __all__ = [
     "Blobs",
+    "CreateBlob",
+    "GetBlobSizeBytes",
+    "GpuDeviceType",
+    "InferShapesAndTypes",
+    "NumCudaDevices",
+    "NumGpuDevices",
+    "NumHipDevices",
+    "RegisteredOperators",
+    "RootFolder",
     "CreateNet",
     "CurrentWorkspace",
     "CurrentWorkspaceObject",
@@ -36,6 +46,14 @@ __all__ = [
     "RunOperatorOnce",
     "RunOperatorsOnce",
     "RunPlan",
+    "RunPlanInBackground",
+    "FeedImmediate",
+    "FetchImmediate",
+    "ImmediateBlobs",
+    "IsImmediate",
+    "RunOperatorImmediate",
+    "StartImmediate",
+    "StopImmediate",
     "SwitchWorkspace",
     "Workspaces",
     "blobs",
@@ -46,9 +64,62 @@ __all__ = [
 has_gpu_support = False
 has_cuda_support = False
 has_hip_support = False
+GpuDeviceType = pb.PROTO_CUDA
+_root_folder = ""
+
+
+def NumGpuDevices() -> int:
+    """GPUs asyncnet can use: none (numpy kernels run on the CPU)."""
+    return 0
+
+
+def NumCudaDevices() -> int:
+    return 0
+
+
+def NumHipDevices() -> int:
+    return 0
+
+
+def RegisteredOperators() -> list[str]:
+    """Every registered op type."""
+    from asyncnet.registry import default_registry
+
+    return default_registry().types()
 
 
 _lock = threading.RLock()
+_RUNTIME_TWINS: dict[type[BaseException], type[BaseException]] = {}
+
+
+def _runtime_twin(cls: type[BaseException]) -> type[BaseException]:
+    """``cls`` that is also a RuntimeError (what Caffe2 raised for every enforce failure)."""
+    twin = _RUNTIME_TWINS.get(cls)
+    if twin is None:
+        twin = type(cls.__name__, (cls, RuntimeError), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+        _RUNTIME_TWINS[cls] = twin
+    return twin
+
+
+@contextlib.contextmanager
+def _caffe2_errors() -> Iterator[None]:
+    """Re-raise asyncnet errors that are not RuntimeErrors as subclasses that also are.
+
+    Caffe2 scripts catch RuntimeError around RunOperatorOnce / RunNet / CreateNet; the original
+    class (ValueError, KeyError, ...) still matches too.
+    """
+    try:
+        yield
+    except AsyncNetError as e:
+        if isinstance(e, RuntimeError):
+            raise
+        try:
+            twin = _runtime_twin(type(e))(*e.args)
+        except TypeError:
+            raise e from None
+        raise twin from e
+
+
 _workspaces: dict[str, Workspace] = {"default": Workspace("default")}
 _current = "default"
 
@@ -83,9 +154,17 @@ def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
 
 
 def ResetWorkspace(root_folder: str | None = None) -> bool:
-    """Drop every blob and net of the current workspace."""
+    """Drop every blob and net of the current workspace (``root_folder`` is kept for RootFolder())."""
+    global _root_folder
     CurrentWorkspaceObject().reset()
+    if root_folder is not None:
+        _root_folder = root_folder
     return True
+
+
+def RootFolder() -> str:
+    """The root folder last given to ResetWorkspace ("" when none was)."""
+    return _root_folder
 
 
 def GlobalInit(args: Sequence[str] = ()) -> bool:
@@ -116,6 +195,66 @@ def FetchBlob(name: Any) -> Any:
     if not ws.has(key):
         raise MissingBlobError(f"Can't find blob: {key} (workspace '{_current}'){did_you_mean(key, ws.blobs())}")
     return ws.fetch(key)
+
+
+def CreateBlob(name: Any) -> BlobReference:
+    """Create an empty blob (HasBlob becomes true; it holds None until something writes it)."""
+    ws = CurrentWorkspaceObject()
+    key = _name(name)
+    if not ws.has(key):
+        ws.feed(key, None)
+    return BlobReference(key)
+
+
+def GetBlobSizeBytes(name: Any) -> int:
+    """Bytes held by blob ``name`` (string tensors: the total length of their items)."""
+    value = FetchBlob(name)
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return int(sum(len(v) if isinstance(v, (bytes, str)) else 0 for v in value.reshape(-1).tolist()))
+        return int(value.nbytes)
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    return 0
+
+
+def InferShapesAndTypes(
+    nets: Sequence[Any], blob_dimensions: dict[str, Any] | None = None, nets_proto: bool = False, blob_types: Any = None
+) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Shapes and TensorProto data types of the nets' blobs, from the current workspace's blobs and the
+    given ``blob_dimensions`` (and ``blob_types``), as Caffe2's shape inference reported them."""
+    from asyncnet.schema import TensorInfo
+    from asyncnet.serde import caffe2_data_type
+    from asyncnet.shapes import infer_shapes, info_of
+
+    ws = CurrentWorkspaceObject()
+    known: dict[str, TensorInfo] = {}
+    for b in ws.blobs():
+        v = ws.fetch(b)
+        if isinstance(v, np.ndarray):
+            known[b] = info_of(v)
+    for b, dims in (blob_dimensions or {}).items():
+        dt = None
+        if blob_types and b in blob_types:
+            from asyncnet.serde import numpy_dtype
+
+            dt = numpy_dtype(int(blob_types[b]))
+        known[b] = TensorInfo(tuple(int(d) for d in dims), dt if dt is not None else np.dtype(np.float32))
+    shapes: dict[str, list[int]] = {}
+    types: dict[str, int] = {}
+    for net in nets:
+        nd = net if isinstance(net, pb.NetDef) else _net_def(net)
+        result = infer_shapes(nd, known)
+        for b, info in result.blobs.items():
+            known[b] = info
+            if info.shape is not None and all(d is not None for d in info.shape):
+                shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
+            if info.dtype is not None:
+                try:
+                    types[b] = caffe2_data_type(info.dtype)
+                except AsyncNetError:
+                    pass  # no TensorProto type (e.g. handles)
+    return shapes, types
 
 
 def FetchBlobs(names: Sequence[Any]) -> list[Any]:
@@ -165,8 +304,21 @@ def CreateNet(net: Net | pb.NetDef, overwrite: bool = False, input_blobs: Sequen
     nd = _net_def(net)
     if not overwrite and nd.name in ws.nets():
         raise WorkspaceError(f"workspace '{_current}' already has a net '{nd.name}'; pass overwrite=True to replace it")
-    # input_blobs is accepted for compatibility: asyncnet checks inputs when the net runs.
-    ws.create_net(nd)
+    for b in input_blobs or ():
+        CreateBlob(b)
+    # Caffe2 binds every op's inputs when the net is created: a blob that neither exists nor is
+    # produced by an earlier op fails here, not at the first run.
+    known = set(ws.blobs())
+    for i, op in enumerate(nd.op):
+        missing = [b for b in op.input if b not in known]
+        if missing:
+            raise WorkspaceError(
+                f"net '{nd.name}' op #{i} {op.type}: encountered non-existing input blob(s) {missing} "
+                f"(feed them or pass input_blobs)"
+            )
+        known.update(op.output)
+    with _caffe2_errors():
+        ws.create_net(nd)
     return True
 
 
@@ -180,8 +332,9 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
         )
     prepared = ws.net(key)
     try:
-        for _ in range(num_iter):
-            prepared.run()
+        with _caffe2_errors():
+            for _ in range(num_iter):
+                prepared.run()
     except Exception:
         if allow_fail:
             return False
@@ -191,12 +344,14 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 def RunNetOnce(net: Net | pb.NetDef) -> bool:
     """Prepare, run and discard ``net``."""
-    CurrentWorkspaceObject().run_net_once(_net_def(net))
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_net_once(_net_def(net))
     return True
 
 
 def RunOperatorOnce(operator: pb.OperatorDef) -> bool:
-    CurrentWorkspaceObject().run_operator_once(operator)
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_operator_once(operator)
     return True
 
 
@@ -220,8 +375,104 @@ def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
         plan_def = plan_or_step
     else:
         raise WorkspaceError(f"RunPlan takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_or_step).__name__}")
-    CurrentWorkspaceObject().run_plan(plan_def)
+    with _caffe2_errors():
+        CurrentWorkspaceObject().run_plan(plan_def)
     return True
+
+
+_immediate: Workspace | None = None
+
+
+def StartImmediate(i_know: bool = False) -> None:
+    """Enter immediate mode: every op added to a core.Net also runs at once in a separate workspace."""
+    global _immediate
+    with _lock:
+        if _immediate is not None:
+            _immediate.close()
+        _immediate = Workspace("_CAFFE2_IMMEDIATE")
+
+
+def StopImmediate() -> None:
+    """Leave immediate mode and drop its workspace."""
+    global _immediate
+    with _lock:
+        if _immediate is not None:
+            _immediate.close()
+        _immediate = None
+
+
+def IsImmediate() -> bool:
+    return _immediate is not None
+
+
+def _immediate_ws() -> Workspace:
+    if _immediate is None:
+        raise WorkspaceError("immediate mode is off: call workspace.StartImmediate() first")
+    return _immediate
+
+
+def RunOperatorImmediate(op: pb.OperatorDef) -> bool:
+    _immediate_ws().run_operator_once(op)
+    return True
+
+
+def FetchImmediate(name: Any) -> Any:
+    ws = _immediate_ws()
+    key = _name(name)
+    if not ws.has(key):
+        raise MissingBlobError(f"Can't find blob: {key} (immediate workspace)")
+    return ws.fetch(key)
+
+
+def FeedImmediate(name: Any, arr: Any, device_option: pb.DeviceOption | None = None) -> bool:
+    _immediate_ws().feed(_name(name), arr)
+    return True
+
+
+def ImmediateBlobs() -> list[str]:
+    return _immediate_ws().blobs()
+
+
+class BackgroundPlan:
+    """A plan running on its own thread (RunPlanInBackground): is_done(), is_succeeded(), wait()."""
+
+    def __init__(self, plan_def: pb.PlanDef, ws: Workspace) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(plan_def, ws), name=f"plan-{plan_def.name}")
+        self._thread.start()
+
+    def _run(self, plan_def: pb.PlanDef, ws: Workspace) -> None:
+        try:
+            ws.run_plan(plan_def)
+        except BaseException as e:  # noqa: BLE001 - reported through is_succeeded / wait
+            self._error = e
+
+    def is_done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def is_succeeded(self) -> bool:
+        return self.is_done() and self._error is None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the plan; True when it finished (its error, if any, is raised)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        if self._error is not None:
+            raise self._error
+        return True
+
+
+def RunPlanInBackground(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> BackgroundPlan:
+    """Start a plan on a background thread of the current workspace; poll the handle's is_done()."""
+    if isinstance(plan_or_step, ExecutionStep):
+        plan_or_step = Plan(plan_or_step)
+    plan_def = plan_or_step.Proto() if isinstance(plan_or_step, Plan) else plan_or_step
+    if not isinstance(plan_def, pb.PlanDef):
+        raise WorkspaceError(
+            f"RunPlanInBackground takes a core.Plan, ExecutionStep or PlanDef, got {type(plan_def).__name__}"
+        )
+    return BackgroundPlan(plan_def, CurrentWorkspaceObject())
 
 
 class _BlobsView:

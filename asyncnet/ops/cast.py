@@ -27,11 +27,45 @@ def cast_dtype(op: OpInfo) -> np.dtype[Any]:
     else:
         code = op.int_arg("to")
     if code == pb.TensorProto.STRING:
-        raise ArgumentError(f"{op.label()}: Cast cannot convert to STRING")
+        return np.dtype(object)
     try:
         return numpy_dtype(code)
     except TensorError as e:
         raise ArgumentError(f"{op.label()}: `to` {to!r}: {e}") from None
+
+
+def _to_strings(x: np.ndarray) -> np.ndarray:
+    """Each value printed as C++ std::to_string does (floats with six decimals, bools as 1/0)."""
+    out = np.empty(x.shape, dtype=object)
+    flat = out.reshape(-1)
+    for i, v in enumerate(x.reshape(-1).tolist()):
+        if isinstance(v, (bytes, str)):
+            flat[i] = v if isinstance(v, bytes) else v.encode("utf-8")
+        elif isinstance(v, bool):
+            flat[i] = b"1" if v else b"0"
+        elif isinstance(v, float):
+            flat[i] = f"{v:f}".encode()
+        else:
+            flat[i] = str(v).encode()
+    return out
+
+
+def _from_strings(op: OpInfo, x: np.ndarray, dt: np.dtype[Any]) -> np.ndarray:
+    """Parse each string as a number of type ``dt`` (bool: a nonzero integer is true)."""
+    out = np.empty(x.shape, dtype=dt)
+    flat = out.reshape(-1)
+    for i, v in enumerate(x.reshape(-1).tolist()):
+        text = v.decode("utf-8") if isinstance(v, bytes) else str(v)
+        try:
+            if dt.kind == "f":
+                flat[i] = float(text)
+            elif dt.kind == "b":
+                flat[i] = int(text) != 0
+            else:
+                flat[i] = int(text)
+        except ValueError:
+            raise ArgumentError(f"{op.label()}: cannot parse {text!r} as {dt}") from None
+    return out
 
 
 @register_op(
@@ -42,7 +76,8 @@ def cast_dtype(op: OpInfo) -> np.dtype[Any]:
         Arg("from_type", 0, "ignored (the input's own type is used)"),
     ),
     infer=lambda op, ins: [TensorInfo(ins[0].shape, cast_dtype(op))],
-    doc="Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true).",
+    doc="Convert X to the data type `to` (floats to integers truncate toward zero, nonzero to bool is true); "
+    "to STRING prints each value as C++ std::to_string does, from STRING parses numbers.",
     input_names=("input",),
     output_names=("output",),
 )
@@ -51,8 +86,10 @@ def cast(op: OpInfo) -> Callable[..., Any]:
 
     def run(x: Any) -> tuple[np.ndarray]:
         x = np.asarray(x)
+        if dt.kind == "O":
+            return (_to_strings(x),)
         if x.dtype.kind in "OSU":
-            raise ArgumentError(f"{op.label()}: cannot cast a {x.dtype} tensor")
+            return (_from_strings(op, x, dt),)
         with np.errstate(invalid="ignore", over="ignore"):
             return (x.astype(dt),)
 

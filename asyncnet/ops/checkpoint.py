@@ -63,6 +63,7 @@ def _unique(op: OpInfo, names: list[str], what: str) -> None:
         Arg("strip_prefix", "", "drop everything up to and including this in each blob name"),
         Arg("blob_name_overrides", [], "names to save the inputs under"),
         Arg("chunk_size", -1, "elements per tensor chunk: -1 default (1,000,000), 0 no chunking"),
+        Arg("options", None, "Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)"),
     ),
     infer=lambda op, ins: [],
     doc="Save the input blobs to a db (atomically: a crash leaves the previous file).",

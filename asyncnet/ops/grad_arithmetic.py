@@ -44,6 +44,8 @@ def _binary_grad_maker(grad_type: str, with_output: bool) -> Callable[[pb.Operat
 
 
 def _grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    if op.type == "DivGradient" and len(ins) == 3:
+        return [TensorInfo(ins[1].shape, ins[2].dtype), TensorInfo(ins[0].shape, ins[2].dtype)]
     return [TensorInfo(ins[1].shape, ins[0].dtype), TensorInfo(ins[2].shape, ins[0].dtype)]
 
 
@@ -55,7 +57,13 @@ def _register_binary_grad(fwd: str, fn: GradFn, doc: str, with_output: bool = Fa
     register_gradient(fwd)(_binary_grad_maker(grad_type, with_output))
 
     def factory(op: OpInfo) -> Callable[..., Any]:
+        legacy = with_output and len(op.inputs) == 3
+
         def run(dc: Any, a: Any, b: Any, c: Any = None) -> tuple[np.ndarray, np.ndarray]:
+            if legacy:
+                # Caffe2's older DivGradient form: inputs B, C, dC (no A; dA has C's shape).
+                b_, c_, dc_ = np.asarray(dc), np.asarray(a), np.asarray(b)
+                dc, a, b, c = dc_, c_, b_, c_
             dc, a, b = np.asarray(dc), np.asarray(a), np.asarray(b)
             b_view = _b_view_shape(op, a.shape, b.shape)
             da, db = fn(dc, a, b.reshape(b_view), None if c is None else np.asarray(c))
@@ -68,12 +76,14 @@ def _register_binary_grad(fwd: str, fn: GradFn, doc: str, with_output: bool = Fa
     names = ("dC", "A", "B", "C") if with_output else ("dC", "A", "B")
     register_op(
         grad_type,
-        inputs=len(names),
+        inputs=(3, 4) if with_output else 3,
         outputs=2,
-        allow_inplace=[(0, 0)],
+        # dC may be overwritten by dA or dB: in-place forward ops name them alike.
+        allow_inplace=[(0, 0), (0, 1)],
         args=BROADCAST_ARGS,
         infer=_grad_infer,
-        doc=f"{doc} Broadcast dims are summed back to the input shapes.",
+        doc=f"{doc} Broadcast dims are summed back to the input shapes."
+        + (" The legacy 3-input form takes B, C, dC." if with_output else ""),
         input_names=names,
         output_names=("dA", "dB"),
     )(factory)

@@ -85,7 +85,9 @@ def _conv_grad_maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpe
         outs = [g.GI(1), g.GI(2)] + ([g.GI(0)] if want_dx else [])
         return g.spec([g.op_def(f"{op.type}Gradient", ins, outs)])
     outs = [g.GI(1)] + ([g.GI(0)] if want_dx else [])
-    return g.spec([g.op_def(f"{op.type}Gradient", ins, outs, {"no_bias": 1})])
+    # The forward arguments are copied onto the gradient op: a forward no_bias must not be doubled.
+    extra = {} if g.has_arg("no_bias") else {"no_bias": 1}
+    return g.spec([g.op_def(f"{op.type}Gradient", ins, outs, extra)])
 
 
 for _t in ("Conv", *CONV_ALIASES):
@@ -311,7 +313,8 @@ def _conv_transpose_grad_maker(op: pb.OperatorDef, g_out: list[str | None]) -> G
         outs = [g.GI(1), g.GI(2)] + ([g.GI(0)] if want_dx else [])
         return g.spec([g.op_def("ConvTransposeGradient", ins, outs)])
     outs = [g.GI(1)] + ([g.GI(0)] if want_dx else [])
-    return g.spec([g.op_def("ConvTransposeGradient", ins, outs, {"no_bias": 1})])
+    extra = {} if g.has_arg("no_bias") else {"no_bias": 1}
+    return g.spec([g.op_def("ConvTransposeGradient", ins, outs, extra)])
 
 
 register_gradient("ConvTranspose")(_conv_transpose_grad_maker)

@@ -12,7 +12,7 @@ from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import ORDER_ARG
 from asyncnet.ops._util import order_arg
-from asyncnet.ops.image import SCALE_ARGS, _bilinear_taps
+from asyncnet.ops.image import SCALE_ARGS, _bilinear_taps, nearest_source
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import TensorInfo
@@ -42,7 +42,7 @@ def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 
 def _nearest_matrix(in_size: int, out_size: int, scale: float) -> np.ndarray:
-    src = np.minimum((np.arange(out_size, dtype=np.float32) / np.float32(scale)).astype(np.int64), in_size - 1)
+    src = nearest_source(out_size, in_size, scale)
     m = np.zeros((out_size, in_size), dtype=np.float32)
     m[np.arange(out_size), src] = 1.0
     return m

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.errors import ArgumentError, UnsupportedError
+from asyncnet.errors import ArgumentError
 from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, register_single_gradient_op
@@ -136,6 +136,7 @@ def _mean_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
     "MeanGradient",
     inputs=1,
     outputs=(1, -1),
+    allow_inplace=True,
     infer=lambda op, ins: [ins[0]] * len(op.outputs),
     doc="Gradient of Mean over n inputs: every dX_i = dY / n.",
 )
@@ -241,12 +242,54 @@ for _kind in ("Sum", "Mean", "Max", "Min"):
 def _front_back_maker(grad_type: str, with_y: bool) -> Maker:
     def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
         g = GradientContext(op, g_out)
-        if len(op.input) > 1:
-            raise UnsupportedError(f"{op.type} with a lengths input has no gradient in asyncnet")
         ins = [g.GO(0), g.I(0)] + ([g.O(0)] if with_y else [])
+        if len(op.input) > 1:
+            ins.append(g.I(1))
         return g.spec([g.op_def(grad_type, ins, [g.GI(0)])])
 
     return maker
+
+
+def _dx_shape(v: np.ndarray) -> tuple[int, ...]:
+    # Caffe2: input 1 is the forward data, or its shape as a 1-D int64 tensor.
+    if v.ndim == 1 and v.dtype == np.int64:
+        return tuple(int(d) for d in v.tolist())
+    return tuple(v.shape)
+
+
+def _lengths_mask(lens: Any, shape: tuple[int, ...], k: int, front: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mask over dX in the 2-D (rows, cols) view, lengths as float) for a lengths input."""
+    red, kept = (shape[:k], shape[k:]) if front else (shape[len(shape) - k :], shape[: len(shape) - k])
+    n_red, n_kept = int(np.prod(red, dtype=np.int64)), int(np.prod(kept, dtype=np.int64))
+    ln = np.asarray(lens).reshape(-1).astype(np.int64)
+    if ln.size != n_kept or np.any(ln < 0) or np.any(ln > n_red):
+        raise ArgumentError(f"lengths must hold {n_kept} values in [0, {n_red}], got {ln.tolist()}")
+    pos = np.arange(n_red)
+    mask = pos[:, None] < ln[None, :] if front else pos[None, :] < ln[:, None]
+    return mask, ln
+
+
+def _fb_gradient(kind: str, front: bool, dy: np.ndarray, first: np.ndarray, y: Any, lens: Any, k: int) -> np.ndarray:
+    shape = _dx_shape(first)
+    if not 0 <= k <= len(shape):
+        raise ArgumentError(f"num_reduce_dim {k} is out of range for X of rank {len(shape)}")
+    axes = tuple(range(k)) if front else tuple(range(len(shape) - k, len(shape)))
+    d = _expand_back(dy, shape, axes)
+    if kind in ("Max", "Min"):
+        dx = np.where(first == _expand_back(np.asarray(y), shape, axes), d, 0).astype(dy.dtype)
+    elif kind == "Sum" or lens is not None:
+        dx = np.broadcast_to(d, shape).astype(dy.dtype)
+    else:
+        count = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+        dx = np.broadcast_to(d / max(count, 1), shape).astype(dy.dtype)
+    if lens is None:
+        return dx
+    mask, ln = _lengths_mask(lens, shape, k, front)
+    flat = dx.reshape(mask.shape) * mask
+    if kind == "Mean":
+        denom = np.maximum(ln, 1).astype(dy.dtype)
+        flat = flat / (denom[None, :] if front else denom[:, None])
+    return np.asarray(flat.reshape(shape), dtype=dy.dtype)
 
 
 for _side in ("Front", "Back"):
@@ -258,30 +301,32 @@ for _side in ("Front", "Back"):
         def _fb_factory(op: OpInfo, kind: str = _kind, front: bool = _side == "Front") -> Callable[..., Any]:
             k = op.int_arg("num_reduce_dim")
 
-            def run(dy: Any, x: Any, y: Any = None) -> tuple[np.ndarray]:
-                dy, x = np.asarray(dy), np.asarray(x)
-                if not 0 <= k <= x.ndim:
-                    raise ArgumentError(f"num_reduce_dim {k} is out of range for X of rank {x.ndim}")
-                axes = tuple(range(k)) if front else tuple(range(x.ndim - k, x.ndim))
-                d = _expand_back(dy, x.shape, axes)
-                if kind == "Sum":
-                    dx = np.broadcast_to(d, x.shape)
-                elif kind == "Mean":
-                    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
-                    dx = np.broadcast_to(d / max(count, 1), x.shape)
-                else:
-                    dx = np.where(x == _expand_back(np.asarray(y), x.shape, axes), d, 0)
-                return (np.array(dx, dtype=dy.dtype),)
+            def run(dy: Any, x: Any, *rest: Any) -> tuple[np.ndarray]:
+                y = rest[0] if kind in ("Max", "Min") else None
+                extra = rest[1:] if kind in ("Max", "Min") else rest
+                lens = extra[0] if extra else None
+                return (_fb_gradient(kind, front, np.asarray(dy), np.asarray(x), y, lens, k),)
 
             return run
 
         register_op(
             f"{_fwd}Gradient",
-            inputs=(2, 3) if not _with_y else 3,
+            inputs=(2, 3) if not _with_y else (3, 4),
             outputs=1,
             args=(Arg("num_reduce_dim", 1, "the forward num_reduce_dim"),),
-            infer=lambda op, ins: [TensorInfo(ins[1].shape, ins[0].dtype)],
-            doc=f"Gradient of {_fwd}: inputs dY, X" + (", Y" if _with_y else "") + "; output dX.",
+            infer=lambda op, ins: [
+                TensorInfo(
+                    None
+                    if ins[1].dtype == np.int64 and ins[1].shape is not None and len(ins[1].shape) == 1
+                    else ins[1].shape,
+                    ins[0].dtype,
+                )
+            ],
+            doc=f"Gradient of {_fwd}: inputs dY, X (or its shape as 1-D int64)"
+            + (", Y" if _with_y else "")
+            + ", [lengths]; output dX (positions past lengths[i] get 0"
+            + ("; Mean divides by lengths[i]" if _kind == "Mean" else "")
+            + ").",
             output_names=("dX",),
         )(_fb_factory)
 

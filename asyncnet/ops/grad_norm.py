@@ -39,27 +39,34 @@ def _per_channel(v: np.ndarray, ndim: int, order: str) -> np.ndarray:
     "SpatialBNGradient",
     inputs=(5, 7),
     outputs=3,
+    # Multi-batch: the aggregated dscale/dbias (inputs 5, 6) carry the names of outputs 1, 2.
+    allow_inplace=[(5, 1), (6, 2)],
     args=(
         Arg("is_test", 0, "test mode: inputs 3, 4 are the running mean and variance"),
         Arg("epsilon", 1e-5, "the forward epsilon"),
         Arg("momentum", 0.9, "the forward momentum (unused)"),
         Arg("order", "NCHW", "storage order"),
-        Arg("num_batches", 1, "the forward num_batches (multi-batch sums are not supported)"),
+        Arg("num_batches", 1, "the forward num_batches: with 7 inputs the statistics span that many batches"),
     ),
     infer=lambda op, ins: [ins[0], ins[1], ins[1]],
     doc="Inputs X, scale, dY, mean, inv_std (training: the forward's saved outputs; test: running mean, var); "
-    "outputs dX, dscale, dbias.",
-    input_names=("X", "scale", "dY", "mean", "inv_std_or_var"),
+    "outputs dX, dscale, dbias. Multi-batch training (num_batches > 1) adds inputs 5, 6: dscale and dbias "
+    "summed over all batches; dX uses them over num_batches * N * HxW elements and dscale, dbias are "
+    "their per-batch averages.",
+    input_names=("X", "scale", "dY", "mean", "inv_std_or_var", "aggregate_dscale", "aggregate_dbias"),
     output_names=("dX", "dscale", "dbias"),
 )
 def spatial_bn_gradient(op: OpInfo) -> Callable[..., Any]:
     is_test = op.bool_arg("is_test", 0)
     eps = op.float_arg("epsilon")
     order = order_arg(op)
-    if len(op.inputs) == 7:
-        raise ArgumentError(f"{op.label()}: SpatialBNGradient with num_batches > 1 (7 inputs) is not supported")
+    num_batches = op.int_arg("num_batches", 1)
+    if len(op.inputs) == 7 and (is_test or num_batches < 1):
+        raise ArgumentError(
+            f"{op.label()}: the aggregated gradients (inputs 5, 6) need training mode and num_batches >= 1"
+        )
 
-    def run(x: Any, scale: Any, dy: Any, mean: Any, stat: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(x: Any, scale: Any, dy: Any, mean: Any, stat: Any, *agg: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x, dy = np.asarray(x), np.asarray(dy)
         dt = np.result_type(x.dtype, np.float32)
         xf, dyf = x.astype(dt, copy=False), dy.astype(dt, copy=False)
@@ -73,16 +80,23 @@ def spatial_bn_gradient(op: OpInfo) -> Callable[..., Any]:
         )
         s = np.asarray(scale, dtype=dt).reshape(-1)
         xhat = (xf - _per_channel(m, x.ndim, order)) * _per_channel(inv_std, x.ndim, order)
-        dbias = dyf.sum(axis=axes)
-        dscale = (dyf * xhat).sum(axis=axes)
+        if agg:
+            # Sums over every batch: the normalization spanned num_batches * N * HxW elements.
+            dbias = np.asarray(agg[1], dtype=dt).reshape(-1)
+            dscale = np.asarray(agg[0], dtype=dt).reshape(-1)
+        else:
+            dbias = dyf.sum(axis=axes)
+            dscale = (dyf * xhat).sum(axis=axes)
         if is_test:
             dx = dyf * _per_channel(s * inv_std, x.ndim, order)
         else:
-            count = x.size // max(x.shape[c_axis], 1)
+            count = (x.size // max(x.shape[c_axis], 1)) * (num_batches if agg else 1)
             dx = _per_channel(s * inv_std, x.ndim, order) * (
                 dyf - _per_channel(dbias / count, x.ndim, order) - xhat * _per_channel(dscale / count, x.ndim, order)
             )
         sdt = np.asarray(scale).dtype
+        if agg:
+            dscale, dbias = dscale / num_batches, dbias / num_batches
         return dx.astype(x.dtype, copy=False), dscale.astype(sdt), dbias.astype(sdt)
 
     return run
@@ -289,6 +303,7 @@ def _affine_channel_grad(op: pb.OperatorDef, g_out: list[str | None]) -> Gradien
     "AffineChannelGradient",
     inputs=(2, 3),
     outputs=(1, 3),
+    allow_inplace=[(0, 0)],
     args=(Arg("order", "NCHW", "storage order"), Arg("is_learnable", 0, "also output dscale, dbias (needs X)")),
     infer=lambda op, ins: [ins[0], ins[1], ins[1]][: len(op.outputs)],
     doc="Gradient of AffineChannel: inputs dY, scale, [X]; dX = dY * scale per channel; with X also "

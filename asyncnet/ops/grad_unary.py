@@ -98,6 +98,8 @@ for _fwd, (_order, _args, _fn, _doc) in _TABLE.items():
         f"{_fwd}Gradient",
         inputs=len(_order),
         outputs=1,
+        # Gradients of in-place forward ops write dX over dY (Caffe2 names both X_grad).
+        allow_inplace=True,
         args=tuple(Arg(n, None, f"the forward {n} (default: the forward op's)") for n in _args),
         infer=same_as_input(_order.index("dY")),
         doc=f"Gradient of {_fwd}: {_doc}.",

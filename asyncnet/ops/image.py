@@ -201,6 +201,16 @@ def _scaled(size: int, scale: float) -> int:
     return int(np.float32(size) * np.float32(scale))
 
 
+def nearest_source(out_size: int, in_size: int, scale: float) -> np.ndarray:
+    """Source index of each output row: min(int(y / scale), in_size - 1).
+
+    The scale is rounded to float32 (Caffe2 stores it so) but the quotient is taken in double
+    precision, which is what Caffe2's tests expect: for scale 1/3, y = 1 reads row 2, not row 3.
+    """
+    s = float(np.float32(scale))
+    return np.minimum((np.arange(out_size, dtype=np.float64) / s).astype(np.int64), in_size - 1)
+
+
 def _resize_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     x = ins[0]
     if x.shape is None or len(x.shape) != 4:
@@ -244,8 +254,7 @@ def resize_nearest(op: OpInfo) -> Callable[..., Any]:
         h_ax, w_ax = (2, 3) if order == "NCHW" else (1, 2)
         h, w = x.shape[h_ax], x.shape[w_ax]
         oh, ow = _scaled(h, hs), _scaled(w, ws)
-        iy = np.minimum((np.arange(oh, dtype=np.float32) / np.float32(hs)).astype(np.int64), h - 1)
-        ix = np.minimum((np.arange(ow, dtype=np.float32) / np.float32(ws)).astype(np.int64), w - 1)
+        iy, ix = nearest_source(oh, h, hs), nearest_source(ow, w, ws)
         y = np.take(np.take(x, iy, axis=h_ax), ix, axis=w_ax) if h and w else _empty_resized(x, h_ax, oh, w_ax, ow)
         return (y,)
 

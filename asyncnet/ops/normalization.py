@@ -115,6 +115,10 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
             y += per_channel(beta, x.ndim, order)
             return (y,)
         axes = tuple(a for a in range(x.ndim) if a != ax)
+        if x.size == 0 and not sums:
+            # Caffe2 leaves the running statistics alone on an empty batch; saved stats are 0.
+            zeros = np.zeros(c, dt)
+            return (x.astype(dt), mean.copy(), var.copy(), zeros, zeros.copy())
         if sums:
             count = num_batches * (x.size // max(c, 1))
             _check_vec("sums", sums[0], c)

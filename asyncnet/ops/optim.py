@@ -63,7 +63,12 @@ def iter_op(op: OpInfo) -> Callable[..., Any]:
 
 LR_ARGS = (
     Arg("base_lr", REQUIRED, "the base learning rate (negative for descent with WeightedSum/Adagrad/Adam)"),
-    Arg("policy", REQUIRED, "fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, alter"),
+    Arg(
+        "policy",
+        REQUIRED,
+        "fixed, step, exp, inv, poly, multistep, linearWarmup, constantWarmup, pieceWarmup, alter, hill, slope, "
+        "gate, composite",
+    ),
     Arg("gamma", 0.0, "decay factor (step, exp, inv)"),
     Arg("stepsize", 0, "iterations per step (step)"),
     Arg("stepsizes", [], "iterations at which to multiply by gamma (multistep)"),
@@ -75,50 +80,117 @@ LR_ARGS = (
     Arg("active_first", 1, "alter: start with the active period"),
     Arg("active_period", -1, "alter: active iterations per cycle"),
     Arg("inactive_period", -1, "alter: inactive iterations per cycle"),
+    Arg("end_multiplier", 0.0, "hill: lower bound after the inverse decay"),
+    Arg("num_iter_1", 0, "slope: iteration where the slope starts"),
+    Arg("num_iter_2", 0, "slope: iteration where the slope ends"),
+    Arg("multiplier_1", 0.0, "slope: multiplier up to num_iter_1; gate: multiplier before num_iter (default 1)"),
+    Arg("multiplier_2", 0.0, "slope: multiplier from num_iter_2; gate: multiplier from num_iter (default 1)"),
+    Arg("m1", 0.5, "pieceWarmup: multiplier before n1"),
+    Arg("n1", 0, "pieceWarmup: first boundary"),
+    Arg("m2", 0.5, "pieceWarmup: multiplier before n2"),
+    Arg("n2", 0, "pieceWarmup: second boundary"),
+    Arg("m3", 0.5, "pieceWarmup: multiplier from n2"),
+    Arg("sub_policy_num_iters", [], "composite: iterations of each sub-policy (args sub_policy_<k>_<name>)"),
 )
 
 
-def lr_multiplier(op: OpInfo) -> Callable[[int], float]:
-    """The multiplier function of iteration for op's `policy` (Caffe2's learning_rate_functors)."""
-    policy = op.str_arg("policy")
-    gamma, power = op.float_arg("gamma"), op.float_arg("power")
+def lr_multiplier(op: OpInfo, prefix: str = "") -> Callable[[int], float]:
+    """The multiplier function of iteration for op's `policy` (Caffe2's learning_rate_functors).
+
+    ``prefix`` reads a composite policy's sub-policy arguments (``sub_policy_<i>_<name>``).
+    """
+
+    def f(name: str, default: float = 0.0) -> float:
+        v = op.arg(prefix + name, default) if prefix else op.float_arg(name, default)
+        return float(v)
+
+    def i(name: str, default: int = 0) -> int:
+        return int(op.arg(prefix + name, default)) if prefix else op.int_arg(name, default)
+
+    policy = str(op.arg(prefix + "policy", "")) if prefix else op.str_arg("policy")
+    gamma, power = f("gamma"), f("power")
     if policy == "fixed":
         return lambda it: 1.0
     if policy == "step":
-        stepsize = op.int_arg("stepsize")
+        stepsize = i("stepsize")
         if stepsize <= 0:
             raise ArgumentError(f"{op.label()}: policy 'step' needs stepsize > 0, got {stepsize}")
         return lambda it: gamma ** (it // stepsize)
     if policy == "multistep":
-        steps = sorted(op.ints_arg("stepsizes"))
+        steps = sorted(op.ints_arg("stepsizes")) if not prefix else sorted(op.arg(prefix + "stepsizes", []))
         return lambda it: gamma ** sum(1 for s in steps if it >= s)
     if policy == "exp":
         return lambda it: gamma**it
     if policy == "inv":
         return lambda it: (1.0 + gamma * it) ** (-power)
     if policy == "poly":
-        max_iter = op.int_arg("max_iter")
+        max_iter = i("max_iter")
         if max_iter <= 0:
             raise ArgumentError(f"{op.label()}: policy 'poly' needs max_iter > 0, got {max_iter}")
         return lambda it: max(0.0, 1.0 - it / max_iter) ** power
     if policy == "linearWarmup":
-        start, n = op.float_arg("start_multiplier"), op.int_arg("num_iter")
+        start, n = f("start_multiplier"), i("num_iter")
         return lambda it: start + (1.0 - start) * it / n if it < n else 1.0
     if policy == "constantWarmup":
-        mult, n = op.float_arg("multiplier"), op.int_arg("num_iter")
+        mult, n = f("multiplier", 0.5), i("num_iter")
         return lambda it: mult if it < n else 1.0
     if policy == "alter":
-        first = op.bool_arg("active_first")
-        active, inactive = op.int_arg("active_period"), op.int_arg("inactive_period")
+        first = bool(i("active_first", 1))
+        active, inactive = i("active_period", -1), i("inactive_period", -1)
         if active < 0 or inactive < 0 or active + inactive == 0:
             raise ArgumentError(f"{op.label()}: policy 'alter' needs active_period and inactive_period >= 0")
         if first:
             return lambda it: 1.0 if it % (active + inactive) < active else 0.0
         return lambda it: 1.0 if it % (active + inactive) >= inactive else 0.0
+    if policy == "hill":
+        # Linear warmup over num_iter, then inverse decay, bounded below by end_multiplier.
+        n, start, end = i("num_iter"), f("start_multiplier"), f("end_multiplier")
+        if n <= 0:
+            raise ArgumentError(f"{op.label()}: policy 'hill' needs num_iter > 0, got {n}")
+        return lambda it: start + (1.0 - start) * it / n if it < n else max(end, (1.0 + gamma * (it - n)) ** (-power))
+    if policy == "slope":
+        n1, m1, n2, m2 = i("num_iter_1"), f("multiplier_1"), i("num_iter_2"), f("multiplier_2")
+        if not 0 < n1 < n2:
+            raise ArgumentError(f"{op.label()}: policy 'slope' needs 0 < num_iter_1 < num_iter_2, got {n1}, {n2}")
+        return lambda it: m1 if it < n1 else (m2 if it >= n2 else m1 + (m2 - m1) * (it - n1) / (n2 - n1))
+    if policy == "gate":
+        m1, m2, n = f("multiplier_1", 1.0), f("multiplier_2", 1.0), i("num_iter")
+        return lambda it: m2 if it >= n else m1
+    if policy == "pieceWarmup":
+        pm1, pn1, pm2, pn2, pm3 = f("m1", 0.5), i("n1"), f("m2", 0.5), i("n2"), f("m3", 0.5)
+        return lambda it: pm1 if it < pn1 else (pm2 if it < pn2 else pm3)
+    if policy == "composite":
+        if prefix:
+            raise ArgumentError(f"{op.label()}: a composite policy cannot nest another composite policy")
+        return _composite(op)
     raise ArgumentError(
-        f"{op.label()}: unknown learning rate policy '{policy}' "
-        "(known: fixed, step, multistep, exp, inv, poly, linearWarmup, constantWarmup, alter)"
+        f"{op.label()}: unknown learning rate policy '{policy}' (known: fixed, step, multistep, exp, inv, "
+        "poly, linearWarmup, constantWarmup, pieceWarmup, alter, hill, slope, gate, composite)"
     )
+
+
+def _composite(op: OpInfo) -> Callable[[int], float]:
+    # Sub-policy k covers sub_policy_num_iters[k] iterations, the first starting at iteration 1
+    # (iteration 0 uses the first); each sees the global iteration and is scaled by its lr_scale.
+    lengths = [int(n) for n in op.arg("sub_policy_num_iters", [])]
+    if not lengths or any(n <= 0 for n in lengths):
+        raise ArgumentError(
+            f"{op.label()}: policy 'composite' needs sub_policy_num_iters with positive values, got {lengths}"
+        )
+    starts, fns, scales = [], [], []
+    begin = 1
+    for k, n in enumerate(lengths):
+        pre = f"sub_policy_{k}_"
+        starts.append(begin)
+        fns.append(lr_multiplier(op, pre))
+        scales.append(float(op.arg(pre + "lr_scale", 1.0)))
+        begin += n
+
+    def fn(it: int) -> float:
+        k = max(0, sum(1 for s in starts if s <= it) - 1)
+        return fns[k](it) * scales[k]
+
+    return fn
 
 
 @register_op(
@@ -127,7 +199,9 @@ def lr_multiplier(op: OpInfo) -> Callable[[int], float]:
     outputs=1,
     args=LR_ARGS,
     infer=lambda op, ins: [info((), np.float32)],
-    doc="lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar.",
+    allow_unknown_args=True,
+    doc="lr = base_lr * multiplier(iter) for the `policy`; output is a float32 scalar. A composite policy "
+    "reads each sub-policy's arguments as sub_policy_<k>_<name> (policy, lr_scale, ...).",
     input_names=("iter",),
     output_names=("lr",),
 )
@@ -259,23 +333,35 @@ def momentum_sgd_update(op: OpInfo) -> Callable[..., Any]:
 @register_op(
     "Adagrad",
     inputs=4,
-    outputs=(2, 3),
+    outputs=(2, 4),
     allow_inplace=[(0, 0), (1, 1)],
-    args=(Arg("epsilon", 1e-5, "added to the root"), Arg("decay", 1.0, "moment decay")),
-    infer=lambda op, ins: [ins[0], ins[1], ins[0]][: len(op.outputs)],
-    doc="Inputs param, moment, grad, lr: m' = decay * m + g^2; param' = param + lr * g / (sqrt(m') + epsilon). "
-    "Optional output 2: the effective lr.",
+    args=(
+        Arg("epsilon", 1e-5, "added to the root"),
+        Arg("decay", 1.0, "moment decay"),
+        Arg("weight_decay", 0.0, "L2 penalty: the gradient used is g + weight_decay * param"),
+    ),
+    infer=lambda op, ins: [ins[0], ins[1], ins[0], ins[0]][: len(op.outputs)],
+    doc="Inputs param, moment, grad, lr: g' = g + weight_decay * param; m' = decay * m + g'^2; "
+    "param' = param + lr * g' / (sqrt(m') + epsilon). Optional outputs 2 and 3: the effective lr and the update.",
     input_names=("param", "moment", "grad", "lr"),
-    output_names=("output_param", "output_moment", "output_effective_lr"),
+    output_names=("output_param", "output_moment", "output_effective_lr", "output_update"),
 )
 def adagrad(op: OpInfo) -> Callable[..., Any]:
-    eps, decay = op.float_arg("epsilon"), op.float_arg("decay")
+    eps, decay, wd = op.float_arg("epsilon"), op.float_arg("decay"), op.float_arg("weight_decay")
 
     def run(p: Any, m: Any, g: Any, lr: Any) -> tuple[np.ndarray, ...]:
         p, m, g = np.asarray(p), np.asarray(m), np.asarray(g)
+        if wd != 0.0:
+            g = g + np.asarray(wd, dtype=p.dtype) * p
         new_m = decay * m + g * g
         eff = _scalar(lr, "lr") / (np.sqrt(new_m) + eps)
-        return (p + eff * g).astype(p.dtype, copy=False), new_m.astype(m.dtype, copy=False), eff.astype(p.dtype)
+        update = eff * g
+        return (
+            (p + update).astype(p.dtype, copy=False),
+            new_m.astype(m.dtype, copy=False),
+            eff.astype(p.dtype),
+            update.astype(p.dtype),
+        )
 
     return run
 

@@ -169,8 +169,7 @@ def split_by_lengths(op: OpInfo) -> Callable[..., Any]:
 )
 def lengths_split(op: OpInfo) -> Callable[..., Any]:
     static = op.int_arg("n_split")
-    if len(op.inputs) == 2 and op.has("n_split"):
-        raise ArgumentError(f"{op.label()}: give n_split as the argument or as input 1, not both")
+    # With both the argument and input 1, the input wins (as in Caffe2).
 
     def run(lengths: Any, n_split: Any = None) -> tuple[np.ndarray]:
         lens = check_lengths(op, lengths)
@@ -260,12 +259,19 @@ def _pack_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     return out[: len(op.outputs)]
 
 
+def _kept_rows(lens: np.ndarray, width: int) -> np.ndarray:
+    """Indices of the DATA rows that fit in the first ``width`` rows of their segment."""
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens.size else lens
+    parts = [np.arange(s, s + min(int(n), width)) for s, n in zip(starts.tolist(), lens.tolist())]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 @register_op(
     "PackSegments",
     inputs=2,
     outputs=(1, 2),
     args=(
-        Arg("max_length", -1, "pad every segment to this many rows (default: the longest segment)"),
+        Arg("max_length", -1, "pad (or truncate) every segment to this many rows (default: the longest)"),
         Arg("pad_minf", 0, "pad with -inf instead of 0"),
         Arg("return_presence_mask", 0, "also output a bool mask of the real rows"),
     ),
@@ -287,14 +293,13 @@ def pack_segments(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(f"{op.label()}: tensor must have rank >= 1")
         lens = check_lengths(op, lengths, d.shape[0])
         longest = int(lens.max()) if lens.size else 0
-        if max_arg >= 0 and max_arg < longest:
-            raise ArgumentError(f"{op.label()}: max_length {max_arg} is below the longest segment ({longest})")
         width = max_arg if max_arg >= 0 else longest
         if pad_minf and d.dtype.kind != "f":
             raise ArgumentError(f"{op.label()}: pad_minf needs a floating tensor, got {d.dtype}")
         out = np.full((lens.size, width) + d.shape[1:], -np.inf if pad_minf else 0, dtype=d.dtype)
         mask = np.arange(width)[None, :] < lens[:, None]
-        out[mask] = d
+        # A max_length below a segment's length truncates it: its first max_length rows are kept.
+        out[mask] = d if width >= longest else d[_kept_rows(lens, width)]
         return out, mask
 
     return run

@@ -37,7 +37,10 @@ def resolve_reshape(op: OpInfo, old: tuple[int, ...], new: list[int]) -> tuple[i
         raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
     if -1 in out:
         known = prod(d for d in out if d != -1)
-        if known == 0 or total % known:
+        if known == 0 and total == 0:
+            # Caffe2 infers 0 for the -1 of an empty tensor reshaped with a zero dim.
+            known = 1
+        elif known == 0 or total % known:
             raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
         out[out.index(-1)] = total // known
     if prod(out) != total:

@@ -256,8 +256,9 @@ def scatter_assign(op: OpInfo) -> Callable[..., Any]:
     arity_doc="inputs are DATA, WEIGHT_0, INDICES, then (SLICES_k, WEIGHT_k) pairs",
     enforce_inplace=[(0, 0)],
     infer=lambda op, ins: [ins[0]],
-    doc="For every i: DATA[INDICES[i]] = DATA[INDICES[i]] * WEIGHT_0 + sum_k SLICES_k[i] * WEIGHT_k "
-    "(weights are scalars; DATA is updated in place, repeated indices apply repeatedly).",
+    doc="For every i: DATA[INDICES[i]] *= WEIGHT_0, then for every i: DATA[INDICES[i]] += sum_k "
+    "SLICES_k[i] * WEIGHT_k (weights are scalars; DATA is updated in place; a repeated index is "
+    "scaled once per occurrence and receives every slice).",
     input_names=("DATA", "WEIGHT_0", "INDICES"),
     output_names=("DATA",),
 )
@@ -275,17 +276,14 @@ def scatter_weighted_sum(op: OpInfo) -> Callable[..., Any]:
             ii = _scatter_rows(op, d, indices, np.zeros((np.asarray(indices).size,) + d.shape[1:], d.dtype), "rows")
         ws = [w.reshape(()).astype(d.dtype) for w in weights]
         out = d.copy()
-        if np.unique(ii).size == ii.size:
-            acc = out[ii] * ws[0]
-            for s, w in zip(slices, ws[1:]):
-                acc = acc + s * w
-            out[ii] = acc
-        else:
-            for j, row in enumerate(ii.tolist()):
-                v = out[row] * ws[0]
-                for s, w in zip(slices, ws[1:]):
-                    v = v + s[j] * w
-                out[row] = v
+        # Caffe2 first scales DATA[idx] by WEIGHT_0 once per occurrence of idx, then adds every
+        # weighted slice: a row named twice is scaled by WEIGHT_0**2 and gets both slices.
+        counts = np.bincount(ii, minlength=d.shape[0])
+        hit = counts > 0
+        scale = np.power(ws[0], counts[hit].astype(d.dtype)).astype(d.dtype)
+        out[hit] = out[hit] * scale.reshape((-1,) + (1,) * (d.ndim - 1))
+        for s, w in zip(slices, ws[1:]):
+            np.add.at(out, ii, (s * w).astype(d.dtype, copy=False))
         return (out,)
 
     return run

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
+from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, prod, prod_known
+from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 
@@ -51,20 +53,67 @@ def topk(op: OpInfo) -> Callable[..., Any]:
     def run(x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.asarray(x)
         axis = canonical_axis(axis_arg, x.ndim, op)
-        if k > x.shape[axis]:
-            raise ArgumentError(f"{op.label()}: k {k} exceeds dim {axis} of X {x.shape}")
+        n = x.shape[axis]
+        kk = min(k, n)
         moved = np.moveaxis(x, axis, -1)
         # A stable sort of the negated values keeps the lower index first among equal values.
         key = moved.astype(INT64) if x.dtype.kind in "biu" else moved
-        order = np.argsort(-key, axis=-1, kind="stable")[..., :k]
+        order = np.argsort(-key, axis=-1, kind="stable")[..., :kk]
         values = np.take_along_axis(moved, order, axis=-1)
+        # Flattened index: position of each picked element in X's row-major layout.
+        idx_m = np.moveaxis(order, -1, axis).astype(INT64)
+        grids = np.indices(idx_m.shape, dtype=INT64)
+        grids[axis] = idx_m
+        flat: np.ndarray = (
+            np.asarray(np.ravel_multi_index(tuple(grids), x.shape), dtype=INT64) if idx_m.size else idx_m.copy()
+        )
+        flat = np.moveaxis(flat, axis, -1)
+        if kk < k:
+            # k beyond the axis: Caffe2 pads values with 0 and both index outputs with -1.
+            pad = [(0, 0)] * (order.ndim - 1) + [(0, k - kk)]
+            values = np.pad(values, pad, constant_values=0)
+            order = np.pad(order, pad, constant_values=-1)
+            flat = np.pad(flat, pad, constant_values=-1)
         idx = np.moveaxis(order, -1, axis).astype(INT64)
         values = np.moveaxis(values, -1, axis)
-        # Flattened index: position of each picked element in X's row-major layout.
-        grids = np.indices(idx.shape, dtype=INT64)
-        grids[axis] = idx
-        flat = np.ravel_multi_index(tuple(grids), x.shape).reshape(-1).astype(INT64) if idx.size else np.zeros(0, INT64)
+        flat = np.moveaxis(flat, -1, axis).reshape(-1)
         return values, idx, flat
+
+    return run
+
+
+@register_gradient("TopK")
+def _topk_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    g = GradientContext(op, g_out)
+    return g.spec([g.op_def("TopKGradient", [g.GO(0), g.O(1), g.I(0)], [g.GI(0)])])
+
+
+@register_op(
+    "TopKGradient",
+    inputs=3,
+    args=(Arg("axis", -1, "the forward axis"), Arg("k", -1, "the forward k (unused)")),
+    infer=lambda op, ins: [TensorInfo(ins[2].shape, ins[0].dtype)],
+    doc="Gradient of TopK: inputs dValues, Indices, X; dX is zero except at the picked positions, "
+    "which get their dValues (padding indices -1 are skipped).",
+    input_names=("dValues", "Indices", "X"),
+    output_names=("dX",),
+)
+def topk_gradient(op: OpInfo) -> Callable[..., Any]:
+    axis_arg = op.int_arg("axis")
+
+    def run(dv: Any, indices: Any, x: Any) -> tuple[np.ndarray]:
+        dv, ii, xs = np.asarray(dv), np.asarray(indices).astype(INT64), np.asarray(x)
+        axis = canonical_axis(axis_arg, xs.ndim, op)
+        if dv.shape != ii.shape:
+            raise ArgumentError(f"{op.label()}: dValues {dv.shape} and Indices {ii.shape} differ in shape")
+        d = np.moveaxis(dv, axis, -1).reshape(-1, dv.shape[axis])
+        i = np.moveaxis(ii, axis, -1).reshape(-1, ii.shape[axis])
+        moved_shape: tuple[int, ...] = xs.shape[:axis] + xs.shape[axis + 1 :] + (xs.shape[axis],)
+        out = np.zeros((d.shape[0], xs.shape[axis]), dv.dtype)
+        rows = np.repeat(np.arange(d.shape[0]), i.shape[1]).reshape(i.shape)
+        keep = i >= 0
+        np.add.at(out, (rows[keep], i[keep]), d[keep])
+        return (np.moveaxis(out.reshape(moved_shape), -1, axis),)
 
     return run
 

@@ -121,9 +121,10 @@ def test_create_operator_fields_and_arguments() -> None:
     assert op.arg[3].f == pytest.approx(0.5)
 
 
-def test_create_operator_refuses_none_argument() -> None:
-    with pytest.raises(ValueError):
-        core.CreateOperator("Ludicrous", "x", "y", arg1=None)
+def test_create_operator_skips_none_argument() -> None:
+    # Caffe2's CreateOperator drops None-valued keyword arguments.
+    op = core.CreateOperator("Ludicrous", "x", "y", arg1=None, arg2=1)
+    assert [a.name for a in op.arg] == ["arg2"]
 
 
 def test_random_seed_goes_to_device_option() -> None:

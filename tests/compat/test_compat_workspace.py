@@ -141,7 +141,8 @@ def test_toy_regression_tutorial_converges() -> None:
 
     rng = np.random.default_rng(5)
     workspace.RunNetOnce(init_net)
-    workspace.CreateNet(train_net)
+    # As in Caffe2, the net's inputs must exist when it is created (input_blobs creates them).
+    workspace.CreateNet(train_net, input_blobs=["X", "Y_noise"])
     for _ in range(100):
         xv = rng.standard_normal((64, 2)).astype(np.float32)
         noise = 0.1 * rng.standard_normal((64, 1)).astype(np.float32)

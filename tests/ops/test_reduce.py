@@ -225,8 +225,10 @@ def test_topk_two_outputs_and_errors() -> None:
     vals, idx = run_op("TopK", [x], 2, k=2)
     np.testing.assert_array_equal(vals, [[3, 2]])
     np.testing.assert_array_equal(idx, [[0, 2]])
-    with pytest.raises(OperatorError, match="exceeds"):
-        run_op("TopK", [x], 2, k=4)
+    # k beyond the axis pads (Caffe2): values 0, indices -1.
+    vals, idx = run_op("TopK", [x], 2, k=4)
+    np.testing.assert_array_equal(vals, [[3, 2, 1, 0]])
+    np.testing.assert_array_equal(idx, [[0, 2, 1, -1]])
     with pytest.raises(Exception, match="positive"):
         run_op("TopK", [x], 2)
 

@@ -146,8 +146,11 @@ def test_scatter_assign_and_weighted_sum_naive(data: Any) -> None:
     np.testing.assert_array_equal(assigned, want)
     summed = run1("ScatterWeightedSum", x, np.array(w0), idx, s1, np.array(w1))
     want = x.astype(np.float64)
+    # Caffe2: first scale every named row by WEIGHT_0 (once per occurrence), then add the slices.
+    for r in idx.tolist():
+        want[r] = want[r] * 0.5
     for j, r in enumerate(idx.tolist()):
-        want[r] = want[r] * 0.5 + s1[j].astype(np.float64) * -2.0
+        want[r] = want[r] + s1[j].astype(np.float64) * -2.0
     np.testing.assert_allclose(summed, want, rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,58 @@
+"""GatherRangesToDense, IndexHash, MergeIdLists and LearningRateAdaption against naive loops written from
+Caffe2's operator docs (their goldens run in test_goldens.py)."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from tests.ops.run_util import run_op
+
+
+def test_gather_ranges_to_dense() -> None:
+    data = np.arange(10, dtype=np.float32)
+    ranges = np.array([[[0, 2], [2, 3]], [[5, 0], [6, 3]], [[9, 1], [0, 3]]], np.int64)
+    a, b = run_op("GatherRangesToDense", [data, ranges], 2, lengths=[2, 3])
+    assert a.tolist() == [[0, 1], [0, 0], [0, 0]]  # empty and mismatched (length 1 for 2) give zeros
+    assert b.tolist() == [[2, 3, 4], [6, 7, 8], [0, 1, 2]]
+
+
+def naive_hash(v: int, seed: int, modulo: int, fmt: str, bits: int) -> int:
+    def wrap(x: int) -> int:
+        x %= 1 << bits
+        return x - (1 << bits) if x >= 1 << (bits - 1) else x
+
+    h = wrap(seed * 0xDEADBEEF)
+    for byte in struct.unpack(f"<{bits // 8}b", struct.pack(fmt, v)):
+        h = wrap(h * 65537 + byte)
+    r = int(math.fmod(h, modulo))
+    return r + modulo if r < 0 else r
+
+
+@pytest.mark.parametrize("dtype,fmt,bits", [(np.int32, "<i", 32), (np.int64, "<q", 64)])
+def test_index_hash(dtype: type, fmt: str, bits: int) -> None:
+    x = np.array([0, 1, -7, 123456, 2**30], dtype)
+    (h,) = run_op("IndexHash", [x], seed=3, modulo=1000)
+    assert h.dtype == x.dtype
+    assert h.tolist() == [naive_hash(int(v), 3, 1000, fmt, bits) for v in x]
+
+
+def test_merge_id_lists() -> None:
+    l0, v0 = np.array([2, 0, 1], np.int32), np.array([5, 3, 9], np.int64)
+    l1, v1 = np.array([1, 2, 1], np.int32), np.array([3, 4, 4, 9], np.int64)
+    ml, mv = run_op("MergeIdLists", [l0, v0, l1, v1], 2)
+    assert ml.tolist() == [2, 1, 1] and mv.tolist() == [3, 5, 4, 9]
+
+
+@pytest.mark.parametrize("normalized", [0, 1])
+def test_learning_rate_adaption(normalized: int) -> None:
+    g, e = np.array([1.0, 2.0], np.float32), np.array([0.5, -1.0], np.float32)
+    (lr,) = run_op(
+        "LearningRateAdaption", [np.array([0.1], np.float32), g, e], lr_alpha=0.5, normalized_lr_adaption=normalized
+    )
+    x = 1.0 * 0.5 + 2.0 * -1.0
+    want = 0.1 * (1 - 0.5 * x / (math.sqrt(5) * math.sqrt(1.25))) if normalized else 0.1 - 0.5 * x
+    assert lr.tolist() == pytest.approx([want], rel=1e-6)
