@@ -49,7 +49,10 @@ def test_two_thousand_runs_without_hang_leak_or_lost_failure(no_thread_leak: Non
     assert max(report.threads[quarter:]) <= max(report.threads[:quarter]), report.threads
     # Other tests in the same process may already hold shared pools, so bound the growth, not the total.
     assert max(report.threads[:quarter]) - report.threads[0] <= 16, report.threads
-    assert report.rss[-1] - report.rss[0] < 4 * 2**20, [r / 2**20 for r in report.rss]
+    # Memory: the first runs warm lazily built state (pools, BLAS discovery, kernel buffers), so a
+    # leak is growth after the first quarter: 4 MiB over 1,500 runs is under 3 KB a run.
+    rss_quarter = len(report.rss) // 4
+    assert report.rss[-1] - report.rss[rss_quarter] < 4 * 2**20, [r / 2**20 for r in report.rss]
 
 
 def _failing_net() -> tuple[Net, Workspace]:
