@@ -15,7 +15,7 @@ before anything runs. The ops still check each path themselves at prepare time
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,21 +52,24 @@ class PathArg:
         mode: "read" or "write".
         db_path: Caffe2's db rule applies: unless the op's ``absolute_path`` is set, the path is
             the workspace root folder + "/" + the value (see :func:`caffe2_db_path`).
+        derive: for ops whose file is not an argument's value (Print's ``to_file`` writes
+            ``<input>.log``): the paths the op will open, from its OperatorDef.
     """
 
     name: str
     mode: Mode
     db_path: bool = False
+    derive: Callable[[pb.OperatorDef], list[str]] | None = None
 
 
-def reads(name: str, *, db_path: bool = False) -> PathArg:
+def reads(name: str, *, db_path: bool = False, derive: Callable[[pb.OperatorDef], list[str]] | None = None) -> PathArg:
     """A path argument the op reads from."""
-    return PathArg(name, "read", db_path)
+    return PathArg(name, "read", db_path, derive)
 
 
-def writes(name: str, *, db_path: bool = False) -> PathArg:
+def writes(name: str, *, db_path: bool = False, derive: Callable[[pb.OperatorDef], list[str]] | None = None) -> PathArg:
     """A path argument the op writes to."""
-    return PathArg(name, "write", db_path)
+    return PathArg(name, "write", db_path, derive)
 
 
 FILE_OPS: dict[str, tuple[PathArg, ...]] = {}
@@ -134,7 +137,7 @@ def _walk(net: pb.NetDef, prefix: str, root: str | None) -> Iterator[FileAccess]
     for i, op in enumerate(net.op):
         where = f"{prefix}op #{i} {op.type}" + (f" '{op.name}'" if op.name else "")
         for spec in table.get(op.type, ()):
-            for value in _arg_values(op, spec.name):
+            for value in spec.derive(op) if spec.derive is not None else _arg_values(op, spec.name):
                 if not value:
                     continue
                 path = caffe2_db_path(value, absolute=_absolute(op), root=root) if spec.db_path else value

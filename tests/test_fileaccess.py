@@ -117,3 +117,17 @@ def test_unresolvable_paths_are_refused_not_crashes(tmp_path: Path) -> None:
             policy.check_write(bad)
     with pytest.raises(FileAccessError, match="cannot resolve"):
         net_file_accesses(_net(_save("x\\000y")))
+
+
+def test_ops_added_later_join_the_table_print_to_file_and_text_reader(tmp_path: Path) -> None:
+    net = pb.NetDef(name="n")
+    p = net.op.add(type="Print", input=["x"])
+    p.arg.add(name="to_file", i=1)
+    net.op.add(type="Print", input=["y"])  # logs only: no file
+    r = net.op.add(type="CreateTextFileReader", output=["h"])
+    r.arg.add(name="filename", s=b"/etc/passwd")
+    got = [(a.op_type, a.mode, a.path) for a in net_file_accesses(net)]
+    assert got == [("Print", "write", "x.log"), ("CreateTextFileReader", "read", "/etc/passwd")]
+    policy = IOPolicy.restricted(read=[tmp_path], write=[tmp_path])
+    with pytest.raises(FileAccessError, match=r"CreateTextFileReader.*would read '/etc/passwd'"):
+        check_accesses(net_file_accesses(net), policy)

@@ -13,6 +13,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.executors.pools import shared_io
+from asyncnet.fileaccess import file_op, reads
 from asyncnet.iopolicy import op_read_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
@@ -191,6 +192,9 @@ def create_text_file_reader(op: OpInfo) -> Callable[..., Any]:
         raise ArgumentError(f"{op.label()}: field_types must name at least one field type")
     passes = op.int_arg("num_passes")
     return lambda: (TextFileReader(path, passes, types),)
+
+
+file_op("CreateTextFileReader", reads("filename"))
 
 
 @register_op(

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
+from asyncnet.fileaccess import file_op, writes
 from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.iopolicy import op_write_path
 from asyncnet.opinfo import OpInfo
@@ -145,6 +146,14 @@ def print_op(op: OpInfo) -> Callable[..., Any]:
         return ()
 
     return run
+
+
+def _print_log_files(op: pb.OperatorDef) -> list[str]:
+    to_file = any(a.name == "to_file" and a.HasField("i") and a.i != 0 for a in op.arg)
+    return [f"{op.input[0]}.log"] if to_file and op.input else []
+
+
+file_op("Print", writes("to_file", derive=_print_log_files))
 
 
 @register_op(
