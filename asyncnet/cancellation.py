@@ -86,13 +86,16 @@ class RunScope:
             net.cancel()
 
     def add(self, net: Net) -> None:
+        """Register a subnet about to run; raises the stop error (registering nothing) when stopped."""
         with self._lock:
             self._children.append(net)
-        # A stop that came before the registration must still reach the subnet's run.
+        # A stop that came before the registration would never reach the subnet's run: raise now.
         if self.stopped():
+            self.discard(net)
             raise self.error(f"before subnet '{net.name}'")
 
     def discard(self, net: Net) -> None:
+        """Unregister a subnet whose run ended."""
         with self._lock:
             self._children.remove(net)
 
