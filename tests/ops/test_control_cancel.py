@@ -157,3 +157,26 @@ def test_a_failure_in_a_loop_body_is_still_an_operator_error(no_thread_leak: Non
             with pytest.raises(OperatorError) as info:
                 m.run(timeout=10)
     assert "While 'w'" in str(info.value) and "CtlTestFail 'failing'" in str(info.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+def test_async_scheduling_sequential_path_stops_an_endless_while(no_thread_leak: None, stop: str) -> None:
+    """A net whose chains measured cheap runs on async_scheduling's sequential path: it stops loops too."""
+    register_exec_test_ops()
+    with Workspace() as ws:
+        scalars(ws, i=0, one=1)
+        ws.feed("c", np.array(False))  # the loop body never runs: a cheap chain
+        with ws.create_net(main_net("async_scheduling", endless_while("spin"))) as m:
+            for _ in range(3):
+                m.run()
+            assert m.executor._sequential_runs > 0  # white-box: the next run takes the sequential path
+            ws.feed("c", np.array(True))
+            expected = RunTimeoutError if stop == "timeout" else RunCancelledError
+            timer = cancel_soon(m) if stop == "cancel" else None
+            with pytest.raises(expected, match="While 'spin'") as info:
+                m.run(timeout=0.3 if stop == "timeout" else None)
+            if timer is not None:
+                timer.join()
+                assert not isinstance(info.value, RunTimeoutError)
+            assert float(ws.fetch("i")) > 0
