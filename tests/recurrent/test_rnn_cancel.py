@@ -4,23 +4,60 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from asyncnet.errors import RunCancelledError, RunTimeoutError
+from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.registry import default_registry, register_op
+from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import make_argument
 from asyncnet.workspace import Workspace
 
-from .test_timesteps import SLEEP_EVENTS, _register_sleep_op, sleepy_two_layer_rnn
+from .test_timesteps import sleepy_two_layer_rnn
 
 STEPS, MS = 200, 10.0  # 4 s of sleeping ops per run if nothing stops it
+# Own op and event list: test_timesteps' op may be registered from another import of that module.
+SLEEP_EVENTS: list[float] = []
+
+
+def _register_sleep_op() -> None:
+    if default_registry().has("RnnCancelTestSleep"):
+        return
+
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        return [ins[0]]
+
+    @register_op(
+        "RnnCancelTestSleep",
+        inputs=(1, 2),
+        outputs=1,
+        infer=infer,
+        args=(Arg("ms", 0.0, "sleep"), Arg("tag", "", "unused")),
+        doc="Test only: sleeps `ms`, records its end time, passes input 0 through.",
+    )
+    def factory(op: OpInfo) -> Callable[..., Any]:
+        delay = float(op.arg("ms", 0.0)) / 1000.0
+
+        def kernel(*xs: Any) -> tuple[Any]:
+            time.sleep(delay)
+            SLEEP_EVENTS.append(time.monotonic())
+            return (xs[0],)
+
+        return kernel
 
 
 def outer_net(executor: str, threaded: bool, steps: int = STEPS) -> pb.NetDef:
     rnn = sleepy_two_layer_rnn(threaded, steps, MS)
     rnn.name = "rnn"
+    for a in rnn.arg:
+        if a.name == "step_net":
+            for step_op in a.n.op:
+                step_op.type = "RnnCancelTestSleep"
     main = pb.NetDef(name="main", type=executor)
     main.op.append(rnn)
     if executor == "async_scheduling":
