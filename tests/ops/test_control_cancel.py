@@ -180,3 +180,31 @@ def test_async_scheduling_sequential_path_stops_an_endless_while(no_thread_leak:
                 timer.join()
                 assert not isinstance(info.value, RunTimeoutError)
             assert float(ws.fetch("i")) > 0
+
+
+@pytest.mark.timeout(30)
+def test_plan_cancel_reaches_an_endless_while_in_its_net(no_thread_leak: None) -> None:
+    from asyncnet.plan import PlanRunner
+
+    register_exec_test_ops()
+    plan = pb.PlanDef(name="p")
+    plan.network.append(main_net("async_scheduling", endless_while("spin")))
+    plan.execution_step.add(name="once", network=["main"])
+    with Workspace() as ws:
+        feed(ws)
+        runner = PlanRunner(ws, plan)
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                runner.run()
+            except BaseException as e:  # noqa: BLE001 - handed to the test thread
+                errors.append(e)
+
+        t = threading.Thread(target=target)
+        t.start()
+        time.sleep(0.2)
+        runner.cancel()
+        t.join(5)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], RunCancelledError), errors
