@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from asyncnet.cancellation import current_scope
 from asyncnet.errors import ArgumentError
 from asyncnet.proto import caffe2_pb2 as pb
 
@@ -31,8 +32,22 @@ __all__ = ["Subnet", "WorkspaceStack", "net_argument", "run_subnet"]
 
 
 def run_subnet(net: Net, *, timeout: float | None = None) -> None:
-    """Run a prepared net on the calling thread's behalf (the one entry point for nested runs)."""
-    net.run(timeout=timeout)
+    """Run a prepared net on the calling thread's behalf (the one entry point for nested runs).
+
+    When the run that called it is cancelled or times out, ``net`` is cancelled too (see
+    :mod:`asyncnet.cancellation`) and this raises RunCancelledError / RunTimeoutError.
+    """
+    scope = current_scope()
+    if scope is None:
+        net.run(timeout=timeout)
+        return
+    scope.add(net)
+    try:
+        net.run(timeout=timeout)
+    finally:
+        scope.discard(net)
+    if scope.stopped():  # a subnet that ended anyway must not let its caller go on
+        raise scope.error(f"after subnet '{net.name}'")
 
 
 def net_argument(op: OpInfo, name: str, *, required: bool = False) -> pb.NetDef | None:

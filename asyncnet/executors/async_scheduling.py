@@ -36,6 +36,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
+from asyncnet.cancellation import RunScope, current_scope, enter_scope, has_subnets
 from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
 from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
@@ -91,6 +92,8 @@ class _Run:
         "caller_idle",
         "futures",
         "held",
+        "scope",
+        "stopped_in",
     )
 
     def __init__(self, counts: list[int], devices: list[DeviceKey]) -> None:
@@ -105,6 +108,8 @@ class _Run:
         self.queues: dict[DeviceKey, deque[int]] = {d: deque() for d in devices}
         self.drainers: dict[DeviceKey, int] = dict.fromkeys(devices, 0)
         self.caller_idle = False
+        self.scope: RunScope | None = None  # only for nets that run subnets
+        self.stopped_in = ""  # the op in which a stop interrupted a subnet
         self.futures: set[Future[Any]] = set()
         # Queued chains with a BLAS governor slot already taken for them (see _push).
         self.held = bytearray(len(counts))
@@ -161,6 +166,7 @@ class AsyncSchedulingExecutor(Executor):
         self._sequential: SequentialRun | None = None
         self._sequential_runs = 0  # runs left on the sequential path before measuring again
         self._closed = False
+        self._nested = has_subnets(net)
         self.profiler: Profiler | None = Profiler() if options.profile else None
         check_blas_limit(options.blas_threads)
 
@@ -210,6 +216,12 @@ class AsyncSchedulingExecutor(Executor):
                 return
             run = _Run(list(self._nparents), self._devices)
             self._current = run
+            prev_scope = None
+            if self._nested:
+                run.scope = RunScope(self.net.name, current_scope())
+                prev_scope = enter_scope(run.scope)
+                if run.scope.stopped():  # the run above stopped before this one was reachable
+                    self._stop(run, "cancel")
             timer = None
             if timeout is not None:
                 timer = shared_timer().call_later(max(timeout, 0.0), lambda: self._stop(run, "timeout"))
@@ -228,6 +240,8 @@ class AsyncSchedulingExecutor(Executor):
             finally:
                 if timer is not None:
                     shared_timer().cancel(timer)
+                if run.scope is not None:
+                    enter_scope(prev_scope)
                 self._current = None
             if self.profiler is not None:
                 self.profiler.run(t0, time.perf_counter())
@@ -241,17 +255,22 @@ class AsyncSchedulingExecutor(Executor):
 
     def _run_sequential(self, timeout: float | None) -> None:
         """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
-        state = SequentialRun()
+        state = SequentialRun(RunScope(self.net.name, current_scope()) if self._nested else None)
         self._sequential = state
+        prev = enter_scope(state.scope) if state.scope is not None else None
         try:
+            if state.scope is not None and state.scope.stopped():
+                state.stop = "cancel"
             run_sequential(self.net, state, timeout=timeout, blas_threads=self.options.blas_threads)
         finally:
+            if state.scope is not None:
+                enter_scope(prev)
             self._sequential = None
 
     def cancel(self) -> None:
         seq = self._sequential
         if seq is not None:
-            seq.stop = "cancel"
+            seq.set_stop("cancel")
         run = self._current
         if run is not None:
             self._stop(run, "cancel")
@@ -263,9 +282,12 @@ class AsyncSchedulingExecutor(Executor):
                 first.add_others(others)
             raise first from first.cause
         if run.remaining:
+            where = f" in {run.stopped_in}" if run.stopped_in else ""
             if run.reason == "timeout":
-                raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s")
-            raise RunCancelledError(f"net '{self.net.name}' was cancelled ({run.remaining} chain(s) not run)")
+                raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s{where}")
+            if run.scope is not None and run.scope.stopped() == "timeout":
+                raise RunTimeoutError(f"net '{self.net.name}' timed out{where}")
+            raise RunCancelledError(f"net '{self.net.name}' was cancelled{where} ({run.remaining} chain(s) not run)")
 
     def _drive(self, run: _Run) -> None:
         """The calling thread: start the roots, work while there is work, wait for the end."""
@@ -327,6 +349,8 @@ class AsyncSchedulingExecutor(Executor):
             run.cond.notify_all()
         for f in futures:
             f.cancel()  # its done callback releases the chain
+        if run.scope is not None:
+            run.scope.stop(run.reason)  # subnets running under this run stop too
 
     def _place(self, run: _Run, ready: list[int], local: list[int] | None) -> None:
         """Route newly ready chains: cheap ones (and one expensive) to ``local``, the rest to queues."""
@@ -399,15 +423,20 @@ class AsyncSchedulingExecutor(Executor):
         self._handoff += 0.2 * (latency - self._handoff)
         self._inline_limit = min(max(self.inline_seconds, 2.0 * self._handoff), MAX_INLINE_SECONDS)
         q = run.queues[device]
-        while True:
-            with run.cond:
-                if not q or run.stop:
-                    run.drainers[device] -= 1
-                    if run.stop:
-                        self._drop_queued(run)
-                    return
-                item = q.popleft()
-            self._work(run, [item], device)
+        prev = enter_scope(run.scope) if run.scope is not None else None
+        try:
+            while True:
+                with run.cond:
+                    if not q or run.stop:
+                        run.drainers[device] -= 1
+                        if run.stop:
+                            self._drop_queued(run)
+                        return
+                    item = q.popleft()
+                self._work(run, [item], device)
+        finally:
+            if run.scope is not None:
+                enter_scope(prev)
 
     def _work(self, run: _Run, local: list[int], device: DeviceKey | None) -> None:
         """Run ``local`` chains and whatever they make ready that this thread keeps."""
@@ -514,6 +543,15 @@ class AsyncSchedulingExecutor(Executor):
                     run.futures.add(fut)
                 fut.add_done_callback(lambda f: self._async_done(run, c, op, f, started))  # type: ignore[arg-type]
                 return None
+        except RunCancelledError as e:
+            assert op is not None
+            if run.stop or (run.scope is not None and run.scope.stopped()):
+                # A subnet stopped because this run (or one above) did: a stop, not a failure.
+                run.stopped_in = op.info.label()
+                self._stop(run, "cancel")
+                return False
+            self._fail(run, op, e)
+            return False
         except Exception as e:
             assert op is not None
             self._fail(run, op, e)

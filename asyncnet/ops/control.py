@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from asyncnet.cancellation import check_stopped, register_subnet_op
 from asyncnet.errors import ArgumentError, TensorError
 from asyncnet.net import EMPTY
 from asyncnet.opinfo import OpInfo
@@ -20,6 +21,9 @@ from asyncnet.subnet import Subnet, WorkspaceStack, net_argument
 
 if TYPE_CHECKING:
     from asyncnet.workspace import Workspace
+
+for _type in ("If", "While", "Do"):
+    register_subnet_op(_type)
 
 
 def _is_empty_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
@@ -134,6 +138,7 @@ def while_op(op: OpInfo) -> Callable[..., Any]:
         trips = 0
         while max_trips < 0 or trips < max_trips:
             trips += 1
+            check_stopped(f"in {op.label()} after {trips - 1} iteration(s)")
             if cond_net is not None:
                 cond_net.run()
             # Read the cell, not the argument: the loop body (or cond_net) rewrites it.

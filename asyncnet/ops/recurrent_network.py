@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from asyncnet.cancellation import register_subnet_op
 from asyncnet.errors import ArgumentError, TensorError
 from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
@@ -20,6 +21,9 @@ from asyncnet.recurrent.spec import RNNSpec, parse_spec
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.workspace import Workspace
+
+for _type in ("RecurrentNetwork", "RecurrentNetworkGradient"):
+    register_subnet_op(_type)
 
 _ARGS = (
     Arg("step_net", None, "NetDef run once per timestep"),

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.cancellation import check_stopped
 from asyncnet.errors import BlobNotFoundError, TensorError
 from asyncnet.executors.pools import default_threads
 from asyncnet.net import EMPTY, Blob, PreparedOp
@@ -209,6 +210,7 @@ class RecurrentRunner:
             run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
         else:
             for t, slot in enumerate(slots):
+                check_stopped(f"in {self.label} before timestep {t}")
                 slot.forward.run()
                 for link in self.written_f:
                     self._copy_back(link, ext, slot.workspace.cell(link.internal), t)
@@ -294,6 +296,7 @@ class RecurrentRunner:
             run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
         else:
             for t in order:
+                check_stopped(f"in {self.label} before backward timestep {t}")
                 accumulate(t)
                 nets[t].run()
                 for link in self.written_b:

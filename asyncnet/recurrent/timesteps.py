@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asyncnet.cancellation import current_scope, enter_scope
 from asyncnet.errors import OperatorError
 from asyncnet.executors.blas import blas_governor
 from asyncnet.executors.pools import shared_pool
@@ -112,6 +113,9 @@ def run_tasks(
     if n == 0:
         return
     run = _Run(list(nparents))
+    # The outer run's scope: its cancel / timeout stops this run at the next task boundary.
+    scope = current_scope()
+    stopped_at: list[int] = []
     max_helpers = max(threads - 1, 0)
     pool = shared_pool(DeviceKey(), threads) if max_helpers else None
 
@@ -125,6 +129,14 @@ def run_tasks(
             pool.submit(lambda: work(False))
 
     def work(caller: bool) -> None:
+        prev = enter_scope(scope) if not caller else None  # a step op may itself run a subnet
+        try:
+            work_loop(caller)
+        finally:
+            if not caller:
+                enter_scope(prev)
+
+    def work_loop(caller: bool) -> None:
         cond = run.cond
         while True:
             with cond:
@@ -139,6 +151,12 @@ def run_tasks(
                     cond.wait()
                     run.waiting -= 1
                 i = run.ready.popleft()
+                if scope is not None and scope.stopped():
+                    run.stop = True
+                    stopped_at.append(i)
+                    if finished():
+                        cond.notify_all()
+                    continue
                 run.active += 1
                 maybe_help()
             task = tasks[i]
@@ -179,3 +197,6 @@ def run_tasks(
         raise OperatorError(
             index=-1, op_type=task.label or "step", name="", device="cpu:0", debug_info="", net_name=owner, cause=exc
         ) from exc
+    if stopped_at:
+        assert scope is not None
+        raise scope.error(f"in {owner} ({n - run.done} of {n} timestep task(s) not run)")
