@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from asyncnet.commands._common import add_io_policy_args, io_policy_from_args
-from asyncnet.training import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
+from asyncnet.training.digits import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,7 @@ import sys
 
 from asyncnet.distributed.launch import launch, world_from_env
 from asyncnet.errors import ArgumentError, AsyncNetError
-from asyncnet.training import DigitsConfig, evaluate_saved, params_init_net, save_model
+from asyncnet.training.digits import DigitsConfig, evaluate_saved, params_init_net, save_model
 
 _FORWARDED = ("model", "epochs", "batch_size", "lr", "momentum", "seed", "executor", "threads", "max_steps", "out")
 
