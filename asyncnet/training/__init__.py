@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from asyncnet.training.gradients import add_gradient_ops
     from asyncnet.training.optimizers import add_adagrad, add_adam, add_sgd
 
+# Module (under asyncnet.) -> the names it provides here.
 _LAZY = {
-    "asyncnet.training.digits": (
+    "training.digits": (
         "MODELS",
         "DigitsConfig",
         "TrainResult",
@@ -53,9 +54,9 @@ _LAZY = {
         "save_model",
         "train_digits",
     ),
-    "asyncnet.training.gradients": ("add_gradient_ops",),
-    "asyncnet.training.optimizers": ("add_adagrad", "add_adam", "add_sgd"),
-    "asyncnet.distributed.data_parallel": (
+    "training.gradients": ("add_gradient_ops",),
+    "training.optimizers": ("add_adagrad", "add_adam", "add_sgd"),
+    "distributed.data_parallel": (
         "Rendezvous",
         "add_gradient_allreduce",
         "add_rendezvous",
@@ -90,7 +91,7 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'asyncnet.training' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(f"asyncnet.{module}"), name)
     globals()[name] = value
     return value
 
