@@ -10,7 +10,6 @@ and read parameter-shape files.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from asyncnet.errors import ParseError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.randinit_rules import RULES, flat_ops
-from asyncnet.serde import arguments_to_dict
+from asyncnet.serde import arguments_to_dict, read_json_file
 
 __all__ = ["classify_inputs", "drop_init_outputs", "init_placeholders", "parse_param_shapes", "read_param_shapes"]
 
@@ -107,11 +106,4 @@ def parse_param_shapes(obj: object, *, source: str) -> dict[str, tuple[int, ...]
 
 def read_param_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Parameter shapes from a JSON file (see :func:`parse_param_shapes`)."""
-    p = Path(path)
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ParseError(f"{p}: no such file", source=str(p)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ParseError(f"{p}: not valid JSON: {e}", source=str(p)) from e
-    return parse_param_shapes(obj, source=str(p))
+    return parse_param_shapes(read_json_file(path), source=str(Path(path)))

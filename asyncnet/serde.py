@@ -11,6 +11,7 @@ Kernels never see protobuf: the loader converts arguments here, once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -503,6 +504,17 @@ def read_file_bytes(path: str | os.PathLike[str], what: str) -> bytes:
         raise ParseError(f"{p}: is a directory, expected {what}", source=str(p)) from None
     except OSError as e:
         raise ParseError(f"{p}: cannot read: {e.strerror}", source=str(p)) from e
+
+
+def read_json_file(path: str | os.PathLike[str]) -> Any:
+    """The parsed contents of a UTF-8 JSON file; a missing file or invalid JSON becomes ParseError."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParseError(f"{p}: no such file", source=str(p)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ParseError(f"{p}: not valid JSON: {e}", source=str(p)) from e
 
 
 def read_message(path: str | os.PathLike[str], cls: type[M]) -> M:

@@ -10,7 +10,6 @@ branches and the two results are joined.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,7 @@ from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import OpRegistry, default_registry
 from asyncnet.schema import UNKNOWN, TensorInfo
-from asyncnet.serde import nested_nets, numpy_dtype
+from asyncnet.serde import nested_nets, numpy_dtype, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +114,7 @@ def parse_value_info(obj: Any, *, source: str = "value_info") -> dict[str, Tenso
 
 def read_value_info(path: str | Path) -> dict[str, TensorInfo]:
     """Input infos from a model-zoo ``value_info.json`` file (see :func:`parse_value_info`)."""
-    p = Path(path)
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ParseError(f"{p}: no such file", source=str(p)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ParseError(f"{p}: not valid JSON: {e}", source=str(p)) from e
-    return parse_value_info(obj, source=str(p))
+    return parse_value_info(read_json_file(path), source=str(Path(path)))
 
 
 # ---------------------------------------------------------------------------

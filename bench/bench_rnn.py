@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 from asyncnet.executors.pools import blas_limit
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.recurrent.build import lstm
+from asyncnet.training.gradients import add_gradient_ops
 from asyncnet.workspace import Workspace
 
 

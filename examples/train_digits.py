@@ -2,7 +2,7 @@
 
     python examples/train_digits.py --model lenet --out /tmp/digits
 
-Same as ``asyncnet train-digits``; the work is done by :mod:`asyncnet.training`.
+Same as ``asyncnet train-digits``; the work is done by :mod:`asyncnet.training.digits`.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ class CharLM:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``init_net.pb`` (the parameters), ``predict_net.pb`` (sampling) and ``charlm.json``."""
-        from asyncnet.training import params_init_net
+        from asyncnet.training.digits import params_init_net
 
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from asyncnet.commands._common import add_io_policy_args, io_policy_from_args
-from asyncnet.training import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
+from asyncnet.iopolicy import IOPolicy
+from asyncnet.training.digits import MODELS, DigitsConfig, evaluate_saved, save_model, train_digits
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,14 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from asyncnet.distributed.launch import world_from_env
-
-    if args.workers > 1 or world_from_env() is not None:
-        from asyncnet.distributed.digits_command import run_data_parallel
-
-        return run_data_parallel(args)
-    cfg = DigitsConfig(
+def digits_config(args: argparse.Namespace, *, progress: bool, io_policy: IOPolicy | None = None) -> DigitsConfig:
+    """The training settings the ``train-digits`` arguments ask for (one process or one rank)."""
+    return DigitsConfig(
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -51,8 +47,20 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         threads=args.threads,
         max_steps=args.max_steps,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        io_policy=io_policy_from_args(args),
+        progress=progress,
+        io_policy=io_policy,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from asyncnet.distributed.launch import world_from_env
+
+    if args.workers > 1 or world_from_env() is not None:
+        from asyncnet.distributed.digits_command import run_data_parallel
+
+        return run_data_parallel(args)
+    cfg = digits_config(
+        args, progress=not args.no_progress and sys.stderr.isatty(), io_policy=io_policy_from_args(args)
     )
     result, params_net, predict_net = train_digits(cfg)
     out = sys.stdout

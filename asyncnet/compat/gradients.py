@@ -1,6 +1,6 @@
 """The backward pass as Caffe2's ``core`` exposed it: ``GradientRegistry`` and ``Net.AddGradientOperators``.
 
-Built on :mod:`asyncnet.gradients`. Two things are Caffe2's and live here:
+Built on :mod:`asyncnet.training.gradients`. Two things are Caffe2's and live here:
 
 * gradients may be *given* (``{"loss": "loss_grad"}``): then no ``ConstantFill`` seed
   is added and the given blob is read where the seed's output would be;
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientSpec, add_gradient_ops, gradient_for_op
-from asyncnet.gradients import register_gradient as _register_gradient
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.training.gradients import GradientSpec, add_gradient_ops, gradient_for_op
+from asyncnet.training.gradients import register_gradient as _register_gradient
 
 __all__ = ["GradientRegistry", "add_backward_pass"]
 

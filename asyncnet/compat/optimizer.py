@@ -2,7 +2,7 @@
 
 Each builder takes a ModelHelper after ``AddGradientOperators`` and appends the
 update ops for every parameter that got a gradient, using
-:mod:`asyncnet.optimizers`: the iteration counter (``optimizer_iteration``, as in
+:mod:`asyncnet.training.optimizers`: the iteration counter (``optimizer_iteration``, as in
 Caffe2), a ``LearningRate`` op and the per-parameter state go where Caffe2 put
 them (state in ``param_init_net``, updates in ``net``). Blob names of the learning
 rate and the ``ONE`` constant are asyncnet's (``SgdOptimizer_lr``, ``ONE``), not
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from asyncnet import optimizers as _opt
 from asyncnet.builder import user_site
 from asyncnet.compat.model_helper import ModelHelper
 from asyncnet.errors import ArgumentError, CompatError
+from asyncnet.training import optimizers as _opt
 
 __all__ = ["build_adagrad", "build_adam", "build_sgd"]
 

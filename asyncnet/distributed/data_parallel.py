@@ -13,8 +13,8 @@ Works on plain NetDefs, without torch (torch is needed only to *run* the result)
    batch. With the async_scheduling executor an all-reduce of a late layer's gradient
    overlaps the backward pass of earlier layers.
 
-Call these between :func:`asyncnet.gradients.add_gradient_ops` and the optimizer
-(e.g. :func:`asyncnet.optimizers.add_sgd`), which then updates from the averaged gradients.
+Call these between :func:`asyncnet.training.gradients.add_gradient_ops` and the optimizer
+(e.g. :func:`asyncnet.training.optimizers.add_sgd`), which then updates from the averaged gradients.
 """
 
 from __future__ import annotations

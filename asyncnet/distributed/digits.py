@@ -1,6 +1,6 @@
 """Data-parallel training of the digits example (``asyncnet train-digits --workers N``).
 
-Every rank builds the same nets as :mod:`asyncnet.training`, plus rendezvous, a parameter
+Every rank builds the same nets as :mod:`asyncnet.training.digits`, plus rendezvous, a parameter
 broadcast from rank 0 and one ``Allreduce`` per gradient. Each step takes the same global
 batch as one process would (same seed, same order) and gives rank ``r`` the ``r``-th slice
 of it, so N workers train the same model as one process on the whole batch.
@@ -16,21 +16,19 @@ import numpy as np
 
 from asyncnet.distributed.data_parallel import Rendezvous, add_gradient_allreduce, add_rendezvous
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import add_gradient_ops
-from asyncnet.optimizers import add_sgd
 from asyncnet.profiling import profile_report
 from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.training import (
-    _BUILDERS,
-    MODELS,
+from asyncnet.training.digits import (
     DigitsConfig,
     TrainResult,
-    _NetBuilder,
-    _one_blas_thread,
+    build_loss_nets,
+    evaluate_trained,
     load_digits_split,
+    one_blas_thread,
     params_init_net,
-    predict,
+    seed_init_ops,
 )
+from asyncnet.training.optimizers import add_sgd
 from asyncnet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -40,27 +38,14 @@ StepCallback = Callable[[int, Workspace, list[str]], None]
 
 def build_data_parallel_nets(cfg: DigitsConfig, rdv: Rendezvous) -> tuple[pb.NetDef, pb.NetDef, pb.NetDef, list[str]]:
     """(init net, train net, predict net, params) with rendezvous, broadcast and gradient all-reduce."""
-    if cfg.model not in _BUILDERS:
-        raise ArgumentError(f"unknown digits model '{cfg.model}'; choose one of {', '.join(MODELS)}")
-    init = _NetBuilder(f"digits_{cfg.model}_init_rank{rdv.rank}")
-    fwd = _NetBuilder(f"digits_{cfg.model}_predict")
-    logits, params = _BUILDERS[cfg.model](init, fwd, cfg.hidden)
-    predict_net = pb.NetDef()
-    predict_net.CopyFrom(fwd.net)
-    predict_net.op.add(type="Softmax", input=[logits], output=["softmax"])
-    predict_net.external_input.extend(["data", *params])
-    predict_net.external_output.append("softmax")
-    train = fwd.net
-    train.name = f"digits_{cfg.model}_train_rank{rdv.rank}"
-    train.op.add(type="SoftmaxWithLoss", input=[logits, "label"], output=["softmax", "loss"])
-    train.op.add(type="Accuracy", input=["softmax", "label"], output=["accuracy"])
-    grads = add_gradient_ops(train, ["loss"])
-    for i, op in enumerate(init.net.op):
-        op.device_option.random_seed = cfg.seed * 1000 + i
-    worlds = add_rendezvous(init.net, rdv, params)
+    init, train, predict_net, params, grads = build_loss_nets(
+        cfg, f"digits_{cfg.model}_init_rank{rdv.rank}", f"digits_{cfg.model}_train_rank{rdv.rank}"
+    )
+    seed_init_ops(init, cfg.seed)
+    worlds = add_rendezvous(init, rdv, params)
     add_gradient_allreduce(train, {p: grads[p] for p in params}, worlds, size=rdv.size)
-    add_sgd(init.net, train, params, grads, base_lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return init.net, train, predict_net, params
+    add_sgd(init, train, params, grads, base_lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return init, train, predict_net, params
 
 
 def train_digits_data_parallel(
@@ -74,7 +59,7 @@ def train_digits_data_parallel(
         on_step: called after every step with (step, workspace, parameter names).
         trace: write a Chrome trace of the train-net runs (with the collectives' spans) here.
     """
-    with _one_blas_thread():
+    with one_blas_thread():
         return _train(cfg, rdv, on_step, trace)
 
 
@@ -118,19 +103,7 @@ def _train(cfg: DigitsConfig, rdv: Rendezvous, on_step: StepCallback | None, tra
         if trace is not None:
             profile_report(net, profile=False, trace=trace)
     seconds = time.perf_counter() - start
-    saved = params_init_net(trained)
-    probs_te = predict(saved, predict_net, x_te)
-    probs_tr = predict(saved, predict_net, x_tr)
-    pred_te = probs_te.argmax(axis=1)
-    result = TrainResult(
-        losses=losses,
-        train_accuracy=float((probs_tr.argmax(axis=1) == y_tr).mean()),
-        test_accuracy=float((pred_te == y_te).mean()),
-        seconds=seconds,
-        steps=len(losses),
-        params=trained,
-        test_predictions=pred_te,
-    )
+    result = evaluate_trained(params_init_net(trained), predict_net, (x_tr, y_tr, x_te, y_te), losses, trained, seconds)
     log.info(
         "rank %d/%d trained %s: %d steps in %.1fs, test accuracy %.4f",
         rdv.rank,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from asyncnet.commands.train_digits import digits_config
 from asyncnet.distributed.launch import launch, world_from_env
 from asyncnet.errors import ArgumentError, AsyncNetError
-from asyncnet.training import DigitsConfig, evaluate_saved, params_init_net, save_model
+from asyncnet.training.digits import evaluate_saved, params_init_net, save_model
 
 _FORWARDED = ("model", "epochs", "batch_size", "lr", "momentum", "seed", "executor", "threads", "max_steps", "out")
 
@@ -46,18 +47,7 @@ def run_data_parallel(args: argparse.Namespace) -> int:
     from asyncnet.distributed.comm import exit_process
     from asyncnet.distributed.digits import train_digits_data_parallel
 
-    cfg = DigitsConfig(
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        base_lr=args.lr,
-        momentum=args.momentum,
-        seed=args.seed,
-        executor=args.executor,
-        threads=args.threads,
-        max_steps=args.max_steps,
-        progress=False,
-    )
+    cfg = digits_config(args, progress=False)
     try:
         trace = args.trace if env.rank == 0 else None
         result = train_digits_data_parallel(cfg, env.rendezvous(prefix="train-digits"), trace=trace)

@@ -32,12 +32,12 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
 from asyncnet.cancellation import RunScope, current_scope, enter_scope, has_subnets
-from asyncnet.errors import ExecutorError, NetBusyError, OperatorError, RunCancelledError, RunTimeoutError
+from asyncnet.errors import ExecutorError, NetBusyError, RunCancelledError
+from asyncnet.executors._run_state import RunState
 from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
 from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
@@ -73,46 +73,6 @@ GOVERNED_SECONDS = 100e-6
 # next runs are then plain loops over the ops in NetDef order (no per-chain bookkeeping), and
 # every this-many runs one scheduled run measures the chains again.
 SEQUENTIAL_RUNS = 32
-
-
-class _Run:
-    """State of one run (a fresh object per run, so stale callbacks cannot touch the next)."""
-
-    __slots__ = (
-        "cond",
-        "counts",
-        "remaining",
-        "active",
-        "stop",
-        "reason",
-        "finished",
-        "errors",
-        "queues",
-        "drainers",
-        "caller_idle",
-        "futures",
-        "held",
-        "scope",
-        "stopped_in",
-    )
-
-    def __init__(self, counts: list[int], devices: list[DeviceKey]) -> None:
-        self.cond = threading.Condition(threading.Lock())
-        self.counts = counts
-        self.remaining = len(counts)
-        self.active = 0
-        self.stop = False
-        self.reason = ""
-        self.finished = False
-        self.errors: list[OperatorError] = []
-        self.queues: dict[DeviceKey, deque[int]] = {d: deque() for d in devices}
-        self.drainers: dict[DeviceKey, int] = dict.fromkeys(devices, 0)
-        self.caller_idle = False
-        self.scope: RunScope | None = None  # only for nets that run subnets
-        self.stopped_in = ""  # the op in which a stop interrupted a subnet
-        self.futures: set[Future[Any]] = set()
-        # Queued chains with a BLAS governor slot already taken for them (see _push).
-        self.held = bytearray(len(counts))
 
 
 @register_executor
@@ -162,7 +122,7 @@ class AsyncSchedulingExecutor(Executor):
         self._own_pools: dict[DeviceKey, WorkerPool] = {}  # private pools by pool key (see pools.py bounds)
         self._pool_lock = threading.Lock()
         self._busy = threading.Lock()
-        self._current: _Run | None = None
+        self._current: RunState | None = None
         self._sequential: SequentialRun | None = None
         self._sequential_runs = 0  # runs left on the sequential path before measuring again
         self._closed = False
@@ -214,7 +174,7 @@ class AsyncSchedulingExecutor(Executor):
                 self._sequential_runs -= 1
                 self._run_sequential(timeout)
                 return
-            run = _Run(list(self._nparents), self._devices)
+            run = RunState(list(self._nparents), self._devices)
             self._current = run
             prev_scope = None
             if self._nested:
@@ -245,7 +205,7 @@ class AsyncSchedulingExecutor(Executor):
                 self._current = None
             if self.profiler is not None:
                 self.profiler.run(t0, time.perf_counter())
-            self._raise_outcome(run, timeout)
+            run.raise_outcome(self.net.name, timeout)
             if self.profiler is None and not any(self._ends_async):
                 limit = self._inline_limit
                 if all(c < limit for c in self._cost):
@@ -275,21 +235,7 @@ class AsyncSchedulingExecutor(Executor):
         if run is not None:
             self._stop(run, "cancel")
 
-    def _raise_outcome(self, run: _Run, timeout: float | None) -> None:
-        if run.errors:
-            first, *others = run.errors
-            if others:
-                first.add_others(others)
-            raise first from first.cause
-        if run.remaining:
-            where = f" in {run.stopped_in}" if run.stopped_in else ""
-            if run.reason == "timeout":
-                raise RunTimeoutError(f"net '{self.net.name}' exceeded its timeout of {timeout:g} s{where}")
-            if run.scope is not None and run.scope.stopped() == "timeout":
-                raise RunTimeoutError(f"net '{self.net.name}' timed out{where}")
-            raise RunCancelledError(f"net '{self.net.name}' was cancelled{where} ({run.remaining} chain(s) not run)")
-
-    def _drive(self, run: _Run) -> None:
+    def _drive(self, run: RunState) -> None:
         """The calling thread: start the roots, work while there is work, wait for the end."""
         with run.cond:
             run.active = len(self._roots)
@@ -303,7 +249,7 @@ class AsyncSchedulingExecutor(Executor):
                 item = -1
                 while not run.finished:
                     if run.stop:
-                        self._drop_queued(run)
+                        run.drop_queued(self._gov)
                         if run.finished:
                             break
                     else:
@@ -320,24 +266,7 @@ class AsyncSchedulingExecutor(Executor):
                     return
             self._work(run, [item], None)
 
-    def _drop_queued(self, run: _Run) -> None:
-        """Forget queued chains of a stopped run (lock held)."""
-        n = 0
-        held = run.held
-        for q in run.queues.values():
-            n += len(q)
-            for c in q:
-                if held[c]:
-                    held[c] = 0
-                    self._release(c)
-            q.clear()
-        if n:
-            run.active -= n
-            if run.active == 0:
-                run.finished = True
-                run.cond.notify_all()
-
-    def _stop(self, run: _Run, reason: str) -> None:
+    def _stop(self, run: RunState, reason: str) -> None:
         with run.cond:
             if run.finished:
                 return
@@ -345,14 +274,14 @@ class AsyncSchedulingExecutor(Executor):
                 run.stop = True
                 run.reason = reason
             futures = list(run.futures)
-            self._drop_queued(run)
+            run.drop_queued(self._gov)
             run.cond.notify_all()
         for f in futures:
             f.cancel()  # its done callback releases the chain
         if run.scope is not None:
             run.scope.stop(run.reason)  # subnets running under this run stop too
 
-    def _place(self, run: _Run, ready: list[int], local: list[int] | None) -> None:
+    def _place(self, run: RunState, ready: list[int], local: list[int] | None) -> None:
         """Route newly ready chains: cheap ones (and one expensive) to ``local``, the rest to queues."""
         cost = self._cost
         limit = self._inline_limit
@@ -370,7 +299,7 @@ class AsyncSchedulingExecutor(Executor):
         if push:
             self._push(run, push)
 
-    def _push(self, run: _Run, items: list[int]) -> None:
+    def _push(self, run: RunState, items: list[int]) -> None:
         device = self._device
         with run.cond:
             if run.stop:
@@ -415,7 +344,7 @@ class AsyncSchedulingExecutor(Executor):
                         if not woken:
                             break
 
-    def _drain(self, run: _Run, device: DeviceKey, submitted: float) -> None:
+    def _drain(self, run: RunState, device: DeviceKey, submitted: float) -> None:
         """A pool task: run queued chains of ``device`` until the queue is empty."""
         # Hand-off latency (submit to start) sets what counts as a cheap chain: on a loaded
         # machine waking a worker costs more, so more chains are better run inline.
@@ -430,7 +359,7 @@ class AsyncSchedulingExecutor(Executor):
                     if not q or run.stop:
                         run.drainers[device] -= 1
                         if run.stop:
-                            self._drop_queued(run)
+                            run.drop_queued(self._gov)
                         return
                     item = q.popleft()
                 self._work(run, [item], device)
@@ -438,7 +367,7 @@ class AsyncSchedulingExecutor(Executor):
             if run.scope is not None:
                 enter_scope(prev)
 
-    def _work(self, run: _Run, local: list[int], device: DeviceKey | None) -> None:
+    def _work(self, run: RunState, local: list[int], device: DeviceKey | None) -> None:
         """Run ``local`` chains and whatever they make ready that this thread keeps."""
         slot = False  # this thread holds a BLAS governor slot (only while ``local`` is not empty)
         while local:
@@ -452,11 +381,11 @@ class AsyncSchedulingExecutor(Executor):
         assert gov is not None
         gov.exit()
 
-    def _governed(self, run: _Run, c: int) -> bool:
+    def _governed(self, run: RunState, c: int) -> bool:
         return bool(run.held[c]) or (self._heavy[c] and self._cost[c] >= GOVERNED_SECONDS)
 
     def _exec(
-        self, run: _Run, c: int, slot: bool, local: list[int], device: DeviceKey | None
+        self, run: RunState, c: int, slot: bool, local: list[int], device: DeviceKey | None
     ) -> tuple[list[int], bool]:
         """Run chain ``c``; returns the chains it made ready (already counted active) and ``slot``.
 
@@ -486,15 +415,15 @@ class AsyncSchedulingExecutor(Executor):
         except BaseException:
             if slot:
                 self._release(c)
-            self._finish(run, c, False)
+            run.finish(self._children[c], False)
             raise
         if slot and not self._next_governed(run, local, device):
             self._release(c)
             slot = False
         # None: the chain ended in a started async op, whose completion callback finishes it.
-        return ([] if ok is None else self._finish(run, c, ok)), slot
+        return ([] if ok is None else run.finish(self._children[c], ok)), slot
 
-    def _next_governed(self, run: _Run, local: list[int], device: DeviceKey | None) -> bool:
+    def _next_governed(self, run: RunState, local: list[int], device: DeviceKey | None) -> bool:
         """Whether this thread runs a governed chain next: the top of ``local``, or the head of its queue
         (taken into ``local`` now, so that the run cannot end before this thread has run it)."""
         if local:
@@ -510,7 +439,7 @@ class AsyncSchedulingExecutor(Executor):
                     return True
         return False
 
-    def _run_chain(self, run: _Run, c: int) -> bool | None:
+    def _run_chain(self, run: RunState, c: int) -> bool | None:
         """The ops of chain ``c``: True if all ran, False if stopped or failed, None if an async op is pending."""
         ops = self._chain_ops[c]
         if run.stop:
@@ -566,7 +495,7 @@ class AsyncSchedulingExecutor(Executor):
         self._cost[c] = elapsed if elapsed < old else old + 0.25 * (elapsed - old)
         return True
 
-    def _async_done(self, run: _Run, c: int, op: PreparedOp, fut: Future[Any], started: float) -> None:
+    def _async_done(self, run: RunState, c: int, op: PreparedOp, fut: Future[Any], started: float) -> None:
         """Completion callback of an async op (on whatever thread completed the future)."""
         with run.cond:
             run.futures.discard(fut)
@@ -583,33 +512,15 @@ class AsyncSchedulingExecutor(Executor):
                     self._fail(run, op, e)
         if ok and self.profiler is not None:
             self.profiler.op(op.index, started, time.perf_counter())
-        ready = self._finish(run, c, ok)
+        ready = run.finish(self._children[c], ok)
         if ready:
             # Never run children on a timer or I/O thread: hand them to the pools / caller.
             self._push(run, ready)
 
-    def _fail(self, run: _Run, op: PreparedOp, exc: BaseException) -> None:
+    def _fail(self, run: RunState, op: PreparedOp, exc: BaseException) -> None:
         err = op.error(exc)
         err.__cause__ = exc
         with run.cond:
             run.errors.append(err)
         log.debug("%s failed in net '%s': %r", op.info.label(), self.net.name, exc)
         self._stop(run, "error")
-
-    def _finish(self, run: _Run, c: int, ok: bool) -> list[int]:
-        with run.cond:
-            run.active -= 1
-            ready: list[int] = []
-            if ok:
-                run.remaining -= 1
-                if not run.stop:
-                    counts = run.counts
-                    for ch in self._children[c]:
-                        counts[ch] -= 1
-                        if counts[ch] == 0:
-                            ready.append(ch)
-                    run.active += len(ready)
-            if run.remaining == 0 or (run.stop and run.active == 0):
-                run.finished = True
-                run.cond.notify_all()
-        return ready

@@ -134,14 +134,7 @@ class ConvPlan:
     def _pointwise(self, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
         n, g, cg, mg, p = self.n, self.group, self.cg, self.mg, self.p
         if self.order == "NCHW":
-            if g == 1:
-                wm = w.reshape(mg, cg)
-                if n == 1:
-                    np.matmul(wm, x.reshape(cg, p), out=y.reshape(mg, p))
-                else:
-                    np.matmul(wm, x.reshape(n, cg, p), out=y.reshape(n, mg, p))
-            else:
-                np.matmul(w.reshape(g, mg, cg), x.reshape(n, g, cg, p), out=y.reshape(n, g, mg, p))
+            self._channels_first_matmul(w, x, y, cg)
             return
         if g == 1:
             np.matmul(x.reshape(n * p, cg), w.reshape(mg, cg).T, out=y.reshape(n * p, mg))
@@ -169,7 +162,6 @@ class ConvPlan:
             y += tmp
 
     def _im2col(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray, locked: bool) -> None:
-        n, g, mg, p = self.n, self.group, self.mg, self.p
         k = self.cg * self.kk
         view = window_view(xp, self.win, "NCHW", kernel_first=True)  # (N, C, *k, *out)
         cols = self._cols if locked else None
@@ -179,6 +171,11 @@ class ConvPlan:
             if locked and cols.nbytes >= _buffers.MIN_BYTES and _buffers.ENABLED:
                 self._cols = cols
         np.copyto(cols, view)
+        self._channels_first_matmul(w, cols, y, k)
+
+    def _channels_first_matmul(self, w: np.ndarray, cols: np.ndarray, y: np.ndarray, k: int) -> None:
+        """y[n, group, m/group, P] = w[group, m/group, k] @ cols[n, group, k, P], one matmul per call."""
+        n, g, mg, p = self.n, self.group, self.mg, self.p
         if g == 1:
             wm = w.reshape(mg, k)
             if n == 1:

@@ -388,8 +388,19 @@ def average_pool(x: np.ndarray, win: Window, order: str, count_include_pad: bool
     """Mean over each window: divided by the full kernel size or by the positions inside the input."""
     work = x if np.issubdtype(x.dtype, np.inexact) else x.astype(np.float64)
     acc = _separable_reduce(padded_for_windows(work, win, order, 0), win, order, np.add)
+    return window_sums_to_means(acc, x, win, order, count_include_pad)
+
+
+def window_sums_to_means(
+    acc: np.ndarray, x: np.ndarray, win: Window, order: str, count_include_pad: bool
+) -> np.ndarray:
+    """Window sums ``acc`` of ``x`` divided (in place) into means, returned in ``x``'s dtype.
+
+    Divides by the full kernel size, or by the number of positions of each window
+    that lie inside the input.
+    """
     if count_include_pad:
-        acc *= work.dtype.type(1.0 / float(np.prod(win.kernel)))
+        acc *= acc.dtype.type(1.0 / float(np.prod(win.kernel)))
     else:
         sp = [x.shape[a] for a in spatial_axes(x.ndim, order)]
         counts = window_counts(sp, win)

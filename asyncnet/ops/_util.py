@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.schema import TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 
 def prod(dims: Any) -> int:

@@ -63,6 +63,9 @@ def _env_int(op: OpInfo, name: str, env: str) -> int:
     return int(text)
 
 
+_STATUS_BLOB = Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)")
+
+
 def _register_gloo_engine(op_type: str, factory: Callable[[OpInfo], Any], is_async: bool) -> None:
     # engine: "GLOO" is what Caffe2 nets say; a kernel under it avoids the fallback log line.
     from asyncnet.registry import _DEFAULT
@@ -145,7 +148,7 @@ def tcp_store_handler_create(op: OpInfo) -> Callable[..., Any]:
         Arg("rank", None, "this process's rank, 0 <= rank < size (default: $RANK)"),
         Arg("timeout_ms", -1, "rendezvous and collective timeout in ms (-1: 30000)"),
         Arg("sync", 0, "Caffe2's synchronous-pairs flag (accepted; Gloo via torch decides)"),
-        Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)"),
+        _STATUS_BLOB,
     ),
     infer=_opaque,
     input_names=("store_handler",),
@@ -236,7 +239,7 @@ def _collective(
         arity_doc=arity_doc,
         args=(
             *args,
-            Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)"),
+            _STATUS_BLOB,
             Arg(
                 "check",
                 1,
@@ -328,7 +331,7 @@ def reduce_scatter(op: OpInfo) -> Callable[..., Any]:
     "Barrier",
     inputs=1,
     outputs=0,
-    args=(Arg("status_blob", "", "Caffe2's failure status blob (not supported: failures raise)"),),
+    args=(_STATUS_BLOB,),
     infer=_opaque,
     is_async=True,
     input_names=("comm_world",),

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, prod
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 _GRAD_DOC = "Inputs Y (the forward output) and dY; output dX."
 

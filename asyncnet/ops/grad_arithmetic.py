@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops.arithmetic import BROADCAST_ARGS, legacy_shape
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 
 def reduce_to_shape(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import (
     CONV_ARGS,
@@ -32,6 +31,7 @@ from asyncnet.ops.image import _pad_image_pads, _pad_source_index
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 CONV_ALIASES = ("Conv1D", "Conv2D", "Conv3D")
 

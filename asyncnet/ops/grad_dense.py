@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError, GradientError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, info, prod, register_single_gradient_op
 from asyncnet.ops.dense import FC_ARGS
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 
 @register_gradient("FC")

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import ORDER_ARG
 from asyncnet.ops._util import order_arg
@@ -16,6 +15,7 @@ from asyncnet.ops.image import SCALE_ARGS, _bilinear_taps, nearest_source
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 
 def _resample_maker(grad_type: str) -> Callable[[pb.OperatorDef, list[str | None]], GradientSpec]:

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, no_gradient, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, prod, register_single_gradient_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, no_gradient, register_gradient
 
 # Caffe2 clamps probabilities at this value before taking logs and dividing.
 LOG_THRESHOLD = 1e-20

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, register_single_gradient_op
 from asyncnet.ops.slicing import slice_bounds
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 Maker = Callable[[pb.OperatorDef, list[str | None]], GradientSpec]
 

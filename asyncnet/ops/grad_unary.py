@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import default_registry, register_op
 from asyncnet.schema import Arg, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 Fn = Callable[[dict[str, np.ndarray], dict[str, float]], np.ndarray]
 

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import canonical_axis, register_single_gradient_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 KEPS = 1e-12
 _SQRT2PI = math.sqrt(2.0 / math.pi)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import REQUIRED, Arg, TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 
 def _scalar(v: Any, what: str) -> float:

@@ -10,7 +10,14 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._buffers import OutputBuffer
-from asyncnet.ops._conv_util import POOL_ARGS, Window, WindowArgs, lowest, spatial_axes, window_counts
+from asyncnet.ops._conv_util import (
+    POOL_ARGS,
+    Window,
+    WindowArgs,
+    lowest,
+    spatial_axes,
+    window_sums_to_means,
+)
 from asyncnet.ops._flat import FlatPool
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -210,17 +217,6 @@ def average_pool_op(op: OpInfo) -> Callable[..., Any]:
         exact = np.issubdtype(x.dtype, np.inexact)
         work = x if exact else x.astype(np.float64)
         acc = windows_reduce(work, win, order, np.add, 0, buffer.take(shape, x.dtype) if exact else None, flats)
-        if include:
-            acc *= work.dtype.type(1.0 / float(np.prod(win.kernel)))
-        else:
-            sp = [x.shape[a] for a in spatial_axes(x.ndim, order)]
-            counts = window_counts(sp, win)
-            denom = counts[0].astype(np.float64)
-            for c in counts[1:]:
-                denom = np.multiply.outer(denom, c)
-            dshape = (1, 1, *denom.shape) if order == "NCHW" else (1, *denom.shape, 1)
-            # Division by zero cannot happen: legal windows always overlap the input.
-            acc /= denom.reshape(dshape).astype(acc.dtype)
-        return acc.astype(x.dtype, copy=False)
+        return window_sums_to_means(acc, x, win, order, include)
 
     return _make_pool(op, reduce, "mean")  # type: ignore[no-any-return]

@@ -13,13 +13,13 @@ from typing import Any
 
 from asyncnet.cancellation import register_subnet_op
 from asyncnet.errors import ArgumentError, TensorError
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.recurrent.runtime import RecurrentRunner, StepWorkspaces
 from asyncnet.recurrent.spec import RNNSpec, parse_spec
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.workspace import Workspace
 
 for _type in ("RecurrentNetwork", "RecurrentNetworkGradient"):

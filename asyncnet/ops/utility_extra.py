@@ -13,12 +13,12 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.fileaccess import file_op, writes
-from asyncnet.gradients import GradientContext, GradientSpec, register_gradient
 from asyncnet.iopolicy import op_write_path
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
+from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 log = logging.getLogger(__name__)
 INT64 = np.dtype(np.int64)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradients import gradient_for_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument
+from asyncnet.training.gradients import gradient_for_op
 
 __all__ = ["RecurrentLayer", "backward_pass", "gru", "lstm", "recurrent_network_op"]
 

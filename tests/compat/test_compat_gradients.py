@@ -303,7 +303,7 @@ def _with_device(op: Any, src: Any) -> Any:
 @pytest.fixture(scope="module")
 def toy_makers() -> None:
     # Test-only op types (no kernels): registered once per process, like Caffe2's test did.
-    from asyncnet.gradients import has_gradient
+    from asyncnet.training.gradients import has_gradient
 
     if has_gradient("CompatTestDirect"):
         return

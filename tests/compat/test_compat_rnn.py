@@ -168,9 +168,9 @@ def test_recurrent_net_with_a_caffe2_style_cell_matches_naive_and_the_builder() 
     all_h, _h, _c = lstm_stack(values["seq"], values["lens"], [(values["h0"], values["c0"])], values, "L")
     np.testing.assert_allclose(workspace.FetchBlob(out_all), all_h[0], rtol=1e-5, atol=1e-5)
     # The same model from the idiomatic builder gives the same gradients.
-    from asyncnet.gradients import add_gradient_ops
     from asyncnet.proto import caffe2_pb2 as pb
     from asyncnet.recurrent.build import lstm
+    from asyncnet.training.gradients import add_gradient_ops
     from asyncnet.workspace import Workspace
 
     layer = lstm("seq", "lens", [("h0", "c0")], D, H, "L")

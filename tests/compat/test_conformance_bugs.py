@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from asyncnet.compat import core, workspace
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op
 
 

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.usefixtures("no_thread_leak")
 
 
 def _train_without_optimizer() -> tuple[pb.NetDef, pb.NetDef, list[str], dict[str, str]]:
-    from asyncnet.gradients import add_gradient_ops
-    from asyncnet.training import _BUILDERS, _NetBuilder
+    from asyncnet.training.digits import MODEL_BUILDERS, NetBuilder
+    from asyncnet.training.gradients import add_gradient_ops
 
-    init, fwd = _NetBuilder("init"), _NetBuilder("train")
-    logits, params = _BUILDERS["lenet"](init, fwd, 16)
+    init, fwd = NetBuilder("init"), NetBuilder("train")
+    logits, params = MODEL_BUILDERS["lenet"](init, fwd, 16)
     fwd.net.op.add(type="SoftmaxWithLoss", input=[logits, "label"], output=["softmax", "loss"])
     grads = add_gradient_ops(fwd.net, ["loss"])
     return init.net, fwd.net, params, grads

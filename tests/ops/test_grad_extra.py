@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import gradient_for_op
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import gradient_for_op
 from tests.ops.run_util import make_op, run_once
 
 RNG = np.random.default_rng(7)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op
 
 # UpsampleBilinear/ResizeNearest weights are float32 in Caffe2, so the forward is float32-accurate.

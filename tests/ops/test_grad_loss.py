@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
 F32 = {"stepsize": 1e-2, "threshold": 5e-3}

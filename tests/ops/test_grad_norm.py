@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import add_gradient_ops, gradient_for_op
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import add_gradient_ops, gradient_for_op
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import make_op, run_op
 

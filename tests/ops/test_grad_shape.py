@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import gradient_for_op
 from asyncnet.serde import argument_value
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import gradient_for_op
 from tests.ops.run_util import make_op, run_op
 
 OK = {"threshold": 1e-6, "stepsize": 1e-6}

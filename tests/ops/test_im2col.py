@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
 ARGS = dict(
@@ -101,7 +101,7 @@ def test_lc_matches_naive_and_gradient(order: str, with_bias: bool) -> None:
     feeds = dict(zip(["X", "W", "b"], ins))
     res = check_gradient(make_op("LC", list(feeds), ["Y"], kernels=[3, 3], order=order), feeds)
     assert res.ok, res.describe()
-    from asyncnet.gradients import gradient_for_op
+    from asyncnet.training.gradients import gradient_for_op
 
     (gop,) = gradient_for_op(make_op("LC", list(feeds), ["Y"], kernel=3), ["Y_grad"]).ops
     assert gop.type == "LCGradient"
@@ -126,6 +126,6 @@ def test_lp_pool_matches_naive_and_gradient(order: str) -> None:
                 assert yn[0, c, i, j] == pytest.approx(acc ** (1 / 3))
     res = check_gradient(make_op("LpPool", ["X"], ["Y"], kernel=2, stride=1, p=2.5, order=order), {"X": xi})
     assert res.ok, res.describe()
-    from asyncnet.gradients import gradient_for_op
+    from asyncnet.training.gradients import gradient_for_op
 
     assert gradient_for_op(make_op("LpPool", ["X"], ["Y"], kernel=2), ["Y_grad"]).ops[0].type == "LpPoolGradient"

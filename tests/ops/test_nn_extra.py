@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
 RNG = np.random.default_rng(41)
@@ -114,7 +114,7 @@ def test_channel_backprop_stats() -> None:
 
 
 def test_gradient_op_types_follow_caffe2() -> None:
-    from asyncnet.gradients import gradient_for_op
+    from asyncnet.training.gradients import gradient_for_op
 
     cases = {
         "Gelu": (1, "GeluGradient"),

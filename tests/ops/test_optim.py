@@ -1,4 +1,4 @@
-"""Training ops (Iter, LearningRate, WeightedSum, MomentumSGD(Update), Adagrad, Adam) and asyncnet.optimizers."""
+"""Training ops (Iter, LearningRate, WeightedSum, MomentumSGD(Update), Adagrad, Adam) and asyncnet.training.optimizers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncnet.errors import ArgumentError
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import add_gradient_ops
-from asyncnet.optimizers import add_adagrad, add_adam, add_sgd
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import add_gradient_ops
+from asyncnet.training.optimizers import add_adagrad, add_adam, add_sgd
 from asyncnet.workspace import Workspace
 from tests.conftest import realnets_path
 from tests.ops.run_util import make_op, run_op

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import OperatorError
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import gradient_for_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import gradient_for_op
 from asyncnet.workspace import Workspace
 
 N, D = 3, 4

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import OperatorError
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import add_gradient_ops
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import make_op, run_op
 
@@ -181,8 +181,8 @@ GRAD_NAMES = {
 
 @pytest.mark.parametrize("key", list(GRAD_NAMES), ids=[f"{k}-{w}" for k, w in GRAD_NAMES])
 def test_gradient_op_names_follow_caffe2(key: tuple[str, int]) -> None:
-    from asyncnet.gradients import gradient_for_op
     from asyncnet.registry import default_registry
+    from asyncnet.training.gradients import gradient_for_op
 
     name, on_w = key
     schema = default_registry().schema(name)

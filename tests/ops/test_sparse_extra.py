@@ -134,7 +134,7 @@ def test_index_get_is_safe_across_threads(no_thread_leak: None) -> None:
 
 
 def test_sparse_to_dense_mask_gradient() -> None:
-    from asyncnet.gradcheck import check_gradient
+    from asyncnet.training.gradcheck import check_gradient
 
     ids = np.array([7, 3, 9, 3, -1, 5, 7], np.int64)
     vals = np.random.default_rng(1).normal(size=(7, 2))

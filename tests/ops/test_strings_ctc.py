@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
+from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
 WORDS = np.array([b"apple", b"banana", b"ab", b""], dtype=object)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import OperatorError
-from asyncnet.gradients import gradient_for_op
+from asyncnet.training.gradients import gradient_for_op
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import make_op, run_op
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import ArgumentError, OperatorError
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import gradient_for_op
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.recurrent.build import lstm
 from asyncnet.schema import TensorInfo
 from asyncnet.serde import make_argument
 from asyncnet.shapes import infer_shapes
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import gradient_for_op
 from asyncnet.workspace import Workspace
 from tests.conftest import realnets_path
 

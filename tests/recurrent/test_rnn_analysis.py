@@ -9,12 +9,12 @@ import numpy as np
 from asyncnet.checker import check_net
 from asyncnet.cli import main
 from asyncnet.draw import build_drawing, to_dot, to_svg
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.recurrent.build import lstm
 from asyncnet.schema import TensorInfo
 from asyncnet.serde import make_argument, write_message
 from asyncnet.shapes import infer_shapes
+from asyncnet.training.gradients import add_gradient_ops
 
 F32 = np.dtype(np.float32)
 

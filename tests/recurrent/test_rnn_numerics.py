@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.gradcheck import check_gradient
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.recurrent.build import RecurrentLayer, gru, lstm
+from asyncnet.training.gradcheck import check_gradient
+from asyncnet.training.gradients import add_gradient_ops
 from asyncnet.workspace import Workspace
 from tests.recurrent.naive import gru_stack, lstm_stack
 

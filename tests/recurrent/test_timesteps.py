@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import OperatorError
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.net import op_info
 from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
@@ -21,6 +20,7 @@ from asyncnet.recurrent.timesteps import Task, dependencies
 from asyncnet.registry import default_registry, register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import make_argument
+from asyncnet.training.gradients import add_gradient_ops
 from asyncnet.workspace import Workspace
 
 T, N, D, H = 8, 4, 5, 16

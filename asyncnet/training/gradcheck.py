@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.gradients import gradient_for_op
 from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.training.gradients import gradient_for_op
 from asyncnet.workspace import Workspace
 
 __all__ = ["GradCheckResult", "check_gradient"]

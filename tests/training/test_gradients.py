@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import AsyncNetError, GradientError
-from asyncnet.gradients import (
+from asyncnet.proto import caffe2_pb2 as pb
+from asyncnet.serde import argument_value, make_argument
+from asyncnet.training.gradients import (
     GradientContext,
     GradientSpec,
     add_gradient_ops,
@@ -18,8 +20,6 @@ from asyncnet.gradients import (
     has_gradient,
     register_gradient,
 )
-from asyncnet.proto import caffe2_pb2 as pb
-from asyncnet.serde import argument_value, make_argument
 from asyncnet.workspace import Workspace
 from tests.conftest import REALNETS
 

@@ -1,8 +1,8 @@
 """Training example: an MLP or LeNet on scikit-learn's bundled 8x8 digits, end to end.
 
 Builds the nets as plain NetDefs (init, train, predict), adds the backward
-pass with :func:`asyncnet.gradients.add_gradient_ops` and momentum SGD with
-:func:`asyncnet.optimizers.add_sgd`, trains with any executor, saves the
+pass with :func:`asyncnet.training.gradients.add_gradient_ops` and momentum SGD with
+:func:`asyncnet.training.optimizers.add_sgd`, trains with any executor, saves the
 parameters as an init net of ``GivenTensorFill`` ops and reloads them for
 inference. Needs the ``train`` extra (scikit-learn, tqdm).
 """
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from asyncnet.errors import ArgumentError, UnsupportedError
-from asyncnet.gradients import add_gradient_ops
 from asyncnet.iopolicy import IOPolicy
-from asyncnet.optimizers import add_sgd
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument, read_net, write_message
+from asyncnet.training.gradients import add_gradient_ops
+from asyncnet.training.optimizers import add_sgd
 from asyncnet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def load_digits_split(
     return x[train], y[train], x[test], y[test]
 
 
-class _NetBuilder:
+class NetBuilder:
     """Appends ops to a NetDef (a deliberately tiny stand-in for a model builder)."""
 
     def __init__(self, name: str) -> None:
@@ -89,6 +89,7 @@ class _NetBuilder:
         self.net.name = name
 
     def op(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **args: Any) -> None:
+        """Append an op of ``op_type`` with these inputs, outputs and arguments."""
         o = self.net.op.add()
         o.type = op_type
         o.input.extend(inputs)
@@ -97,7 +98,7 @@ class _NetBuilder:
             o.arg.append(make_argument(k, v))
 
 
-def _mlp(init: _NetBuilder, fwd: _NetBuilder, hidden: int) -> tuple[str, list[str]]:
+def _mlp(init: NetBuilder, fwd: NetBuilder, hidden: int) -> tuple[str, list[str]]:
     dims = [(64, hidden), (hidden, 10)]
     fwd.op("Flatten", ["data"], ["flat"])
     x = "flat"
@@ -115,7 +116,7 @@ def _mlp(init: _NetBuilder, fwd: _NetBuilder, hidden: int) -> tuple[str, list[st
     return x, params
 
 
-def _lenet(init: _NetBuilder, fwd: _NetBuilder, hidden: int) -> tuple[str, list[str]]:
+def _lenet(init: NetBuilder, fwd: NetBuilder, hidden: int) -> tuple[str, list[str]]:
     params: list[str] = []
     x, channels = "data", 1
     for i, c_out in enumerate((16, 32), start=1):
@@ -139,7 +140,45 @@ def _lenet(init: _NetBuilder, fwd: _NetBuilder, hidden: int) -> tuple[str, list[
     return "fc2", params
 
 
-_BUILDERS: dict[str, Callable[[_NetBuilder, _NetBuilder, int], tuple[str, list[str]]]] = {"mlp": _mlp, "lenet": _lenet}
+ModelBuilder = Callable[[NetBuilder, NetBuilder, int], tuple[str, list[str]]]
+"""Adds a model's parameter fills to the init builder and its forward ops to the other; returns
+(logits blob, parameter names). The third argument is the hidden width."""
+
+MODEL_BUILDERS: dict[str, ModelBuilder] = {"mlp": _mlp, "lenet": _lenet}
+
+
+def build_loss_nets(
+    cfg: DigitsConfig, init_name: str, train_name: str
+) -> tuple[pb.NetDef, pb.NetDef, pb.NetDef, list[str], dict[str, str]]:
+    """(init net, train net, predict net, parameter names, gradient of each blob) before any optimizer.
+
+    The train net reads ``data`` and ``label`` and ends with the loss, accuracy and
+    gradient ops; the predict net reads ``data`` and writes ``softmax``. The init net's
+    ops are not seeded yet (:func:`seed_init_ops`).
+    """
+    if cfg.model not in MODEL_BUILDERS:
+        raise ArgumentError(f"unknown digits model '{cfg.model}'; choose one of {', '.join(MODELS)}")
+    init = NetBuilder(init_name)
+    fwd = NetBuilder(f"digits_{cfg.model}_predict")
+    logits, params = MODEL_BUILDERS[cfg.model](init, fwd, cfg.hidden)
+    predict = pb.NetDef()
+    predict.CopyFrom(fwd.net)
+    predict.op.add(type="Softmax", input=[logits], output=["softmax"])
+    predict.external_input.extend(["data", *params])
+    predict.external_output.append("softmax")
+
+    train = fwd.net
+    train.name = train_name
+    train.op.add(type="SoftmaxWithLoss", input=[logits, "label"], output=["softmax", "loss"])
+    train.op.add(type="Accuracy", input=["softmax", "label"], output=["accuracy"])
+    grads = add_gradient_ops(train, ["loss"])
+    return init.net, train, predict, params, grads
+
+
+def seed_init_ops(init_net: pb.NetDef, seed: int) -> None:
+    """Give every op of ``init_net`` its own fixed seed, so runs are reproducible."""
+    for i, op in enumerate(init_net.op):
+        op.device_option.random_seed = seed * 1000 + i
 
 
 def build_nets(cfg: DigitsConfig) -> tuple[pb.NetDef, pb.NetDef, pb.NetDef, list[str]]:
@@ -148,24 +187,9 @@ def build_nets(cfg: DigitsConfig) -> tuple[pb.NetDef, pb.NetDef, pb.NetDef, list
     The train net reads blobs ``data`` and ``label`` and ends with the gradient
     and momentum-SGD ops; the predict net reads ``data`` and writes ``softmax``.
     """
-    if cfg.model not in _BUILDERS:
-        raise ArgumentError(f"unknown digits model '{cfg.model}'; choose one of {', '.join(MODELS)}")
-    init = _NetBuilder(f"digits_{cfg.model}_init")
-    fwd = _NetBuilder(f"digits_{cfg.model}_predict")
-    logits, params = _BUILDERS[cfg.model](init, fwd, cfg.hidden)
-    predict = pb.NetDef()
-    predict.CopyFrom(fwd.net)
-    predict.op.add(type="Softmax", input=[logits], output=["softmax"])
-    predict.external_input.extend(["data", *params])
-    predict.external_output.append("softmax")
-
-    train = fwd.net
-    train.name = f"digits_{cfg.model}_train"
-    train.op.add(type="SoftmaxWithLoss", input=[logits, "label"], output=["softmax", "loss"])
-    train.op.add(type="Accuracy", input=["softmax", "label"], output=["accuracy"])
-    grads = add_gradient_ops(train, ["loss"])
+    init, train, predict, params, grads = build_loss_nets(cfg, f"digits_{cfg.model}_init", f"digits_{cfg.model}_train")
     add_sgd(
-        init.net,
+        init,
         train,
         params,
         grads,
@@ -173,10 +197,8 @@ def build_nets(cfg: DigitsConfig) -> tuple[pb.NetDef, pb.NetDef, pb.NetDef, list
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
-    # A fixed seed per op keeps runs reproducible.
-    for i, op in enumerate(init.net.op):
-        op.device_option.random_seed = cfg.seed * 1000 + i
-    return init.net, train, predict, params
+    seed_init_ops(init, cfg.seed)
+    return init, train, predict, params
 
 
 def params_init_net(params: dict[str, np.ndarray], name: str = "trained_params") -> pb.NetDef:
@@ -211,17 +233,18 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="step", leave=False, dynamic_ncols=True)
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """Run BLAS on one thread inside the block (the training loops' setting)."""
     # The matrices are tiny: multi-threaded BLAS only adds wake-up latency (tens of ms
     # per call on a busy machine); the executor's own threads give the parallelism.
-    from asyncnet.recurrent.timesteps import one_blas_thread
+    from asyncnet.recurrent.timesteps import one_blas_thread as limit
 
-    return one_blas_thread()
+    return limit()
 
 
 def train_digits(cfg: DigitsConfig) -> tuple[TrainResult, pb.NetDef, pb.NetDef]:
     """Train ``cfg.model`` on digits; returns the result, the trained-params init net and the predict net."""
-    with _one_blas_thread():
+    with one_blas_thread():
         return _train_digits(cfg)
 
 
@@ -268,22 +291,39 @@ def _train_digits(cfg: DigitsConfig) -> tuple[TrainResult, pb.NetDef, pb.NetDef]
         bar.close()
     seconds = time.perf_counter() - start
     saved = params_init_net(trained)
-    probs_te = predict(saved, predict_net, x_te, executor=cfg.executor)
-    probs_tr = predict(saved, predict_net, x_tr, executor=cfg.executor)
-    pred_te = probs_te.argmax(axis=1)
-    result = TrainResult(
-        losses=losses,
-        train_accuracy=float((probs_tr.argmax(axis=1) == y_tr).mean()),
-        test_accuracy=float((pred_te == y_te).mean()),
-        seconds=seconds,
-        steps=len(losses),
-        params=trained,
-        test_predictions=pred_te,
+    result = evaluate_trained(
+        saved, predict_net, (x_tr, y_tr, x_te, y_te), losses, trained, seconds, executor=cfg.executor
     )
     log.info(
         "trained %s: %d steps in %.1fs, test accuracy %.4f", cfg.model, result.steps, seconds, result.test_accuracy
     )
     return result, saved, predict_net
+
+
+def evaluate_trained(
+    params_net: pb.NetDef,
+    predict_net: pb.NetDef,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    losses: list[float],
+    params: dict[str, np.ndarray],
+    seconds: float,
+    *,
+    executor: str = "simple",
+) -> TrainResult:
+    """The :class:`TrainResult` of trained ``params``: their accuracy on both halves of ``split``."""
+    x_tr, y_tr, x_te, y_te = split
+    probs_te = predict(params_net, predict_net, x_te, executor=executor)
+    probs_tr = predict(params_net, predict_net, x_tr, executor=executor)
+    pred_te = probs_te.argmax(axis=1)
+    return TrainResult(
+        losses=losses,
+        train_accuracy=float((probs_tr.argmax(axis=1) == y_tr).mean()),
+        test_accuracy=float((pred_te == y_te).mean()),
+        seconds=seconds,
+        steps=len(losses),
+        params=params,
+        test_predictions=pred_te,
+    )
 
 
 def save_model(
