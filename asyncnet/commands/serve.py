@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -214,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
             )
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
+        # A worker of `--workers N` whose supervisor was killed would serve forever with nobody to
+        # forward a signal: it stops by itself (gracefully) once its parent is gone.
+        parent = os.getppid() if args.reuse_port else None
         while not stop.wait(0.5):
-            pass
+            if parent is not None and os.getppid() != parent:
+                break
         sys.stdout.write(f"shutting down: finishing requests in flight (up to {args.grace:g} s)\n")
         sys.stdout.flush()
     finally:

@@ -81,6 +81,40 @@ def test_sigterm_with_requests_in_flight_loses_none(tmp_path: Path, workers: int
     assert "shutting down" in out and f"stopped after {n} request(s)" in out
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc")
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    d = write_model(tmp_path / "m")
+    proc, port = _start(str(d), "--workers", "2")
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: the supervisor cannot forward anything
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"worker processes {left} outlived their killed supervisor"
+
+
 @pytest.mark.timeout(90)
 def test_predict_command_against_a_server_and_locally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = write_model(tmp_path / "dense")
