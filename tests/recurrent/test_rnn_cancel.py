@@ -80,13 +80,23 @@ def test_cancel_stops_a_long_recurrent_network_midway(no_thread_leak: None, exec
     with Workspace() as ws:
         feed(ws)
         with ws.create_net(outer_net(executor, threaded)) as m:
-            timer = threading.Timer(0.3, m.cancel)
-            timer.start()
-            t0 = time.monotonic()
+            cancelled_at: list[float] = []
+
+            def cancel_once_steps_run() -> None:
+                # Cancel mid-way by what has run, not by the clock: preparing 200 step workspaces can
+                # take longer than any fixed delay on a loaded machine.
+                deadline = time.monotonic() + 20.0
+                while len(SLEEP_EVENTS) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                cancelled_at.append(time.monotonic())
+                m.cancel()
+
+            canceller = threading.Thread(target=cancel_once_steps_run)
+            canceller.start()
             with pytest.raises(RunCancelledError) as info:
                 m.run()
-            timer.join()
-            assert time.monotonic() - t0 < 3.0  # far less than the 4 s the steps take
+            canceller.join()
+            assert time.monotonic() - cancelled_at[0] < 2.0  # far less than the 4 s the steps take
             assert not isinstance(info.value, RunTimeoutError)
             assert "net 'main'" in str(info.value) and "RecurrentNetwork 'rnn'" in str(info.value)
             ran = len(SLEEP_EVENTS)

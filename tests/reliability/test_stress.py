@@ -50,9 +50,11 @@ def test_two_thousand_runs_without_hang_leak_or_lost_failure(no_thread_leak: Non
     # Other tests in the same process may already hold shared pools, so bound the growth, not the total.
     assert max(report.threads[:quarter]) - report.threads[0] <= 16, report.threads
     # Memory: the first runs warm lazily built state (pools, BLAS discovery, kernel buffers), so a
-    # leak is growth after the first quarter: 4 MiB over 1,500 runs is under 3 KB a run.
+    # leak is growth after the first quarter. The bound allows one step of a few MiB (glibc gives a
+    # thread of a new private pool its own malloc arena, seen once in a full-suite run: +5.7 MiB) and
+    # still catches a leak of ~11 KB a run (16 MiB over 1,500 runs).
     rss_quarter = len(report.rss) // 4
-    assert report.rss[-1] - report.rss[rss_quarter] < 4 * 2**20, [r / 2**20 for r in report.rss]
+    assert report.rss[-1] - report.rss[rss_quarter] < 16 * 2**20, [r / 2**20 for r in report.rss]
 
 
 def _failing_net() -> tuple[Net, Workspace]:
