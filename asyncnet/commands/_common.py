@@ -255,13 +255,14 @@ def warn(message: str) -> None:
 IO_POLICY_HINT = "to allow it, pass --allow-read DIR / --allow-write DIR (or --allow-any-path to allow every path)"
 
 
-def add_io_policy_args(p: argparse.ArgumentParser) -> None:
-    """``--allow-read DIR``, ``--allow-write DIR`` (repeatable) and ``--allow-any-path``."""
-    g = p.add_argument_group(
-        "file access",
-        "Ops of the net (Save, Load, file readers, ...) may read files under the net's folder and the current "
-        "folder, and write under the current folder; anything else is refused before the net runs.",
-    )
+def add_io_policy_args(
+    p: argparse.ArgumentParser,
+    description: str = "Ops of the net (Save, Load, file readers, ...) may read files under the net's folder and the "
+    "current folder, and write under the current folder; anything else is refused before the net runs.",
+) -> None:
+    """``--allow-read DIR``, ``--allow-write DIR`` (repeatable) and ``--allow-any-path``; ``description``
+    says what the command allows without them."""
+    g = p.add_argument_group("file access", description)
     g.add_argument(
         "--allow-read", action="append", default=[], metavar="DIR", help="also let the net read under DIR (repeatable)"
     )

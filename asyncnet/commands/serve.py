@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from asyncnet.commands._common import add_io_policy_args
 from asyncnet.errors import ServingError
 from asyncnet.executors import ExecutorOptions
 from asyncnet.iopolicy import IOPolicy
@@ -54,16 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--executor", metavar="NAME", help="override the predict nets' NetDef.type")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads per device pool (async executors)")
-    g = p.add_argument_group(
-        "file access",
+    add_io_policy_args(
+        p,
         "Ops of a served net may read files under its model folder and write none; anything else is refused "
         "when the model loads.",
     )
-    g.add_argument("--allow-read", action="append", default=[], metavar="DIR", help="also allow reads under DIR")
-    g.add_argument(
-        "--allow-write", action="append", default=[], metavar="DIR", help="allow writes (and reads) under DIR"
-    )
-    g.add_argument("--allow-any-path", action="store_true", help="any file you can (Caffe2's behaviour; warns)")
     p.add_argument(
         "--workers",
         type=int,
