@@ -88,13 +88,9 @@ def LSTM(
         forward_only=forward_only,
         outputs_with_grads=outputs_with_grads,
     )
-    _register(model, layer)
     roles = ("hidden_all", "hidden_last", "cell_all", "cell_last")
     layers = [len(dims) - 1] if return_last_layer_only else list(range(len(dims)))
-    result = _refs(model, [layer.outputs[f"{r}_{k}"] for k in layers for r in roles])
-    if return_params:
-        return (*result, {"params": [BlobReference(p) for p in layer.params]})
-    return result
+    return _emit(model, layer, [f"{r}_{k}" for k in layers for r in roles], return_params)
 
 
 def GRU(
@@ -126,8 +122,16 @@ def GRU(
         forward_only=forward_only,
         outputs_with_grads=outputs_with_grads,
     )
+    return _emit(model, layer, ["hidden_all", "hidden_last"], return_params)
+
+
+def _emit(model: ModelHelper, layer: RecurrentLayer, outputs: Sequence[str], return_params: bool) -> Any:
+    """Adds ``layer`` to ``model``; returns references to the named ``layer.outputs``.
+
+    With ``return_params`` a final ``{"params": [...]}`` follows them, as Caffe2's helpers return.
+    """
     _register(model, layer)
-    result = _refs(model, [layer.outputs["hidden_all"], layer.outputs["hidden_last"]])
+    result = _refs(model, [layer.outputs[o] for o in outputs])
     if return_params:
         return (*result, {"params": [BlobReference(p) for p in layer.params]})
     return result

@@ -17,6 +17,12 @@ from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import numpy_dtype
 
 
+def _check_bounds(op: OpInfo, lo: float, hi: float) -> None:
+    """A uniform fill's ``min`` must not be above its ``max``."""
+    if lo > hi:
+        raise ArgumentError(f"{op.label()}: min {lo} is above max {hi}")
+
+
 @_register_fill(
     "UniformIntFill",
     (Arg("min", 0, "lowest value"), Arg("max", 1, "highest value (inclusive)")),
@@ -25,8 +31,7 @@ from asyncnet.serde import numpy_dtype
 )
 def uniform_int_fill(op: OpInfo) -> Callable[..., Any]:
     lo, hi = op.int_arg("min"), op.int_arg("max")
-    if lo > hi:
-        raise ArgumentError(f"{op.label()}: min {lo} is above max {hi}")
+    _check_bounds(op, lo, hi)
     rng = rng_for(op)
     return lambda *ins: (rng.integers(lo, hi, size=_runtime_shape(op, ins), endpoint=True).astype(np.int32),)
 
@@ -39,8 +44,7 @@ def uniform_int_fill(op: OpInfo) -> Callable[..., Any]:
 )
 def float16_uniform_fill(op: OpInfo) -> Callable[..., Any]:
     lo, hi = op.float_arg("min"), op.float_arg("max")
-    if lo > hi:
-        raise ArgumentError(f"{op.label()}: min {lo} is above max {hi}")
+    _check_bounds(op, lo, hi)
     rng = rng_for(op)
     return lambda *ins: (rng.uniform(lo, hi, size=_runtime_shape(op, ins)).astype(np.float16),)
 

@@ -175,6 +175,23 @@ def _check_record(op: OpInfo, q: BlobsQueue, blobs: tuple[Any, ...]) -> tuple[An
     return tuple(np.array(b, copy=True) if isinstance(b, np.ndarray) else b for b in blobs)
 
 
+def _closed_as_status(fut: Future[Any], closed_outputs: tuple[Any, ...]) -> Future[Any]:
+    """The Safe* ops' result: a closed queue gives ``closed_outputs`` and a true status instead of failing."""
+    out: Future[Any] = Future()
+
+    def relay(f: Future[Any]) -> None:
+        exc = f.exception()
+        if isinstance(exc, QueueClosedError):
+            out.set_result(closed_outputs + (np.array(True),))
+        elif exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    fut.add_done_callback(relay)
+    return out
+
+
 def _enqueue(safe: bool) -> Callable[[OpInfo], Callable[..., Any]]:
     def factory(op: OpInfo) -> Callable[..., Any]:
         def run(queue: Any, *blobs: Any) -> Future[Any]:
@@ -184,19 +201,7 @@ def _enqueue(safe: bool) -> Callable[[OpInfo], Callable[..., Any]]:
             fut = q.put([record], tuple(blobs) + status)
             if not safe:
                 return fut
-            out: Future[Any] = Future()
-
-            def relay(f: Future[Any]) -> None:
-                exc = f.exception()
-                if isinstance(exc, QueueClosedError):
-                    out.set_result(tuple(blobs) + (np.array(True),))
-                elif exc is not None:
-                    out.set_exception(exc)
-                else:
-                    out.set_result(f.result())
-
-            fut.add_done_callback(relay)
-            return out
+            return _closed_as_status(fut, tuple(blobs))
 
         return run
 
@@ -227,20 +232,8 @@ def _dequeue(safe: bool) -> Callable[[OpInfo], Callable[..., Any]]:
             fut = q.get(n, lambda batch: _merge(batch, q.num_blobs) + suffix, timeout)
             if not safe:
                 return fut
-            out: Future[Any] = Future()
-
-            def relay(f: Future[Any]) -> None:
-                exc = f.exception()
-                if isinstance(exc, QueueClosedError):
-                    # Closed and empty: outputs keep no data, the status says stop.
-                    out.set_result(tuple(np.zeros(0, np.float32) for _ in range(n_data)) + (np.array(True),))
-                elif exc is not None:
-                    out.set_exception(exc)
-                else:
-                    out.set_result(f.result())
-
-            fut.add_done_callback(relay)
-            return out
+            # Closed and empty: outputs keep no data, the status says stop.
+            return _closed_as_status(fut, tuple(np.zeros(0, np.float32) for _ in range(n_data)))
 
         return run
 

@@ -78,6 +78,23 @@ def _keep(valid: np.ndarray | None, new: np.ndarray, old: np.ndarray, drop: bool
     return np.where(valid, new, 0.0 if drop else old)
 
 
+def _lstm_gates(x: np.ndarray, d: int, forget_bias: float) -> tuple[np.ndarray, ...]:
+    """LSTM activations (input, forget, output, candidate) of pre-activation gates ``x`` (..., 4d), in float64."""
+    xd = x.astype(np.float64)
+    return (
+        _sigmoid(xd[..., :d]),
+        _sigmoid(xd[..., d : 2 * d] + forget_bias),
+        _sigmoid(xd[..., 2 * d : 3 * d]),
+        _tanh(xd[..., 3 * d :]),
+    )
+
+
+def _gru_gates(x: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """GRU update gate and tanh'd output of gates ``x`` (..., 3d), in float64 (the reset slice is unused here)."""
+    xd = x.astype(np.float64)
+    return _sigmoid(xd[..., d : 2 * d]), _tanh(xd[..., 2 * d :])
+
+
 _CELL_ARGS = (
     Arg("sequence_lengths", True, "whether input 3 holds per-row sequence lengths (int32, N)"),
     Arg("drop_states", False, "rows past their length get zero states instead of keeping the previous ones"),
@@ -106,11 +123,7 @@ def lstm_unit(op: OpInfo) -> Callable[..., Any]:
     def run(*ins: Any) -> tuple[np.ndarray, np.ndarray]:
         (h_prev, c_prev, x), lengths, t, _ = _split_inputs(op, ins, 2)
         n, d = _check_cell(op, [h_prev, c_prev], x, 4)
-        xd = x.astype(np.float64)
-        i = _sigmoid(xd[..., :d])
-        f = _sigmoid(xd[..., d : 2 * d] + forget_bias)
-        o = _sigmoid(xd[..., 2 * d : 3 * d])
-        g = _tanh(xd[..., 3 * d :])
+        i, f, o, g = _lstm_gates(x, d, forget_bias)
         c = (f * c_prev + i * g).astype(c_prev.dtype)
         h = (o * _tanh(c.astype(np.float64))).astype(c_prev.dtype)
         valid = _valid_rows(op, n, lengths, t)
@@ -151,11 +164,7 @@ def lstm_unit_gradient(op: OpInfo) -> Callable[..., Any]:
         (h_prev, c_prev, x), lengths, t, rest = _split_inputs(op, ins, 2)
         _h, c, dh, dc = (np.asarray(v) for v in rest)
         n, d = _check_cell(op, [h_prev, c_prev], x, 4)
-        xd = x.astype(np.float64)
-        i = _sigmoid(xd[..., :d])
-        f = _sigmoid(xd[..., d : 2 * d] + forget_bias)
-        o = _sigmoid(xd[..., 2 * d : 3 * d])
-        g = _tanh(xd[..., 3 * d :])
+        i, f, o, g = _lstm_gates(x, d, forget_bias)
         tanh_c = _tanh(c.astype(np.float64))
         dct = dc + dh * o * (1.0 - tanh_c * tanh_c)
         dtype = x.dtype
@@ -211,9 +220,8 @@ def gru_unit(op: OpInfo) -> Callable[..., Any]:
     def run(*ins: Any) -> tuple[np.ndarray]:
         (h_prev, x), lengths, t, _ = _split_inputs(op, ins, 1)
         n, d = _check_cell(op, [h_prev], x, 3)
-        xd = x.astype(np.float64)
-        u = _sigmoid(xd[..., d : 2 * d])
-        h = (h_prev * u + _tanh(xd[..., 2 * d :]) * (1.0 - u)).astype(h_prev.dtype)
+        u, o = _gru_gates(x, d)
+        h = (h_prev * u + o * (1.0 - u)).astype(h_prev.dtype)
         return (_keep(_valid_rows(op, n, lengths, t), h, h_prev, drop).astype(h_prev.dtype),)
 
     return run
@@ -241,9 +249,7 @@ def gru_unit_gradient(op: OpInfo) -> Callable[..., Any]:
         (h_prev, x), lengths, t, rest = _split_inputs(op, ins, 1)
         dh = np.asarray(rest[1])
         n, d = _check_cell(op, [h_prev], x, 3)
-        xd = x.astype(np.float64)
-        u = _sigmoid(xd[..., d : 2 * d])
-        o = _tanh(xd[..., 2 * d :])
+        u, o = _gru_gates(x, d)
         dtype = x.dtype
         dh_prev = (dh * u).astype(dtype)
         gates = np.concatenate(

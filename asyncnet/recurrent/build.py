@@ -224,6 +224,51 @@ def _layer_names(scope: str, k: int) -> dict[str, str]:
     }
 
 
+def _sequence_projection(
+    scope: str, rows: int, dim_in: int, params: dict[str, tuple[int, ...]]
+) -> tuple[str, str, str]:
+    """Names layer 0's input projection, done for the whole sequence by one FC outside the step net.
+
+    Adds its weight and bias (``rows`` gate rows over ``dim_in``) to ``params``; returns the
+    projected sequence blob, the weight and the bias.
+    """
+    w0, b0 = f"{scope}/layer0/i2h_w", f"{scope}/layer0/i2h_b"
+    params[w0] = (rows, dim_in)
+    params[b0] = (rows,)
+    return f"{scope}/i2h", w0, b0
+
+
+def _below_weights(
+    scope: str, k: int, rows: int, dim_below: int, params: dict[str, tuple[int, ...]], refs: list[str]
+) -> tuple[str, str]:
+    """Adds layer ``k``'s (k > 0) per-step input projection weight and bias to ``params`` and ``refs``."""
+    iw, ib = f"{scope}/layer{k}/i2h_w", f"{scope}/layer{k}/i2h_b"
+    params[iw] = (rows, dim_below)
+    params[ib] = (rows,)
+    refs += [iw, ib]
+    return iw, ib
+
+
+def _unit_args(seq_lengths: str | None, **args: Any) -> dict[str, Any]:
+    """The LSTMUnit/GRUUnit arguments; without a lengths input the unit must be told so."""
+    if not seq_lengths:
+        args["sequence_lengths"] = 0
+    return args
+
+
+def _layer_outputs(outs: dict[str, str], scope: str, n_layers: int, roles: Sequence[str]) -> dict[str, str]:
+    """Maps ``<role>_{all,last}_<k>`` per layer, and the last layer's ``hidden_{all,last}``, to op outputs."""
+    outputs: dict[str, str] = {}
+    for k in range(n_layers):
+        for role in roles:
+            state = f"{scope}/layer{k}/{role}_t"
+            outputs[f"{role}_all_{k}"] = outs[f"{state}_all"]
+            outputs[f"{role}_last_{k}"] = outs[f"{state}_last"]
+    outputs["hidden_all"] = outputs[f"hidden_all_{n_layers - 1}"]
+    outputs["hidden_last"] = outputs[f"hidden_last_{n_layers - 1}"]
+    return outputs
+
+
 def lstm(
     input_blob: str,
     seq_lengths: str | None,
@@ -265,21 +310,15 @@ def lstm(
     if len(initial_states) != len(dims):
         raise ArgumentError(f"lstm '{scope}': {len(dims)} layer(s) need as many (hidden, cell) initial states")
     params: dict[str, tuple[int, ...]] = {}
-    ops: list[pb.OperatorDef] = []
-    w0, b0 = f"{scope}/layer0/i2h_w", f"{scope}/layer0/i2h_b"
-    params[w0] = (4 * dims[0], dim_in)
-    params[b0] = (4 * dims[0],)
-    i2h = f"{scope}/i2h"
-    ops.append(_op("FC", [input_blob, w0, b0], [i2h], axis=2))
+    i2h, w0, b0 = _sequence_projection(scope, 4 * dims[0], dim_in, params)
+    ops: list[pb.OperatorDef] = [_op("FC", [input_blob, w0, b0], [i2h], axis=2)]
     step: list[pb.OperatorDef] = []
     states: list[tuple[str, str, str, str]] = []
     refs: list[str] = [*([seq_lengths] if seq_lengths else [])]
     input_t = f"{scope}/input_t"
     timestep = f"{scope}/timestep"
     below = ""
-    unit_args: dict[str, Any] = {"forget_bias": float(forget_bias), "drop_states": int(drop_states)}
-    if not seq_lengths:
-        unit_args["sequence_lengths"] = 0
+    unit_args = _unit_args(seq_lengths, forget_bias=float(forget_bias), drop_states=int(drop_states))
     for k, (h) in enumerate(dims):
         n = _layer_names(scope, k)
         gw, gb = f"{scope}/layer{k}/gates_w", f"{scope}/layer{k}/gates_b"
@@ -292,10 +331,7 @@ def lstm(
         if k == 0:
             step.append(_op("Sum", [gates_h, input_t], [gates]))
         else:
-            iw, ib = f"{scope}/layer{k}/i2h_w", f"{scope}/layer{k}/i2h_b"
-            params[iw] = (4 * h, dims[k - 1])
-            params[ib] = (4 * h,)
-            refs += [iw, ib]
+            iw, ib = _below_weights(scope, k, 4 * h, dims[k - 1], params, refs)
             gates_x = f"{scope}/layer{k}/gates_x"
             step.append(_op("FC", [below, iw, ib], [gates_x], axis=2))
             step.append(_op("Sum", [gates_h, gates_x], [gates]))
@@ -320,16 +356,8 @@ def lstm(
         recompute_blobs_on_backward=recompute_blobs_on_backward,
     )
     ops.append(rnn)
-    outputs: dict[str, str] = {}
-    for k in range(len(dims)):
-        n = _layer_names(scope, k)
-        for role in ("hidden", "cell"):
-            outputs[f"{role}_all_{k}"] = outs[f"{n[role + '_t']}_all"]
-            outputs[f"{role}_last_{k}"] = outs[f"{n[role + '_t']}_last"]
-    last = len(dims) - 1
-    outputs["hidden_all"] = outputs[f"hidden_all_{last}"]
-    outputs["hidden_last"] = outputs[f"hidden_last_{last}"]
-    outputs["cell_last"] = outputs[f"cell_last_{last}"]
+    outputs = _layer_outputs(outs, scope, len(dims), ("hidden", "cell"))
+    outputs["cell_last"] = outputs[f"cell_last_{len(dims) - 1}"]
     return RecurrentLayer(ops, params, outputs, [s for pair in initial_states for s in pair])
 
 
@@ -357,31 +385,22 @@ def gru(
     if len(initial_states) != len(dims):
         raise ArgumentError(f"gru '{scope}': {len(dims)} layer(s) need as many initial hidden states")
     params: dict[str, tuple[int, ...]] = {}
-    ops: list[pb.OperatorDef] = []
-    w0, b0 = f"{scope}/layer0/i2h_w", f"{scope}/layer0/i2h_b"
-    params[w0] = (3 * dims[0], dim_in)
-    params[b0] = (3 * dims[0],)
-    i2h = f"{scope}/i2h"
-    ops.append(_op("FC", [input_blob, w0, b0], [i2h], axis=2))
+    i2h, w0, b0 = _sequence_projection(scope, 3 * dims[0], dim_in, params)
+    ops: list[pb.OperatorDef] = [_op("FC", [input_blob, w0, b0], [i2h], axis=2)]
     step: list[pb.OperatorDef] = []
     states: list[tuple[str, str, str, str]] = []
     refs: list[str] = [*([seq_lengths] if seq_lengths else [])]
     input_t = f"{scope}/input_t"
     timestep = f"{scope}/timestep"
     below = ""
-    unit_args: dict[str, Any] = {"drop_states": int(drop_states)}
-    if not seq_lengths:
-        unit_args["sequence_lengths"] = 0
+    unit_args = _unit_args(seq_lengths, drop_states=int(drop_states))
     for k, h in enumerate(dims):
         p = f"{scope}/layer{k}"
         h_prev, h_t = f"{p}/hidden_t_prev", f"{p}/hidden_t"
         if k == 0:
             x_t = input_t
         else:
-            iw, ib = f"{p}/i2h_w", f"{p}/i2h_b"
-            params[iw] = (3 * h, dims[k - 1])
-            params[ib] = (3 * h,)
-            refs += [iw, ib]
+            iw, ib = _below_weights(scope, k, 3 * h, dims[k - 1], params, refs)
             x_t = f"{p}/x_t"
             step.append(_op("FC", [below, iw, ib], [x_t], axis=2))
         ruw, rub, ow, ob = f"{p}/gates_w", f"{p}/gates_b", f"{p}/output_w", f"{p}/output_b"
@@ -423,12 +442,5 @@ def gru(
         outputs_with_grads=[2 * (len(dims) - 1) + i for i in outputs_with_grads],
     )
     ops.append(rnn)
-    outputs: dict[str, str] = {}
-    for k in range(len(dims)):
-        h_t = f"{scope}/layer{k}/hidden_t"
-        outputs[f"hidden_all_{k}"] = outs[f"{h_t}_all"]
-        outputs[f"hidden_last_{k}"] = outs[f"{h_t}_last"]
-    last = len(dims) - 1
-    outputs["hidden_all"] = outputs[f"hidden_all_{last}"]
-    outputs["hidden_last"] = outputs[f"hidden_last_{last}"]
+    outputs = _layer_outputs(outs, scope, len(dims), ("hidden",))
     return RecurrentLayer(ops, params, outputs, list(initial_states))
