@@ -221,9 +221,12 @@ def _dequeue(safe: bool) -> Callable[[OpInfo], Callable[..., Any]]:
         if n < 1:
             raise ArgumentError(f"{op.label()}: num_records must be positive, got {n}")
 
+        n_data = len(op.outputs) - (1 if safe else 0)
+        # Closed and empty: outputs keep no data (size-0 arrays, safe to share between runs).
+        closed = tuple(np.zeros(0, np.float32) for _ in range(n_data))
+
         def run(queue: Any) -> Future[Any]:
             q = _queue(op, queue)
-            n_data = len(op.outputs) - (1 if safe else 0)
             if n_data != q.num_blobs:
                 raise ArgumentError(
                     f"{op.label()}: queue '{q.name}' holds {q.num_blobs} blobs, op has {n_data} outputs"
@@ -232,8 +235,7 @@ def _dequeue(safe: bool) -> Callable[[OpInfo], Callable[..., Any]]:
             fut = q.get(n, lambda batch: _merge(batch, q.num_blobs) + suffix, timeout)
             if not safe:
                 return fut
-            # Closed and empty: outputs keep no data, the status says stop.
-            return _closed_as_status(fut, tuple(np.zeros(0, np.float32) for _ in range(n_data)))
+            return _closed_as_status(fut, closed)
 
         return run
 
