@@ -1171,18 +1171,18 @@ class OpNamespace:
         angle_bound_hi: int = ...,
         clip_angle_thresh: float = ...,
     ) -> tuple[Blob, ...]:
-        """Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image.
+        """Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image. With rotated=1 RoIs are (M, 5 or 6) [batch, ctr_x, ctr_y, w, h, angle], deltas (M, 5K) with the angle delta in radians; only nearly upright boxes (|angle| <= clip_angle_thresh) are clipped.
 
         Args:
             weights: [wx, wy, ww, wh] dividing the deltas
             apply_scale: scale the boxes back to the scaled image after the transform
             correct_transform_coords: subtract 1 from x2/y2 of the result (Detectron)
-            rotated: boxes carry an angle (unsupported)
+            rotated: boxes are [ctr_x, ctr_y, w, h, angle in degrees], deltas [dx, dy, dw, dh, da]
             legacy_plus_one: widths are x2 - x1 + 1
-            angle_bound_on: rotated boxes only (unsupported)
-            angle_bound_lo: rotated boxes only (unsupported)
-            angle_bound_hi: rotated boxes only (unsupported)
-            clip_angle_thresh: rotated boxes only (unsupported)
+            angle_bound_on: rotated: move the new angle by one period into [angle_bound_lo, angle_bound_hi]
+            angle_bound_lo: rotated: lowest angle (degrees)
+            angle_bound_hi: rotated: highest angle (degrees); hi - lo must be a multiple of 180
+            clip_angle_thresh: rotated: clip only boxes with |angle| <= this (negative: none)
         """
         ...
 
@@ -5328,6 +5328,26 @@ class OpNamespace:
         """Y = a bool scalar, true when the scope blob X holds at least one workspace."""
         ...
 
+    def HeatmapMaxKeypoint(
+        self,
+        heatmaps: BlobLike,
+        bboxes: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        should_output_softmax: int = ...,
+    ) -> Blob:
+        """Keypoints from heatmaps (N, K, S, S) and boxes (N, 4+) [x1, y1, x2, y2]: for each heatmap take the first arg-max cell, refine it with a Newton step of a quadratic fit to its 3x3 neighbourhood (mirrored at the border; step clipped to 1.5 cells), and map it into the box. Output (N, 4, K): x, y, fitted score, and the softmax probability at the maximum (0 unless should_output_softmax).
+
+        Args:
+            should_output_softmax: fill row 3 with the spatial softmax probability of the maximum
+        """
+        ...
+
     def Histogram(
         self,
         *inputs: BlobLike,
@@ -6457,43 +6477,585 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
-        kernel: int = ...,
-        kernels: Sequence[Any] = ...,
-        kernel_h: int = ...,
-        kernel_w: int = ...,
-        dilation: int = ...,
-        dilation_h: int = ...,
-        dilation_w: int = ...,
-        stride: int = ...,
-        stride_h: int = ...,
-        stride_w: int = ...,
-        pad: int = ...,
-        pad_t: int = ...,
-        pad_l: int = ...,
-        pad_b: int = ...,
-        pad_r: int = ...,
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
         order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
         no_bias: int = ...,
     ) -> Blob:
-        """Locally connected 2-D layer: a convolution whose filter differs at every output position. NCHW: W (out_h, out_w, M, C, kh, kw), NHWC: W (out_h, out_w, M, kh, kw, C); bias (out_h, out_w, M).
+        """Locally connected layer over 1, 2 or 3 spatial dims (from X): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
 
         Args:
-            kernel: square kernel size
-            kernels: kernel (height, width)
-            kernel_h: kernel height
-            kernel_w: kernel width
-            dilation: dilation (both dims)
-            dilation_h: dilation height
-            dilation_w: dilation width
-            stride: stride (both dims)
-            stride_h: stride height
-            stride_w: stride width
-            pad: padding on every side
-            pad_t: top padding
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
             pad_l: left padding
             pad_b: bottom padding
             pad_r: right padding
-            order: storage order
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC1D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 1 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC1DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC1D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC2D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 2 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC2DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC2D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC3D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 3 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC3DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC3D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
             no_bias: there is no bias input
         """
         ...
@@ -6510,44 +7072,76 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
-        kernel: int = ...,
-        kernels: Sequence[Any] = ...,
-        kernel_h: int = ...,
-        kernel_w: int = ...,
-        dilation: int = ...,
-        dilation_h: int = ...,
-        dilation_w: int = ...,
-        stride: int = ...,
-        stride_h: int = ...,
-        stride_w: int = ...,
-        pad: int = ...,
-        pad_t: int = ...,
-        pad_l: int = ...,
-        pad_b: int = ...,
-        pad_r: int = ...,
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
         order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
         no_bias: int = ...,
     ) -> tuple[Blob, ...]:
         """Gradient of LC: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
 
         Args:
-            kernel: square kernel size
-            kernels: kernel (height, width)
-            kernel_h: kernel height
-            kernel_w: kernel width
-            dilation: dilation (both dims)
-            dilation_h: dilation height
-            dilation_w: dilation width
-            stride: stride (both dims)
-            stride_h: stride height
-            stride_w: stride width
-            pad: padding on every side
-            pad_t: top padding
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
             pad_l: left padding
             pad_b: bottom padding
             pad_r: right padding
-            order: storage order
-            no_bias: the forward op had no bias: outputs are dW, [dX]
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
         """
         ...
 
@@ -6746,6 +7340,57 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Inputs X [N, D], label [N], dY [N]; dX[i, label[i]] = -dY[i] / max(X[i, label[i]], 1e-20), 0 elsewhere."""
+        ...
+
+    def LambdaRankNdcg(
+        self,
+        y: BlobLike,
+        r: BlobLike,
+        session_lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_ndcg_as_loss: int = ...,
+        use_idcg_normalization: int = ...,
+        use_exp_gain: int = ...,
+    ) -> tuple[Blob, ...]:
+        """LambdaRank (Wu et al. 2010) per session: pairwise logistic losses weighted by |gain_i - gain_j| * |discount_i - discount_j| (discount 1/log2(rank + 1) by predicted score, gain 2^label), or IDCG - DCG with use_ndcg_as_loss; normalised by IDCG unless use_idcg_normalization=0. Outputs the loss per session and the lambda gradient w.r.t. the predictions.
+
+        Args:
+            use_ndcg_as_loss: loss = IDCG - DCG instead of the lambda-weighted pairwise logistic loss
+            use_idcg_normalization: divide loss and gradient by max(IDCG, 1e-5) (NDCG)
+            use_exp_gain: gain 2^label (else the label itself, only with use_ndcg_as_loss)
+        """
+        ...
+
+    def LambdaRankNdcgGradient(
+        self,
+        y: BlobLike,
+        session_lengths: BlobLike,
+        dy_cache: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_ndcg_as_loss: int = ...,
+        use_idcg_normalization: int = ...,
+        use_exp_gain: int = ...,
+    ) -> Blob:
+        """Gradient of LambdaRankNdcg: inputs y, session_lengths, dy (forward output 1), dloss; dy of each session scaled by that session's loss gradient.
+
+        Args:
+            use_ndcg_as_loss: loss = IDCG - DCG instead of the lambda-weighted pairwise logistic loss
+            use_idcg_normalization: divide loss and gradient by max(IDCG, 1e-5) (NDCG)
+            use_exp_gain: gain 2^label (else the label itself, only with use_ndcg_as_loss)
+        """
         ...
 
     def Lars(
@@ -9049,6 +9694,27 @@ class OpNamespace:
         """
         ...
 
+    def Quantile(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        quantile: float = ...,
+        abs: int = ...,
+        tol: float = ...,
+    ) -> Blob:
+        """A value v such that at least ceil(quantile * n) of the n values of all inputs are <= v, found by bisection between the smallest and largest value until the bracket is within the relative tolerance `tol` (the upper end is returned; an exact count hit returns the midpoint). Output shape (1,).
+
+        Args:
+            quantile: the quantile in [0, 1] (required)
+            abs: take |x| of every value first
+            tol: stop bisecting when |hi - lo| <= tol * (|hi| + |lo|)
+        """
+        ...
+
     def RMACRegions(
         self,
         X: BlobLike,
@@ -10157,6 +10823,67 @@ class OpNamespace:
         """
         ...
 
+    def RoIAlignRotated(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        sampling_ratio: int = ...,
+        aligned: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """RoIAlign for rotated RoIs (R, 5 or 6) [batch, ctr_x, ctr_y, w, h, angle in degrees counter-clockwise]: each output bin is the mean of bilinear samples on a grid rotated with the RoI about its centre. Output (R, C, pooled_h, pooled_w) (NHWC: (R, pooled_h, pooled_w, C)).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
+            aligned: shift the RoI by -0.5 pixel and allow sizes below 1
+            order: NCHW or NHWC
+        """
+        ...
+
+    def RoIAlignRotatedGradient(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        sampling_ratio: int = ...,
+        aligned: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of RoIAlignRotated: inputs X, RoIs, dY; dX spreads each bin's gradient over its bilinear samples (no gradient for the RoIs).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
+            aligned: shift the RoI by -0.5 pixel and allow sizes below 1
+            order: NCHW or NHWC
+        """
+        ...
+
     def RowWiseSparseAdagrad(
         self,
         param: BlobLike,
@@ -10427,6 +11154,29 @@ class OpNamespace:
         """Row i (float32, width index_size) has a 1 at every index of segment i of INDICES (cut by LENGTHS)."""
         ...
 
+    def SelfBinningHistogram(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_bins: int = ...,
+        bin_spacing: str = ...,
+        logspace_start: float = ...,
+        abs: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Histogram of all input values with bins chosen from the data: num_bins + 1 edges from the minimum to slightly above the maximum (linear, or geometric from max(min, logspace_start)); output 0 holds the edges, output 1 the count of values in [edge_i, edge_i+1) (the last count is 0; values below the first logarithmic edge count in bin 0). No values: all zeros. When the edges collapse (min == max) every value counts in bin 0.
+
+        Args:
+            num_bins: number of bins (>= 1); the outputs have num_bins + 1 entries
+            bin_spacing: 'linear' or 'logarithmic' edges
+            logspace_start: smallest edge of logarithmic spacing (values below count in bin 0)
+            abs: bin |x| instead of x
+        """
+        ...
+
     def Selu(
         self,
         in0: BlobLike,
@@ -10499,6 +11249,49 @@ class OpNamespace:
             fill_val: the value of the masked positions
             batch: unsupported here (must be -1)
             repeat_from_axis: unsupported here (must be -1)
+        """
+        ...
+
+    def SessionMarginLoss(
+        self,
+        pred: BlobLike,
+        label: BlobLike,
+        session_lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Pairwise margin ranking loss within each session: for every pair with different labels, max(0, margin - sign(r_i - r_j) * (y_i - y_j)), averaged over the session size (each unordered pair counted once). Outputs the loss per session and its gradient w.r.t. the predictions; a session whose labels are all 0 has loss 0.
+
+        Args:
+            margin: the margin by which a higher-labelled item should outscore a lower one
+        """
+        ...
+
+    def SessionMarginLossGradient(
+        self,
+        pred: BlobLike,
+        session_lengths: BlobLike,
+        precomputed_dpred: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> Blob:
+        """Gradient of SessionMarginLoss: inputs pred, session_lengths, dpred (forward output 1), dloss; dpred of each session scaled by that session's loss gradient.
+
+        Args:
+            margin: the forward op's margin (unused)
         """
         ...
 
