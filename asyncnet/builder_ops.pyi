@@ -3325,6 +3325,29 @@ class OpNamespace:
         """
         ...
 
+    def CreateBlobsQueueDB(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        key_blob_index: int = ...,
+        value_blob_index: int = ...,
+        timeout_secs: float = ...,
+    ) -> Blob:
+        """A DB reader over a blobs queue: each read takes the next queued record (waiting without holding a thread) and returns its blob `value_blob_index`, a serialized TensorProtos, for TensorProtosDBInput.
+
+        Args:
+            key_blob_index: blob of each record holding its key (-1: no key)
+            value_blob_index: blob of each record holding the serialized TensorProtos
+            timeout_secs: fail a read after waiting this long for a record (0: wait for data or close)
+        """
+        ...
+
     def CreateCommonWorld(
         self,
         store_handler: BlobLike,
@@ -13553,7 +13576,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         batch_size: int = ...,
     ) -> tuple[Blob, ...]:
-        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard.
+        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard. A reader over a blobs queue (CreateBlobsQueueDB) waits for records without holding a thread.
 
         Args:
             batch_size: records per run, stacked along a new first axis (0: one record, no batch axis)
