@@ -11794,6 +11794,166 @@ class OpNamespace:
         """
         ...
 
+    def SortedSegmentRangeLogMeanExp(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is log(mean(exp(x))) over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeLogMeanExpGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeLogMeanExp: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeLogSumExp(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is log(sum(exp(x))) over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeLogSumExpGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeLogSumExp: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeMax(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the elementwise max over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeMaxGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeMax: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeMeanGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeMean: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeSumGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeSum: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
     def SortedSegmentSum(
         self,
         DATA: BlobLike,
@@ -11979,6 +12139,38 @@ class OpNamespace:
             beta2: second moment decay
             epsilon: added to the root
         """
+        ...
+
+    def SparseLengthsIndicesInGradientMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient rows of SparseLengthsMean taking the indices as input: row j is dOUTPUT of the segment of index j divided by that segment's length."""
+        ...
+
+    def SparseLengthsIndicesInGradientSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient rows of SparseLengthsSum taking the indices as input: row j is dOUTPUT of the segment of index j."""
         ...
 
     def SparseLengthsIndicesInGradientWeightedSumWithMainInputGradient(
