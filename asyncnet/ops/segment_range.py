@@ -57,18 +57,18 @@ def _reduce(kind: str, data: np.ndarray, seg: np.ndarray, k: int) -> np.ndarray:
 
 def _grad(kind: str, data: np.ndarray, out: np.ndarray, dout: np.ndarray, seg: np.ndarray) -> np.ndarray:
     k = np.bincount(seg, minlength=out.shape[0]) if seg.size else np.zeros(0, np.int64)
-    rows = dout[seg].astype(np.float64)
+    rows: np.ndarray = dout[seg].astype(np.float64)
     if kind == "Sum":
         return rows
     if kind == "Mean":
-        return rows / k[seg].reshape((-1,) + (1,) * (rows.ndim - 1))
+        return np.asarray(rows / k[seg].reshape((-1,) + (1,) * (rows.ndim - 1)))
     x, y = data.astype(np.float64), out[seg].astype(np.float64)
     if kind == "Max":
         # Every row equal to its range's max gets the gradient (ties included), as Caffe2.
         return np.where(x == y, rows, 0.0)
     if kind == "LogMeanExp":
         y = y + np.log(k[seg]).reshape((-1,) + (1,) * (rows.ndim - 1))
-    return rows * np.exp(x - y)
+    return np.asarray(rows * np.exp(x - y))
 
 
 _KINDS = {
