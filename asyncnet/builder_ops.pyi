@@ -8871,6 +8871,26 @@ class OpNamespace:
         """Gradient of Mean over n inputs: every dX_i = dY / n."""
         ...
 
+    def MergeDenseFeatureTensors(
+        self,
+        in1: BlobLike,
+        in1_presence: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Turn a dense (N, F) feature matrix and its (N, F) presence mask into lengths (per example), keys (feature_ids of the present columns) and values, example by example.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
     def MergeDim(
         self,
         data: BlobLike,
@@ -8895,6 +8915,165 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Per example, the sorted union of its ids over every (lengths, values) id list."""
+        ...
+
+    def MergeMultiListFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (list features: 4 tensors each)."""
+        ...
+
+    def MergeMultiListFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiListFeatureTensors: inputs (lengths, values.lengths) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeMultiMapFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (map features: 5 tensors each)."""
+        ...
+
+    def MergeMultiMapFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiMapFeatureTensors: inputs (lengths, values.lengths) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeMultiScalarFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (scalar features: 3 tensors each)."""
+        ...
+
+    def MergeMultiScalarFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiScalarFeatureTensors: inputs lengths of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleListFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (list features: 3 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleListFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleListFeatureTensors: inputs (lengths, presence) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleMapFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (map features: 4 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleMapFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleMapFeatureTensors: inputs (lengths, presence) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleScalarFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (scalar features: 2 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleScalarFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleScalarFeatureTensors: inputs presence_1..k and the merged values' gradient; output i is input i's values gradient (0, or '' for strings, where the feature is absent)."""
         ...
 
     def Min(
