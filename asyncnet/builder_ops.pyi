@@ -565,8 +565,8 @@ class OpNamespace:
     def AtomicFetchAdd(
         self,
         mutex: BlobLike,
-        a: BlobLike,
-        b: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
         /,
         *,
         outputs: Outputs = None,
@@ -575,7 +575,23 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
-        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
+        ...
+
+    def AtomicFetchAdd64(
+        self,
+        mutex: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
         ...
 
     def AtomicIter(
@@ -2113,6 +2129,23 @@ class OpNamespace:
             rpn_max_level: last RPN level of the inputs
             rpn_min_level: first RPN level of the inputs
             rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
+    def CollectTensor(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_to_collect: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Reservoir sampling across runs into the tensor vectors (written in place): run t keeps the k input tensors (all or none, at the same index of each tensor vector) with probability num_to_collect / (t + 1); the first num_to_collect runs append.
+
+        Args:
+            num_to_collect: tensors kept per vector (required, > 0)
         """
         ...
 
@@ -7438,6 +7471,29 @@ class OpNamespace:
         Args:
             offset: added to the norm ratio
             lr_min: lower clip of the result
+        """
+        ...
+
+    def LastNWindowCollector(
+        self,
+        last_n: BlobLike,
+        next: BlobLike,
+        DATA: BlobLike,
+        MUTEX: BlobLike = ...,
+        NUM_VISITED: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_to_collect: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Keep the last num_to_collect rows seen across runs: the rows of DATA are written into the buffer (input/output 0, empty at first) at the cursor NEXT (input/output 1, an int32 scalar), wrapping around; a DATA with more rows than the buffer keeps only its last rows. Optional MUTEX (input 3) serializes concurrent collectors; NUM_VISITED (input 4 / output 2) counts every row seen.
+
+        Args:
+            num_to_collect: rows kept (required, > 0)
         """
         ...
 
