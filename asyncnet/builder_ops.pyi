@@ -1136,6 +1136,31 @@ class OpNamespace:
         """
         ...
 
+    def AveragePut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to <stat_name>/stat_value/sum and 1 to .../count.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
+        """
+        ...
+
     def AveragedLoss(
         self,
         in0: BlobLike,
@@ -5530,6 +5555,31 @@ class OpNamespace:
             token: the registered forward function
             grad_token: the registered gradient function
             pass_workspace: also pass the workspace to the function
+        """
+        ...
+
+    def IncrementPut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to <stat_name>/stat_value.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
         """
         ...
 
@@ -13532,6 +13582,78 @@ class OpNamespace:
 
         Args:
             dims: the size-1 dims to drop
+        """
+        ...
+
+    def StatRegistryCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create a new, empty stat registry blob (the Put ops and the registry ops default to the global one)."""
+        ...
+
+    def StatRegistryExport(
+        self,
+        handle: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        reset: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Export every counter of the registry (input 0, default the global one): keys (strings), values (int64) and timestamps (int64, ns since the epoch).
+
+        Args:
+            reset: reset every counter to 0 after exporting
+        """
+        ...
+
+    def StatRegistryUpdate(
+        self,
+        keys: BlobLike,
+        values: BlobLike,
+        handle: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Add VALUES (int64) to the counters named by KEYS in the registry (input 2, default the global one), creating missing counters."""
+        ...
+
+    def StdDevPut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to .../sum, 1 to .../count, and its offset from the first value (and its square) to .../sumoffset and .../sumsqoffset.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
         """
         ...
 
