@@ -4496,6 +4496,20 @@ class OpNamespace:
         """
         ...
 
+    def FloatToFused2BitFakeRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each float32 row on the 2-bit grid (float16-rounded min as bias, float16 scale = (max - min) / 3) but store it in the fused 8-bit layout: one code per byte, then float32 scale and bias (read it with Fused8BitRowwiseQuantizedToFloat). Engine GREEDY searches the range that minimizes the L2 error instead of using [min, max]."""
+        ...
+
     def FloatToFused2BitRowwiseQuantized(
         self,
         input: BlobLike,
@@ -4508,6 +4522,20 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Quantize each row of the float32 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused4BitFakeRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each float32 row on the 4-bit grid (float16-rounded min as bias, float16 scale = (max - min) / 15) but store it in the fused 8-bit layout: one code per byte, then float32 scale and bias (read it with Fused8BitRowwiseQuantizedToFloat). Engine GREEDY searches the range that minimizes the L2 error instead of using [min, max]."""
         ...
 
     def FloatToFused4BitRowwiseQuantized(
@@ -12499,6 +12527,57 @@ class OpNamespace:
         """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsMean2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsMean4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsMean8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
+        ...
+
     def SparseLengthsMean8BitsRowwise(
         self,
         DATA: BlobLike,
@@ -12624,6 +12703,57 @@ class OpNamespace:
         """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsSum2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsSum4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsSum8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
     def SparseLengthsSum8BitsRowwise(
         self,
         DATA: BlobLike,
@@ -12711,6 +12841,23 @@ class OpNamespace:
         """
         ...
 
+    def SparseLengthsSumSparseLookup(
+        self,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        WEIGHTS: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Rewrite (INDICES, LENGTHS[, WEIGHTS]) for a pruned table: map each index through COMPRESSED_INDICES_MAPPING, drop the pruned ones (-1) and shorten the lengths accordingly."""
+        ...
+
     def SparseLengthsWeightedMean8BitsRowwise(
         self,
         DATA: BlobLike,
@@ -12749,6 +12896,60 @@ class OpNamespace:
         Args:
             grad_on_weights: the gradient also covers the weights
         """
+        ...
+
+    def SparseLengthsWeightedSum2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsWeightedSum4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsWeightedSum8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
         ...
 
     def SparseLengthsWeightedSum8BitsRowwise(
