@@ -11,6 +11,26 @@ class UnknownOpAttributeError(UnknownOperatorError, AttributeError): ...
 class OpNamespace:
     def __init__(self, builder: NetBuilder) -> None: ...
     def __dir__(self) -> list[str]: ...
+    def APMeter(
+        self,
+        predictions: BlobLike,
+        labels: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        buffer_size: int = ...,
+    ) -> Blob:
+        """Average precision per class (column) of the last `buffer_size` rows of predictions (N, D) and 0/1 labels (N, D) seen across runs of this op.
+
+        Args:
+            buffer_size: rows of (predictions, labels) kept across runs
+        """
+        ...
+
     def Abs(
         self,
         X: BlobLike,
@@ -1315,6 +1335,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """For the columns INDICES of FEATURE (N, F), the bucket (number of boundaries below the value) within that column's boundaries (segments of BOUNDARIES cut by LENGTHS): O (N, len(INDICES)) int32."""
+        ...
+
+    def BatchDenseToSparse(
+        self,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        DENSE: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        dense_last_dim: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Gather the sparse values of dense rows: for batch row b with LENGTHS[b] indices, output j is DENSE[b, INDICES[j]] (the inverse of BatchSparseToDense).
+
+        Args:
+            dense_last_dim: accepted (copied from BatchSparseToDense when this op is its gradient)
+            default_value: accepted (copied from BatchSparseToDense when this op is its gradient)
+        """
         ...
 
     def BatchGather(
@@ -3219,6 +3262,22 @@ class OpNamespace:
         """Y = a copy of X."""
         ...
 
+    def CopyRowsToTensor(
+        self,
+        input_tensor: BlobLike,
+        indices: BlobLike,
+        row: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Write ROW (width W) into the rows INDICES of the (H, W) tensor, in place."""
+        ...
+
     def Cos(
         self,
         X: BlobLike,
@@ -3655,6 +3714,18 @@ class OpNamespace:
             db_name: path of the db
             db_type: minidb or protodb
         """
+        ...
+
+    def DataCouple(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Pass the first inputs through unchanged (outputs in place); the extra inputs only add dependencies, coupling the blobs in the graph."""
         ...
 
     def DecayAdagrad(
@@ -12454,6 +12525,50 @@ class OpNamespace:
         """
         ...
 
+    def SparseDropoutWithReplacement(
+        self,
+        X: BlobLike,
+        Lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        ratio: float = ...,
+        replacement_value: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Each list (given by Lengths) is dropped with probability `ratio`: it becomes the single id replacement_value (length 1), even an empty list. Kept lists are copied.
+
+        Args:
+            ratio: probability of dropping (in [0, 1])
+            replacement_value: the id written in place of what is dropped
+        """
+        ...
+
+    def SparseItemwiseDropoutWithReplacement(
+        self,
+        X: BlobLike,
+        Lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        ratio: float = ...,
+        replacement_value: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Each id is replaced by replacement_value with probability `ratio`; the lengths do not change.
+
+        Args:
+            ratio: probability of dropping (in [0, 1])
+            replacement_value: the id written in place of what is dropped
+        """
+        ...
+
     def SparseLengthsIndicesInGradientMeanGradient(
         self,
         dOUTPUT: BlobLike,
@@ -14666,6 +14781,18 @@ class OpNamespace:
         Args:
             max_length: the padded length used when packing (informational)
         """
+        ...
+
+    def UnsafeCoalesce(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Copy the inputs (one dtype) into one flat buffer (the last output) and output each input as a view of its part of that buffer, so they share its memory."""
         ...
 
     def UnsortedSegmentMean(
