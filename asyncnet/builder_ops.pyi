@@ -410,6 +410,21 @@ class OpNamespace:
         """
         ...
 
+    def Append(
+        self,
+        A: BlobLike,
+        B: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Append B's rows to A (in place); an empty A becomes a copy of B."""
+        ...
+
     def ArgMax(
         self,
         in0: BlobLike,
@@ -580,6 +595,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Atan: dX = dY / (1 + X^2)."""
+        ...
+
+    def AtomicAppend(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0), append tensor k + i to tensor i for every field i (all checked first)."""
         ...
 
     def AtomicFetchAdd(
@@ -1958,6 +1985,23 @@ class OpNamespace:
         """Whether the counter has reached 0 (bool)."""
         ...
 
+    def CheckDatasetConsistency(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Fail unless the fields form a consistent dataset: fields of one domain have equal row counts and every lengths field sums to the rows of the domain it opens.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+        """
+        ...
+
     def Checkpoint(
         self,
         *inputs: BlobLike,
@@ -2245,6 +2289,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of ColwiseMax: inputs X, Y, dY; positions equal to their column maximum get dY."""
+        ...
+
+    def ComputeOffset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Offsets matrix (records + 1, domains): row k holds every domain's offset before record k. Resets the cursor to the start."""
         ...
 
     def Concat(
@@ -3632,6 +3688,23 @@ class OpNamespace:
             filename: the file (checked by the workspace's I/O policy)
             num_passes: how many times the file is read
             field_types: TensorProto data type of each tab-separated field (STRING for text)
+        """
+        ...
+
+    def CreateTreeCursor(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Create a cursor over a dataset with the schema `fields` (offsets start at 0).
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
         """
         ...
 
@@ -5107,6 +5180,20 @@ class OpNamespace:
             angle_bound_hi: rotated boxes only (unsupported)
             clip_angle_thresh: rotated boxes only (unsupported)
         """
+        ...
+
+    def GetCursorOffset(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The cursor's offsets, one per domain (int32; empty right after a reset)."""
         ...
 
     def GivenTensorBoolFill(
@@ -10206,6 +10293,46 @@ class OpNamespace:
         """A 1-D range from scalar inputs: (stop), (start, stop) or (start, stop, step), in their dtype."""
         ...
 
+    def ReadNextBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size top-level records: output i is field i's rows that belong to them. Thread-safe; at the end of the data the fields are empty.
+
+        Args:
+            batch_size: top-level records read
+            enforce_batch_size: return empty fields instead of a short last batch
+        """
+        ...
+
+    def ReadRandomBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+        loop_over: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size records in the given order (from SortAndShuffle), using the offsets matrix (from ComputeOffset) to find each record's rows in every field.
+
+        Args:
+            batch_size: records read
+            enforce_batch_size: skip a short last batch
+            loop_over: start over at the end of the order
+        """
+        ...
+
     def Reciprocal(
         self,
         X: BlobLike,
@@ -11085,6 +11212,20 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Reset the counter to its init_count; optional output: the count before."""
+        ...
+
+    def ResetCursor(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Move the cursor back to the start."""
         ...
 
     def Reshape(
@@ -12139,6 +12280,27 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
+        ...
+
+    def SortAndShuffle(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sort_by_field_idx: int = ...,
+        batch_size: int = ...,
+        shuffle_size: int = ...,
+    ) -> Blob:
+        """Record order for ReadRandomBatch: sort by a top-level field (optional), shuffle within chunks of batch_size * shuffle_size records, then shuffle whole batches (a short last batch stays last).
+
+        Args:
+            sort_by_field_idx: top-level field to sort the records by first (-1: no sort)
+            batch_size: records per batch
+            shuffle_size: batches per shuffled chunk
+        """
         ...
 
     def SortedSegmentMean(
@@ -14643,6 +14805,25 @@ class OpNamespace:
 
         Args:
             axes: the permutation (default: reverse the dims)
+        """
+        ...
+
+    def TrimDataset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+        multiple_of: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Trim the dataset (in place) to the largest multiple of `multiple_of` top-level records.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+            multiple_of: keep the largest number of top-level records that is a multiple of this
         """
         ...
 
