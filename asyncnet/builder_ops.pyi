@@ -1785,6 +1785,31 @@ class OpNamespace:
         """
         ...
 
+    def C10LayerNorm_DontUseThisOpYet(
+        self,
+        X: BlobLike,
+        gamma: BlobLike = ...,
+        beta: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        epsilon: float = ...,
+        elementwise_affine: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
+
+        Args:
+            axis: dims from `axis` on are normalized together
+            epsilon: added to the variance
+            elementwise_affine: 1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])
+        """
+        ...
+
     def CTCBeamSearchDecoder(
         self,
         INPUTS: BlobLike,
@@ -4613,6 +4638,29 @@ class OpNamespace:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
         ...
 
+    def Float16SparseNormalize(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_max_norm: int = ...,
+        norm: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
+
+        Args:
+            use_max_norm: only shrink rows whose norm exceeds `norm`
+            norm: the target L2 norm
+        """
+        ...
+
     def Float16UniformFill(
         self,
         in0: BlobLike = ...,
@@ -4960,6 +5008,33 @@ class OpNamespace:
             match_outer: INDICES share DATA's dims before `axis` (one index set per outer position)
             wrap_indices: negative indices count from the end (default: on for axis 0 only)
         """
+        ...
+
+    def GatherByKey(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of Partition for 1-D keys: output row i is the next unused row of shard (KEYS[i] mod number of shards), shards given as inputs 1..."""
+        ...
+
+    def GatherFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gather on fused 8-bit rows: output[i] is row DATA[INDICES[i]] restored to float32 (code * scale + bias); DATA (rows, cols + 8), INDICES 1-D."""
         ...
 
     def GatherPadding(
@@ -7749,7 +7824,7 @@ class OpNamespace:
         epsilon: float = ...,
         elementwise_affine: int = ...,
     ) -> tuple[Blob, ...]:
-        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1.
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
 
         Args:
             axis: dims from `axis` on are normalized together
@@ -9628,6 +9703,31 @@ class OpNamespace:
         """
         ...
 
+    def NGramFromCategorical(
+        self,
+        floats: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        col_ids: Sequence[Any] = ...,
+        categorical_limits: Sequence[Any] = ...,
+        vals: Sequence[Any] = ...,
+        max_categorical_limit: int = ...,
+    ) -> Blob:
+        """For every row of FLOATS (N, D): id = sum_k base_k * c_k, where c_k is the position of round(FLOATS[row, col_ids[k]]) among column k's `vals` (0 when it is not one of them) and base_k = prod(categorical_limits[:k]).
+
+        Args:
+            col_ids: the columns of FLOATS holding categorical values
+            categorical_limits: number of categories of each column
+            vals: the category values of every column, concatenated (categorical_limits[k] each)
+            max_categorical_limit: accepted for compatibility
+        """
+        ...
+
     def NHWC2NCHW(
         self,
         in0: BlobLike,
@@ -9877,6 +9977,21 @@ class OpNamespace:
         Args:
             order: storage order: NCHW (channels first) or NHWC (channels last)
         """
+        ...
+
+    def PackRNNSequence(
+        self,
+        values: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Pad concatenated sequences VALUES (sum(LENGTHS), ...) into a time-major batch (max(LENGTHS), N, ...), zeros after each sequence's end."""
         ...
 
     def PackRecords(
@@ -11429,6 +11544,28 @@ class OpNamespace:
             sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
             aligned: shift the RoI by -0.5 pixel and allow sizes below 1
             order: NCHW or NHWC
+        """
+        ...
+
+    def RowWiseCounter(
+        self,
+        prev_iter: BlobLike,
+        update_counter: BlobLike,
+        indices: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        counter_halflife: int = ...,
+    ) -> tuple[Blob, ...]:
+        """For every index i: counter[i] = 1 + exp(-(iter - prev_iter[i]) * ln 2 / halflife) * counter[i] (the gap clamped at 0), then prev_iter[i] = max(iter, prev_iter[i]).
+
+        Args:
+            counter_halflife: iterations for a count to halve (<= 0: the op does nothing)
         """
         ...
 
@@ -13384,7 +13521,7 @@ class OpNamespace:
         use_max_norm: int = ...,
         norm: float = ...,
     ) -> Blob:
-        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
 
         Args:
             use_max_norm: only shrink rows whose norm exceeds `norm`
@@ -14944,6 +15081,21 @@ class OpNamespace:
         """
         ...
 
+    def UnpackRNNSequence(
+        self,
+        packed: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of PackRNNSequence: the first LENGTHS[n] steps of every sequence n of a time-major batch (T, N, ...), concatenated."""
+        ...
+
     def UnpackSegments(
         self,
         lengths: BlobLike,
@@ -15197,6 +15349,41 @@ class OpNamespace:
             upper_bound_iter: never scale from this iteration on
             scale: the factor
         """
+        ...
+
+    def WeightedMultiSampling(
+        self,
+        weights: BlobLike,
+        shape_tensor: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_samples: int = ...,
+    ) -> Blob:
+        """Draw num_samples indices (int32) from the 1-D WEIGHTS, each with probability weight / sum; empty weights give no samples.
+
+        Args:
+            num_samples: how many indices to draw (or give input 1, whose size is used)
+        """
+        ...
+
+    def WeightedSample(
+        self,
+        weights: BlobLike,
+        values: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of WEIGHTS (batch, n), draw one index with probability weight / row sum (int32); with VALUES (batch, n) also output the value at that index."""
         ...
 
     def WeightedSigmoidCrossEntropyWithLogits(
