@@ -3858,6 +3858,20 @@ class OpNamespace:
         """
         ...
 
+    def DenseVectorToIdList(
+        self,
+        values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of the 2-D input: its nonzero positions (int64), concatenated, and their count per row (int32)."""
+        ...
+
     def DequeueBlobs(
         self,
         in0: BlobLike,
@@ -4074,6 +4088,51 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Gradient of the row-wise DotProduct: inputs X, Y, dDot (N,); dX = dDot * Y, dY = dDot * X per row."""
+        ...
+
+    def DotProductWithPadding(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> Blob:
+        """Dot product of each row of X (N, DX) and Y (N, DY); the shorter row is padded with pad_value or, with replicate, tiled to the longer width. Output (N,).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
+        ...
+
+    def DotProductWithPaddingGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of DotProductWithPadding: inputs X, Y, dZ; outputs dX, dY (a tiled row collects the gradient of every copy).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
         ...
 
     def Dropout(
@@ -11544,6 +11603,64 @@ class OpNamespace:
             sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
             aligned: shift the RoI by -0.5 pixel and allow sizes below 1
             order: NCHW or NHWC
+        """
+        ...
+
+    def RoIPool(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Max pooling of each RoI (R, 5) [batch, x1, y1, x2, y2] (corners scaled and rounded) into pooled_h x pooled_w bins; an empty bin gives 0. Output 1 (training): the flat h * W + w index of each max (-1 for an empty bin).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
+        """
+        ...
+
+    def RoIPoolGradient(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        argmaxes: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of RoIPool: inputs X, RoIs, argmaxes, dY; each bin's gradient goes to its max.
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
         """
         ...
 

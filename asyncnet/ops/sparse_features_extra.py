@@ -1,5 +1,6 @@
 """Sparse-feature helpers: NGramFromCategorical (an n-gram id from categorical columns), GatherByKey (the
-inverse of Partition's sharding) and RowWiseCounter (a decayed per-row update counter)."""
+inverse of Partition's sharding), RowWiseCounter (a decayed per-row update counter) and
+DenseVectorToIdList (the ids of the nonzero entries of each row)."""
 
 from __future__ import annotations
 
@@ -121,5 +122,24 @@ def rowwise_counter(op: OpInfo) -> Callable[..., Any]:
             cf[i] = 1.0 + math.exp(-gap * rho) * float(cf[i])
             pf[i] = max(now, int(pf[i]))
         return p, c
+
+    return run
+
+
+@register_op(
+    "DenseVectorToIdList",
+    outputs=2,
+    infer=lambda op, ins: [info(None if ins[0].shape is None else ins[0].shape[:1], np.int32), info((None,), np.int64)],
+    doc="For every row of the 2-D input: its nonzero positions (int64), concatenated, and their count per row (int32).",
+    input_names=("values",),
+    output_names=("out_lengths", "out_values"),
+)
+def dense_vector_to_id_list(op: OpInfo) -> Callable[..., Any]:
+    def run(values: Any) -> tuple[np.ndarray, np.ndarray]:
+        v = np.asarray(values)
+        if v.ndim != 2:
+            raise TensorError(f"{op.label()}: input must be 2-D (batch, width), got {v.shape}")
+        rows, cols = np.nonzero(v)
+        return np.bincount(rows, minlength=v.shape[0]).astype(np.int32), cols.astype(np.int64)
 
     return run
