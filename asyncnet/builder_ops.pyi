@@ -8484,6 +8484,45 @@ class OpNamespace:
         """Gradient of Log1p: dX = dY / (1 + X)."""
         ...
 
+    def Logit(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Y = log(x / (1 - x)) elementwise, x = X clamped to [eps, 1 - eps].
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
+        ...
+
+    def LogitGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Gradient of Logit: dX = dY / (X (1 - X)) inside [eps, 1 - eps], 0 where X was clamped.
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
+        ...
+
     def LongIndexCreate(
         self,
         *,
