@@ -144,6 +144,22 @@ class WorkspaceStack:
                 ws.bind(inner, cell)
             return ws, nets
 
+    def backward(self, bindings: dict[str, Blob]) -> tuple[Workspace, dict[str, Subnet]] | None:
+        """Take the newest forward workspace off the stack for a gradient Do (None when empty).
+
+        ``bindings`` add the gradient blobs; names the forward run already defines keep their
+        forward cells (Caffe2's ``popGradientWorkspace`` skips defined blobs). The caller closes
+        the returned nets when done.
+        """
+        with self._lock:
+            if not self._stack:
+                return None
+            ws, nets = self._stack.pop()
+        for inner, cell in bindings.items():
+            if not ws.has(inner):
+                ws.bind(inner, cell)
+        return ws, nets
+
     def pop(self) -> Workspace | None:
         """Drop and return the newest workspace (None when empty)."""
         with self._lock:

@@ -20,6 +20,8 @@ from asyncnet.schema import Arg, TensorInfo
 from asyncnet.subnet import Subnet, WorkspaceStack, net_argument
 
 if TYPE_CHECKING:
+    from asyncnet.net import Blob
+    from asyncnet.proto import caffe2_pb2 as pb
     from asyncnet.workspace import Workspace
 
 for _type in ("If", "While", "Do"):
@@ -202,12 +204,17 @@ def _do_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
             (),
             "per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)",
         ),
-        Arg("saved_fwd_blobs", (), "forward blobs kept for the gradient Do (accepted, unused)"),
+        Arg(
+            "saved_fwd_blobs",
+            (),
+            "gradient Do: local blobs of the forward run its net reads (they must exist in the forward workspace)",
+        ),
         Arg("reuse_workspace", False, "run in the scope's last workspace instead of pushing a new one"),
     ),
     doc="Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last "
     "output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer "
-    "blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).",
+    "blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy). A gradient Do "
+    "(is_gradient_op) takes the newest forward workspace off the scope's stack and runs its net there.",
 )
 def do_op(op: OpInfo) -> Callable[..., Any]:
     ws = _workspace(op)
@@ -235,21 +242,59 @@ def do_op(op: OpInfo) -> Callable[..., Any]:
     reuse = bool(op.arg("reuse_workspace", False))
     out_cells = [ws.cell(n) for n in op.outputs[:-1]]
     if op.is_gradient_op:
-        raise ArgumentError(f"{op.label()}: gradient Do ops are not supported")
+        return _gradient_do(op, net_def, bindings, out_cells)
 
     def run(*ins: Any) -> list[Any]:
-        scope = ins[-1]
-        if not isinstance(scope, WorkspaceStack):
-            raise TensorError(
-                f"{op.label()}: scope blob '{op.inputs[-1]}' holds {type(scope).__name__}, "
-                "expected a scope made by CreateScope"
-            )
+        scope = _scope(op, ins[-1])
         child, nets = scope.forward(ws, bindings, reuse=reuse)
         sub = nets.get(net_def.name) if net_def.name else None
         if sub is None:
             sub = Subnet(net_def, child, owner=op.label(), role="net")
             nets[sub.name] = sub
         sub.run()
+        return [*(cell.value for cell in out_cells), scope]
+
+    return run
+
+
+def _scope(op: OpInfo, value: Any) -> WorkspaceStack:
+    if not isinstance(value, WorkspaceStack):
+        raise TensorError(
+            f"{op.label()}: scope blob '{op.inputs[-1]}' holds {type(value).__name__}, "
+            "expected a scope made by CreateScope"
+        )
+    return value
+
+
+def _gradient_do(
+    op: OpInfo, net_def: pb.NetDef, bindings: dict[str, Blob], out_cells: list[Blob]
+) -> Callable[..., Any]:
+    saved = [str(n) for n in op.arg("saved_fwd_blobs", ())]
+
+    def run(*ins: Any) -> list[Any]:
+        scope = _scope(op, ins[-1])
+        taken = scope.backward(bindings)
+        if taken is None:
+            raise TensorError(
+                f"{op.label()}: scope blob '{op.inputs[-1]}' holds no forward workspace; a gradient Do "
+                "runs once after each run of its forward Do"
+            )
+        child, nets = taken
+        try:
+            missing = [n for n in saved if not child.has(n)]
+            if missing:
+                raise TensorError(
+                    f"{op.label()}: the forward workspace lacks the saved blob(s) {missing}; "
+                    f"it holds {child.local_blobs()}"
+                )
+            sub = Subnet(net_def, child, owner=op.label(), role="net")
+            try:
+                sub.run()
+            finally:
+                sub.close()
+        finally:
+            for n in nets.values():
+                n.close()
         return [*(cell.value for cell in out_cells), scope]
 
     return run
