@@ -12,6 +12,7 @@ from typing import Any
 
 from asyncnet.compat.core import BlobReference, Net
 from asyncnet.errors import NetDefinitionError
+from asyncnet.proto import caffe2_pb2 as pb
 
 __all__ = ["add_if_op", "add_while_op", "get_external_blob_names"]
 
@@ -103,6 +104,9 @@ def add_while_op(
         inputs += [b for b in sorted(c_in) if b not in inputs]
         outputs += [b for b in sorted(c_out) if b not in outputs]
         scopes.append(cond_ws)
+        if str(cond_blob) not in {str(b) for b in lexical_scope}:
+            # The condition net makes it; it must exist before the While reads it (as Caffe2).
+            while_net.ConstantFill([], str(cond_blob), shape=[], dtype=pb.TensorProto.BOOL, value=False)
     for ws_blob in scopes:
         while_net.CreateScope([], [ws_blob])
     while_net.While([*inputs, *scopes], [*outputs, *scopes], **args)
