@@ -63,6 +63,9 @@ class NetBuilder:
         initial_scope: blobs visible to the control-op blocks inside (their lexical scope).
     """
 
+    name: str
+    _lexical_scope: set[str]
+
     def __init__(
         self,
         name: str | None = None,
