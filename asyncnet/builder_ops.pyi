@@ -9215,7 +9215,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """
@@ -9274,7 +9274,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.cancellation import check_stopped
-from asyncnet.errors import BlobNotFoundError, TensorError
+from asyncnet.errors import ArgumentError, BlobNotFoundError, TensorError
 from asyncnet.executors.pools import default_threads
 from asyncnet.net import EMPTY, Blob, PreparedOp
 from asyncnet.opinfo import OpInfo
@@ -65,10 +65,27 @@ class StepWorkspaces:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.slots: list[StepSlot] = []
+        # recompute_blobs_on_backward: one cell per name for every timestep (Caffe2 kept them in
+        # a workspace shared by the steps), so the forward pass keeps only the last step's value.
+        self.shared: dict[str, Blob] = {}
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.slots)
+
+    def retained_bytes(self) -> int:
+        """Bytes of the arrays the step workspaces hold (each array counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for slot in self.slots:
+            for name in slot.workspace.local_blobs():
+                value = slot.workspace.fetch(name)
+                if isinstance(value, np.ndarray):
+                    base = value if value.base is None else value.base
+                    if id(base) not in seen and isinstance(base, np.ndarray):
+                        seen.add(id(base))
+                        total += base.nbytes
+        return total
 
     def __repr__(self) -> str:
         return f"StepWorkspaces({self.owner}: {len(self.slots)} timestep(s))"
@@ -107,6 +124,14 @@ class RecurrentRunner:
         made_b = _produced(spec.backward_step_net)
         self.written_f = [link for link in spec.links if link.internal in made_f]
         self.written_b = [link for link in spec.backward_links if link.internal in made_b]
+        if spec.backward_step_net is not None:
+            stale = [n for n in spec.recompute if n not in made_b]
+            if stale:
+                raise ArgumentError(
+                    f"{op.label()}: recompute_blobs_on_backward names {stale}, which the backward_step_net does not "
+                    "recompute (its ops must write them before they are read); the forward pass keeps only the "
+                    "last timestep's value of those blobs"
+                )
         local = internal_f | internal_b | made_f | made_b | {spec.timestep}
         self.refs_f = [n for n in _read(spec.step_net) if n not in local]
         self.refs_b = [n for n in _read(spec.backward_step_net) if n not in local]
@@ -122,6 +147,8 @@ class RecurrentRunner:
                 sw = Workspace(f"{self.ws.name}/{self.label}/step{t}", io_policy=self.ws.io_policy)
                 for name in self.refs_f:
                     sw.bind(name, self.ws.cell(name))
+                for name in self.spec.recompute:
+                    sw.bind(name, steps.shared.setdefault(name, Blob(name)))
                 ts = sw.cell(self.spec.timestep)
                 ts.value = np.array([t], np.int32)
                 # Step nets run op by op, as Caffe2 ran them without its RNN executor (exports may
@@ -345,7 +372,8 @@ class RecurrentRunner:
         for link in all_links:
             link_of.setdefault(link.internal, link)
         ext_id = {name: id(arr) for name, arr in ext.items()}
-        shared = set(self.refs_f) | set(self.refs_b)
+        # Recomputed blobs are one cell for all timesteps: their accesses are ordered like a param's.
+        shared = set(self.refs_f) | set(self.refs_b) | set(self.spec.recompute)
         copy_for = {link.internal: link for link in written}
         tasks: list[Task] = []
 
