@@ -3783,6 +3783,7 @@ class OpNamespace:
         outer_blobs_idx: Sequence[Any] = ...,
         saved_fwd_blobs: Sequence[Any] = ...,
         reuse_workspace: bool | int = ...,
+        copy_external_blobs: bool | int = ...,
     ) -> tuple[Blob, ...]:
         """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy). A gradient Do (is_gradient_op) takes the newest forward workspace off the scope's stack and runs its net there.
 
@@ -3792,6 +3793,7 @@ class OpNamespace:
             outer_blobs_idx: per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)
             saved_fwd_blobs: gradient Do: local blobs of the forward run its net reads (they must exist in the forward workspace)
             reuse_workspace: run in the scope's last workspace instead of pushing a new one
+            copy_external_blobs: after the run, keep in the pushed workspace a copy of every bound blob the net wrote (a While body's gradient reads each iteration's values from there)
         """
         ...
 

@@ -16,7 +16,7 @@ the outer op: ``op #2 If: in its then_net 'branch': op #0 Foo: no gradient ...``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from asyncnet.errors import GradientError
@@ -28,6 +28,9 @@ __all__ = ["DoBindings", "do_bindings", "net_arg", "subnet_gradient"]
 
 INNER_GRAD = "/_DO_OPERATOR_INNER_GRAD_"
 INNER_GRAD_COPY = "/_DO_OPERATOR_INNER_GRAD_COPY_"
+# A forward Do keeps, under this suffix, the incoming value of every bound blob its net reads and
+# then overwrites (loop-carried state, in-place updates in a branch).
+FORWARD_INPUT = "/_DO_FORWARD_INPUT_"
 
 
 def _name(op: pb.OperatorDef) -> str:
@@ -99,6 +102,13 @@ def _copy(src: str, dst: str) -> pb.OperatorDef:
     return pb.OperatorDef(type="Copy", input=[src], output=[dst], is_gradient_op=True)
 
 
+def zeros_like(blob: str, out: str) -> pb.OperatorDef:
+    """Zeros shaped and typed like ``blob`` (Caffe2 used ConstantFill, which makes float32)."""
+    fill = pb.OperatorDef(type="Scale", input=[blob], output=[out], is_gradient_op=True)
+    fill.arg.append(make_argument("scale", 0.0))
+    return fill
+
+
 def dedupe_grad_outputs(
     op: pb.OperatorDef, g_out: Sequence[str | None]
 ) -> tuple[list[pb.OperatorDef], list[str | None]]:
@@ -163,8 +173,63 @@ def subnet_gradient(net: pb.NetDef, init: Mapping[str, str], *, role: str) -> Su
 # Do
 
 
+def overwritten_before_read(net: pb.NetDef) -> set[str]:
+    """Names the net writes before (or without) ever reading them: their incoming value does not matter."""
+    read: set[str] = set()
+    out: set[str] = set()
+    for o in net.op:
+        read.update(n for n in o.input if n not in out)
+        out.update(n for n in o.output if n not in read)
+    return out
+
+
+def _has_subnet(op: pb.OperatorDef) -> bool:
+    return any(a.HasField("n") or len(a.nets) > 0 for a in op.arg)
+
+
+def read_then_written(net: pb.NetDef) -> set[str]:
+    """Names an op reads with their incoming value and a later op overwrites (loop-carried state).
+
+    Ops running sub-nets (If, Do...) are left out: their own forward runs keep what their
+    gradients need, and their inputs only declare what the sub-nets read.
+    """
+    seen: set[str] = set()
+    plain: set[str] = set()
+    written: set[str] = set()
+    for o in net.op:
+        for n in o.input:
+            if n not in written and n not in seen:
+                seen.add(n)
+                if not _has_subnet(o):
+                    plain.add(n)
+        written.update(o.output)
+    return plain & written
+
+
+def rename_incoming_reads(net: pb.NetDef, names: set[str]) -> pb.NetDef:
+    """A copy of ``net`` whose reads of ``names`` before their first write read ``<name>`` + FORWARD_INPUT."""
+    out = pb.NetDef()
+    out.CopyFrom(net)
+    written: set[str] = set()
+    for o in out.op:
+        if not _has_subnet(o):
+            new = [n + FORWARD_INPUT if n in names and n not in written else n for n in o.input]
+            del o.input[:]
+            o.input.extend(new)
+        written.update(o.output)
+    return out
+
+
 @register_gradient("Do", copy_arguments=False, copy_engine=False)
 def _do_gradient(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
+    ops, g_in = gradient_do(op, g_out)
+    return GradientSpec(ops, g_in)
+
+
+def gradient_do(
+    op: pb.OperatorDef, g_out: Sequence[str | None], export: Callable[[str], str] = lambda outer: outer + "_grad"
+) -> tuple[list[pb.OperatorDef], list[str | None]]:
+    """The gradient Do of a forward Do: (ops, gradient blob per input); ``export`` names the input gradients."""
     b = do_bindings(op)
     pre, g_out = dedupe_grad_outputs(op, g_out)
     init_inner: dict[str, str] = {}  # inner output -> inner name of its gradient
@@ -176,10 +241,15 @@ def _do_gradient(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
             init_outer[inner + INNER_GRAD] = g
     if not init_inner:
         raise GradientError("no output of this Do op has a gradient")
-    sub = subnet_gradient(b.net, init_inner, role="net")
-    no_grads: list[str | None] = [None] * len(op.input)
+    # The forward Do kept the incoming values of the bound blobs its net reads and then
+    # overwrites: the backward pass reads those (the bound names hold the values after the run).
+    carried = read_then_written(b.net) & set(b.inner_to_outer)
+    body = rename_incoming_reads(b.net, carried) if carried else b.net
+    sub = subnet_gradient(body, init_inner, role="net")
     if not sub.net.op:
-        return GradientSpec(pre, no_grads)
+        return pre, [None] * len(op.input)
+    # An input the net overwrites before reading gets no gradient (the map holds its new value's).
+    clobbered = overwritten_before_read(b.net)
 
     bindings: dict[str, str] = {}  # inner name -> outer name
     copies: list[pb.OperatorDef] = []
@@ -187,14 +257,15 @@ def _do_gradient(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
     g_in: list[str | None] = []
     for outer in op.input[:-1]:
         inner = b.outer_to_inner[outer]
-        if inner in sub.grads:
+        key = inner + FORWARD_INPUT if inner in carried else inner
+        if key in sub.grads and inner not in clobbered:
             # A fresh inner name per exported gradient: one inner gradient blob may be the
             # gradient of several outer blobs (y = x + z: x and z share y's gradient).
             exported = inner + INNER_GRAD_COPY
-            copies.append(_copy(sub.grads[inner], exported))
-            bindings[exported] = outer + "_grad"
-            new_outputs.append(outer + "_grad")
-            g_in.append(outer + "_grad")
+            copies.append(_copy(sub.grads[key], exported))
+            bindings[exported] = export(outer)
+            new_outputs.append(export(outer))
+            g_in.append(export(outer))
         else:
             g_in.append(None)
     g_in.append(None)  # the scope blob
@@ -229,7 +300,7 @@ def _do_gradient(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
     grad_do.arg.append(make_argument("inner_blobs", inner_blobs))
     grad_do.arg.append(make_argument("outer_blobs_idx", [ordered.index(bindings[n]) for n in inner_blobs]))
     grad_do.arg.append(make_argument("saved_fwd_blobs", list(saved)))
-    return GradientSpec([*pre, grad_do], g_in)
+    return [*pre, grad_do], g_in
 
 
 # ---------------------------------------------------------------------------
@@ -249,9 +320,7 @@ def _zero_fill(
             if init[blob] != g:
                 ops.append(_copy(init[blob], g))  # the other branch leaves the output untouched
         else:
-            fill = pb.OperatorDef(type="ConstantFill", input=[blob], output=[g], is_gradient_op=True)
-            fill.arg.append(make_argument("value", 0.0))
-            ops.append(fill)
+            ops.append(zeros_like(blob, g))
     return ops
 
 

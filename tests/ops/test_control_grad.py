@@ -321,3 +321,18 @@ def test_gradient_do_without_its_forward_run_says_so() -> None:
     for k, v in {"c": np.array(True), "x": X, "w": W}.items():
         ws.feed(k, v)
     _raises_naming(lambda: ws.run_net_once(net), "holds no forward workspace", "Do", "If")
+
+
+def test_do_that_updates_a_bound_blob_in_place_differentiates_through_its_incoming_value() -> None:
+    body = netdef("inplace_body", op("Mul", ["s", "k"], ["t"]), op("Tanh", ["t"], ["s"]))
+    fwd = netdef(
+        "main",
+        op("Copy", ["x"], ["h"]),
+        op("CreateScope", [], ["scope"]),
+        op("Do", ["h", "w", "scope"], ["h", "scope"], net=body, inner_blobs=["s", "k"], outer_blobs_idx=[0, 1]),
+        op("Mul", ["h", "x"], ["z"]),
+        op("SumElements", ["z"], ["loss"]),
+    )
+    got = assert_fd(fwd, {"x": X, "w": W}, ["x", "w"])
+    t = np.tanh(X * W)
+    np.testing.assert_allclose(got["w"], X * X * (1 - t**2), rtol=1e-12)
