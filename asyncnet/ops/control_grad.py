@@ -286,6 +286,8 @@ def gradient_do(
                 saved[name] = None  # a local blob of the forward run, read from its workspace
         overwritten.update(gop.output)
     sub.net.op.extend(copies)
+    # Declare what the net reads from the bindings and the forward run (checkers follow dataflow).
+    sub.net.external_input.extend(n for n in sub.inputs if n not in sub.net.external_input)
 
     ordered = new_inputs + new_outputs
     inner_blobs = list(bindings)

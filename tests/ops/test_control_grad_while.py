@@ -188,3 +188,14 @@ def test_while_run_time_failure_in_gradient_names_inner_and_outer_op() -> None:
         cause = cause.__cause__
     for part in ("While", "Do", "TanhGradient"):
         assert part in text, (part, text)
+
+
+def test_asyncnet_check_finds_no_error_in_the_gradient_nets() -> None:
+    from asyncnet.checker import check_net
+    from asyncnet.schema import TensorInfo
+    from tests.ops.test_control_grad import _if_net
+
+    for net, names in ((_loop_net(), ["h", "i", "n", "one", "w", "x", "z"]), (_if_net(), ["c", "w", "x"])):
+        add_gradient_ops(net, ["loss"])
+        report = check_net(net, inputs={n: TensorInfo() for n in names})
+        assert report.ok, report.errors
