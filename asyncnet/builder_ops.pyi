@@ -3281,7 +3281,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Decrease the counter by 1; output whether it reached 0 (bool)."""
+        """If the count is positive, decrease it by 1 and output false; otherwise output true (done)."""
         ...
 
     def CountUp(

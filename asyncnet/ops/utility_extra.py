@@ -411,8 +411,12 @@ def _up(c: Counter) -> np.ndarray:
 
 
 def _down(c: Counter) -> np.ndarray:
-    c.count -= 1
-    return np.array(c.count <= 0)
+    # Caffe2's Counter::CountDown: a positive count is decremented and the answer is "not done";
+    # only a count already at 0 answers done (so init_count=n gives n falses, then true).
+    if c.count > 0:
+        c.count -= 1
+        return np.array(False)
+    return np.array(True)
 
 
 def _reset(c: Counter) -> np.ndarray:
@@ -421,7 +425,12 @@ def _reset(c: Counter) -> np.ndarray:
 
 
 _counter_op("CountUp", "Increase the counter by 1; output the count before.", _up)
-_counter_op("CountDown", "Decrease the counter by 1; output whether it reached 0 (bool).", _down, "done")
+_counter_op(
+    "CountDown",
+    "If the count is positive, decrease it by 1 and output false; otherwise output true (done).",
+    _down,
+    "done",
+)
 _counter_op("CheckCounterDone", "Whether the counter has reached 0 (bool).", lambda c: np.array(c.count <= 0), "done")
 _counter_op("ResetCounter", "Reset the counter to its init_count; optional output: the count before.", _reset)
 _counter_op("RetrieveCount", "The counter's current count (int64).", lambda c: np.array(c.count, np.int64), "count")
