@@ -336,3 +336,41 @@ def test_do_that_updates_a_bound_blob_in_place_differentiates_through_its_incomi
     got = assert_fd(fwd, {"x": X, "w": W}, ["x", "w"])
     t = np.tanh(X * W)
     np.testing.assert_allclose(got["w"], X * X * (1 - t**2), rtol=1e-12)
+
+
+@pytest.mark.timeout(60)
+def test_parallel_ifs_under_async_scheduling_give_the_simple_executors_gradients(no_thread_leak: None) -> None:
+    def build(executor: str) -> tuple[pb.NetDef, dict[str, str]]:
+        main = core.Net(f"par_{executor or 'simple'}")
+        for k in range(4):
+            then_net = core.Net(f"then{k}")
+            then_net.Mul(["x", "w"], "t")
+            then_net.Tanh("t", f"y{k}")
+            else_net = core.Net(f"else{k}")
+            else_net.Sigmoid("w", f"y{k}")
+            control_ops_util.add_if_op(main, f"c{k}", [f"c{k}", "x", "w", f"y{k}"], then_net, else_net)
+        main.Sum([f"y{k}" for k in range(4)], "s")
+        main.SumElements("s", "loss")
+        proto = main.Proto()
+        proto.type = executor
+        if executor:
+            proto.num_workers = 2
+        grads = add_gradient_ops(proto, ["loss"])
+        return proto, grads
+
+    feeds = {"x": X, "w": W, **{f"c{k}": np.array(k % 2 == 0) for k in range(4)}}
+    results = []
+    for executor in ("", "async_scheduling"):
+        net, grads = build(executor)
+        with Workspace() as ws:
+            for k, v in feeds.items():
+                ws.feed(k, v)
+            ws.create_net(net)
+            for _ in range(3):
+                ws.run_net(net.name)
+            results.append({n: np.asarray(ws.fetch(grads[n])).copy() for n in ("x", "w")})
+    for n in ("x", "w"):
+        np.testing.assert_array_equal(results[0][n], results[1][n])
+    s = 1 / (1 + np.exp(-W))
+    want_w = 2 * X * (1 - np.tanh(X * W) ** 2) + 2 * s * (1 - s)
+    np.testing.assert_allclose(results[0]["w"], want_w, rtol=1e-12)
