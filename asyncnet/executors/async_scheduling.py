@@ -19,6 +19,9 @@ pending and its children are released by the future's completion callback.
 A chain holding BLAS-heavy ops (Conv, FC, MatMul, ...) runs inside the process-wide
 :class:`~asyncnet.executors.blas.BlasGovernor`: alone it gets every BLAS thread, with
 another one running both get one (unless ``ExecutorOptions.blas_threads`` fixes the count).
+Whether that beats one BLAS thread for the whole run, or (where two heavy chains can overlap)
+the plain loop with every BLAS thread, depends on the machine and its load, so a net with
+heavy ops times these modes and keeps the fastest (:mod:`asyncnet.executors.mode_choice`).
 
 The first failure (or a cancel / timeout) stops scheduling; running chains stop
 at their next op boundary; pending async futures are cancelled; ``run`` returns
@@ -104,17 +107,16 @@ class AsyncSchedulingExecutor(Executor):
             gov = blas_governor()
             self._gov = gov if gov.active else None
         self._heavy = heavy if self._gov is not None else [False] * len(heavy)
-        # Where two BLAS-heavy chains can run at once, whether they should (one BLAS thread each) or
-        # not (every BLAS thread to each, one after the other: the sequential path) depends on the
-        # machine and its load: both are timed and the faster is kept (executors/mode_choice.py).
+        # How BLAS-heavy chains should share the cores -- concurrent chains with one BLAS thread each
+        # while two run (the governor), one BLAS thread for the whole run, or (where two heavy chains
+        # could overlap) every op in order with every BLAS thread -- depends on the machine and its
+        # load: each is timed and the fastest kept (executors/mode_choice.py).
         self._chooser: ModeChooser | None = None
-        if (
-            self._gov is not None
-            and not options.profile
-            and not any(ops[c[-1]].is_async for c in g.chains)
-            and concurrent_pair(g.chain_parents, heavy)
-        ):
-            self._chooser = ModeChooser(("scheduled", "sequential"))
+        if self._gov is not None and not options.profile and not any(ops[c[-1]].is_async for c in g.chains):
+            modes = ["scheduled", "one"]
+            if concurrent_pair(g.chain_parents, heavy):
+                modes.insert(1, "sequential")
+            self._chooser = ModeChooser(modes)
         # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
         arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
@@ -215,8 +217,13 @@ class AsyncSchedulingExecutor(Executor):
             t0 = time.perf_counter()
             try:
                 try:
-                    with blas_limit(self.options.blas_threads):
-                        self._drive(run)
+                    if mode == "one":
+                        assert self._gov is not None
+                        with self._gov.single_threaded():
+                            self._drive(run)
+                    else:
+                        with blas_limit(self.options.blas_threads):
+                            self._drive(run)
                 except BaseException:
                     # KeyboardInterrupt and the like: stop, let running chains end, then propagate.
                     self._stop(run, "cancel")
@@ -233,6 +240,8 @@ class AsyncSchedulingExecutor(Executor):
             t1 = time.perf_counter()
             if self.profiler is not None:
                 self.profiler.run(t0, t1)
+            if chooser is not None and run.errors:
+                chooser.failed(mode)
             run.raise_outcome(self.net.name, timeout)
             if chooser is not None:
                 chooser.record(mode, t1 - t0)
@@ -245,7 +254,7 @@ class AsyncSchedulingExecutor(Executor):
 
     @property
     def mode_chooser(self) -> ModeChooser | None:
-        """The timing of scheduled vs sequential runs, where two BLAS-heavy chains can overlap."""
+        """The measured BLAS policy of this net (None when it has no BLAS-heavy op or BLAS is fixed)."""
         return self._chooser
 
     def _run_sequential(self, timeout: float | None) -> None:

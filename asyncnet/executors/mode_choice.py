@@ -1,23 +1,27 @@
-"""Choosing between two ways of running the same work by timing both: the measured BLAS policy.
+"""Choosing among ways of running the same work by timing them: the measured BLAS policy.
 
-Whether BLAS-heavy operators should run side by side (one BLAS thread each) or one after the
-other (each with every BLAS thread) depends on the machine and on its load, not on the net
-alone. On an idle 2-vCPU machine OpenBLAS's own two threads scaled the WIDE bench's GEMMs
-1.43x while two Python threads with one BLAS thread each reached 1.55x, and a 2-layer LSTM's
-timestep GEMMs scaled better inside BLAS than across timesteps; on the same machine under load,
-multi-threaded BLAS collapsed (5-25x slower) and only the concurrent way kept its speed.
+How BLAS-heavy operators should run -- side by side with one BLAS thread each, one after the
+other with every BLAS thread, or everything on one BLAS thread -- depends on the machine and on
+its load, not on the net alone. On an idle 2-vCPU machine OpenBLAS's own two threads scaled the
+WIDE bench's 256^3 GEMMs 1.43x while two Python threads with one BLAS thread each reached 1.55x,
+and a 2-layer LSTM's timestep GEMMs scaled better inside BLAS than across timesteps; on the same
+machine under load (other processes on the cores), two-thread GEMMs became 1.6-7x slower than
+one-thread ones, and only single-threaded BLAS kept its speed.
 
-A :class:`ModeChooser` therefore times runs of both ways and keeps the faster: it runs one mode
-for ``samples`` timed runs, then the other, then keeps the one with the lower median, and every
-``explore_every`` runs re-times the other for ``samples`` runs, so a change of load (or of input
-shapes) is followed; sooner when the chosen mode's runs become ``slowdown`` times slower than
+A :class:`ModeChooser` therefore times runs of each way and keeps the fastest: it runs each mode
+in turn for ``samples`` timed runs, keeps the one with the lowest median, and every
+``explore_every`` runs re-times one of the others (in turn), so a change of load or of input
+shapes is followed -- sooner when the chosen mode's runs become ``slowdown`` times slower than
 when it was chosen (multi-threaded BLAS on a machine that became busy: that is when waiting for
-the periodic re-timing would cost most). The first run after a change of mode is not timed: it pays for the switch
-(buffers, caches, and OpenBLAS's worker threads, which spin for a while after a multi-threaded
-call and take a core from concurrent single-threaded work). The preferred mode (the first one) is
-kept unless the other is faster by more than ``margin``. Runs that failed or were stopped are not
-recorded, and a failed run of the other mode rules it out for good (the preferred mode is what
-the caller would do without the policy; the other must never be the reason a run fails). Nothing here is a knob for users: the policy is what an executor does by default, and
+the periodic re-timing would cost most). The first run after a change of mode is not timed: it
+pays for the switch (buffers, caches, and OpenBLAS's worker threads, which spin for a while after
+a multi-threaded call and take a core from concurrent single-threaded work). The chosen mode (at
+first the preferred one, listed first) is kept unless another is faster by more than ``margin``.
+Runs that failed or were stopped are not recorded, and a failed run of a mode other than the
+preferred one rules that mode out for good (the preferred mode is what the caller would do
+without the policy; the others must never be the reason a run fails).
+
+Nothing here is a knob for users: the policy is what executors do by default, and
 ``ExecutorOptions(blas_threads=N)`` (a fixed count) turns it off.
 """
 
@@ -30,26 +34,26 @@ from collections.abc import Sequence
 
 # Timed runs per mode before choosing, and kept per mode (the median of these decides).
 SAMPLES = 3
-# Runs of the chosen mode between two re-timings of the other one. With the other mode 1.7x
-# slower, re-timing costs about (SAMPLES + 1) * 0.7 / EXPLORE_EVERY = 3% of the runs' time.
+# Runs of the chosen mode between two re-timings of another one. With that one 1.7x slower,
+# re-timing costs about (SAMPLES + 1) * 0.7 / EXPLORE_EVERY = 3% of the runs' time.
 EXPLORE_EVERY = 100
-# The other mode must beat the preferred one by this fraction to be chosen (noise guard).
+# Another mode must beat the chosen one by this fraction to replace it (noise guard).
 MARGIN = 0.03
-# Two runs in a row this many times slower than the chosen mode's median at the choice re-time the
-# other mode at once.
+# Two runs in a row this many times slower than the chosen mode's median at its choice re-time
+# another mode at once.
 SLOWDOWN = 1.5
 
 
 class ModeChooser:
-    """Picks one of two modes per run from measured run times (thread-safe).
+    """Picks one of several modes per run from measured run times (thread-safe).
 
     Args:
-        modes: the two mode names; the first is preferred on a tie.
+        modes: the mode names; the first is preferred on a tie.
         samples: timed runs per mode before choosing (after one untimed run each).
-        explore_every: runs of the chosen mode between re-timings of the other.
-        margin: how much faster (as a fraction) the other mode must be to be chosen.
+        explore_every: runs of the chosen mode between re-timings of another.
+        margin: how much faster (as a fraction) another mode must be to replace the chosen one.
         slowdown: how much slower than at its choice the chosen mode's runs may get (two in a row)
-            before the other mode is re-timed early.
+            before another mode is re-timed early.
     """
 
     def __init__(
@@ -61,41 +65,42 @@ class ModeChooser:
         margin: float = MARGIN,
         slowdown: float = SLOWDOWN,
     ) -> None:
-        if len(modes) != 2 or modes[0] == modes[1]:
-            raise ValueError(f"ModeChooser needs two different modes, got {list(modes)}")
+        if len(modes) < 2 or len(set(modes)) != len(modes):
+            raise ValueError(f"ModeChooser needs two or more different modes, got {list(modes)}")
         if samples < 1 or explore_every < 1 or margin < 0:
             raise ValueError(f"ModeChooser: bad samples={samples}, explore_every={explore_every}, margin={margin}")
-        self.modes = (modes[0], modes[1])
+        self.modes = tuple(modes)
         self._samples = samples
         self._explore_every = explore_every
         self._margin = margin
         self._slowdown = slowdown
-        self._baseline = 0.0  # the chosen mode's median when it was chosen
-        self._slow = 0  # consecutive runs of the chosen mode slower than slowdown * baseline
         self._lock = threading.Lock()
         self._times: dict[str, deque[float]] = {m: deque(maxlen=samples) for m in self.modes}
+        self._banned: set[str] = set()  # modes that failed a run: never picked again
         self._last: str | None = None  # the mode of the previous run
         self._chosen: str | None = None
+        self._baseline = 0.0  # the chosen mode's median when it was chosen
         self._since = 0  # runs of the chosen mode since the last re-timing
-        self._exploring = 0  # timed runs of the other mode still to do in this re-timing
-        self._banned = False  # the other mode failed once: only the preferred one runs
+        self._slow = 0  # consecutive runs of the chosen mode slower than slowdown * baseline
+        self._exploring: str | None = None  # the mode being re-timed
+        self._left = 0  # its timed runs still to do
+        self._turn = 0  # which other mode is re-timed next
         self.switches = 0  # how often the choice changed (diagnostics)
 
     @property
     def chosen(self) -> str | None:
-        """The mode chosen so far (None while both are still being timed)."""
+        """The mode chosen so far (None while the modes are still being timed)."""
         return self._chosen
 
     def pick(self) -> str:
         """The mode the next run should use."""
         with self._lock:
             if self._chosen is None:
-                # One mode's samples, then the other's.
-                a, b = self.modes
-                return a if len(self._times[a]) < self._samples else b
-            if self._exploring:
-                return self._other(self._chosen)
-            return self._chosen
+                for m in self.modes:  # each mode's samples in turn
+                    if m not in self._banned and len(self._times[m]) < self._samples:
+                        return m
+                return self.modes[0]  # not reached: the last sample decides
+            return self._exploring or self._chosen
 
     def record(self, mode: str, seconds: float) -> None:
         """The run that :meth:`pick` gave ``mode`` took ``seconds`` (call only for completed runs)."""
@@ -106,43 +111,56 @@ class ModeChooser:
                 self._last = mode  # the first run after a switch pays for it: not timed
                 return
             self._times[mode].append(seconds)
-            if self._banned:
-                return
             if self._chosen is None:
-                if all(len(t) >= self._samples for t in self._times.values()):
-                    self._decide()
+                if all(len(self._times[m]) >= self._samples for m in self.modes if m not in self._banned):
+                    self._decide(self.modes[0], [m for m in self.modes if m not in self._banned])
+                return
+            if mode == self._exploring:
+                self._left -= 1
+                if self._left <= 0:
+                    self._exploring = None
+                    self._decide(self._chosen, [self._chosen, mode])
                 return
             if mode != self._chosen:
-                if self._exploring:
-                    self._exploring -= 1
-                    if not self._exploring:
-                        self._decide()
                 return
             self._since += 1
             self._slow = self._slow + 1 if seconds > self._slowdown * self._baseline else 0
-            if (self._since >= self._explore_every or self._slow >= 2) and not self._banned:
+            if self._since >= self._explore_every or self._slow >= 2:
                 self._since = 0
                 self._slow = 0
-                self._exploring = self._samples
+                self._explore_next()
 
     def failed(self, mode: str) -> None:
-        """The run that :meth:`pick` gave ``mode`` failed: a failing other mode is never picked again."""
+        """The run that :meth:`pick` gave ``mode`` failed: a failing non-preferred mode is never picked again."""
         with self._lock:
-            if mode != self.modes[0]:
-                self._banned = True
+            if mode == self.modes[0] or mode in self._banned:
+                return
+            self._banned.add(mode)
+            if self._exploring == mode:
+                self._exploring = None
+            if self._chosen == mode:
                 self._chosen = self.modes[0]
-                self._exploring = 0
+            if self._chosen is None and all(
+                len(self._times[m]) >= self._samples for m in self.modes if m not in self._banned
+            ):
+                self._decide(self.modes[0], [m for m in self.modes if m not in self._banned])
 
-    def _other(self, mode: str) -> str:
-        return self.modes[1] if mode == self.modes[0] else self.modes[0]
+    def _explore_next(self) -> None:
+        others = [m for m in self.modes if m != self._chosen and m not in self._banned]
+        if not others:
+            return
+        self._exploring = others[self._turn % len(others)]
+        self._turn += 1
+        self._left = self._samples
 
-    def _decide(self) -> None:
-        a, b = self.modes
-        ma, mb = statistics.median(self._times[a]), statistics.median(self._times[b])
-        new = b if mb < ma * (1.0 - self._margin) else a
-        if new != self._chosen and self._chosen is not None:
+    def _decide(self, incumbent: str, candidates: Sequence[str]) -> None:
+        medians = {m: statistics.median(self._times[m]) for m in candidates if self._times[m]}
+        best = min(medians, key=lambda m: medians[m])
+        keep = medians.get(incumbent)
+        new = best if keep is None or medians[best] < keep * (1.0 - self._margin) else incumbent
+        if self._chosen is not None and new != self._chosen:
             self.switches += 1
         self._chosen = new
         self._since = 0
         self._slow = 0
-        self._baseline = statistics.median(self._times[new])
+        self._baseline = medians[new]

@@ -65,6 +65,18 @@ def test_re_times_the_other_mode_and_follows_a_change_of_load() -> None:
     assert picked[-1] == "b"
 
 
+def test_three_modes_are_timed_in_turn_and_re_timed_in_turn() -> None:
+    ch = ModeChooser(("a", "b", "c"), samples=2, explore_every=4)
+    picked = drive(ch, {"a": 2.0, "b": 3.0, "c": 1.0}, 9)
+    assert picked == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    assert ch.chosen == "c"
+    # 4 timed "c" (the last sample was "c": no switch), "a" re-timed (1 untimed + 2), then
+    # 1 untimed + 4 timed "c", "b" re-timed.
+    picked = drive(ch, {"a": 2.0, "b": 3.0, "c": 1.0}, 18)
+    assert picked == ["c"] * 4 + ["a"] * 3 + ["c"] * 5 + ["b"] * 3 + ["c"] * 3
+    assert ch.chosen == "c" and ch.switches == 0
+
+
 def test_a_failed_run_of_the_other_mode_rules_it_out() -> None:
     ch = ModeChooser(("a", "b"), samples=2, explore_every=3)
     drive(ch, {"a": 1.0, "b": 1.0}, 3)
@@ -76,7 +88,7 @@ def test_a_failed_run_of_the_other_mode_rules_it_out() -> None:
 
 
 def test_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="two different modes"):
+    with pytest.raises(ValueError, match="two or more different modes"):
         ModeChooser(("a", "a"))
     with pytest.raises(ValueError, match="unknown mode 'c'"):
         ModeChooser(("a", "b")).record("c", 1.0)
@@ -109,7 +121,7 @@ def _wide(branches: int = 2, depth: int = 2, size: int = 96) -> tuple[Workspace,
     return ws, net(ops, name="wide")
 
 
-def test_async_scheduling_times_both_modes_with_the_same_results(no_thread_leak: None) -> None:
+def test_async_scheduling_times_every_mode_with_the_same_results(no_thread_leak: None) -> None:
     ws, nd = _wide()
     n = ws.create_net(nd, executor="async_scheduling")
     ex = n.executor
@@ -121,7 +133,7 @@ def test_async_scheduling_times_both_modes_with_the_same_results(no_thread_leak:
     ex._cost = [1.0] * len(ex._cost)  # noqa: SLF001 - measured costs; a test sets them high
     seen = []
     ref = None
-    for _ in range(10):
+    for _ in range(14):
         seen.append(ch.pick())
         n.run()
         ex._sequential_runs = 0  # noqa: SLF001 - keep the cheap-net loop out of the way
@@ -129,14 +141,21 @@ def test_async_scheduling_times_both_modes_with_the_same_results(no_thread_leak:
         if ref is None:
             ref = out
         np.testing.assert_array_equal(out, ref)
-    assert set(seen) == {"scheduled", "sequential"}
-    assert ch.chosen in ("scheduled", "sequential")
+    assert set(seen) == {"scheduled", "sequential", "one"}
+    assert ch.chosen in ("scheduled", "sequential", "one")
     ws.close()
 
 
-def test_no_chooser_without_two_overlapping_heavy_chains_or_with_fixed_blas_threads() -> None:
+def test_modes_depend_on_the_net_and_fixed_blas_threads_turn_the_policy_off() -> None:
     ws, nd = _wide(branches=1)
-    assert ws.create_net(nd, executor="async_scheduling").executor.mode_chooser is None
+    ch = ws.create_net(nd, executor="async_scheduling").executor.mode_chooser
+    if ch is None:
+        pytest.skip("no pthreads OpenBLAS to govern in this numpy build")
+    assert ch.modes == ("scheduled", "one")  # no two heavy chains can overlap: no sequential mode
+    ws3, nd3 = _wide()
+    ch3 = ws3.create_net(nd3, executor="async_scheduling").executor.mode_chooser
+    assert ch3 is not None and ch3.modes == ("scheduled", "sequential", "one")
+    ws3.close()
     ws2, nd2 = _wide()
     n2 = ws2.create_net(nd2, executor="async_scheduling", options=ExecutorOptions(blas_threads=1))
     assert n2.executor.mode_chooser is None
@@ -150,7 +169,7 @@ def _to_sequential(ch: ModeChooser) -> None:
         ch.record("scheduled", 1.0)
 
 
-def test_a_failing_sequential_run_falls_back_to_scheduled_for_good(no_thread_leak: None) -> None:
+def test_failing_runs_of_other_modes_fall_back_to_scheduled_for_good(no_thread_leak: None) -> None:
     ws, nd = _wide()
     nd.op.append(op("ExecTestFail", ["out"], ["bad"]))
     n = ws.create_net(nd, executor="async_scheduling")
@@ -158,13 +177,14 @@ def test_a_failing_sequential_run_falls_back_to_scheduled_for_good(no_thread_lea
     if ch is None:
         pytest.skip("no pthreads OpenBLAS to govern in this numpy build")
     _to_sequential(ch)
-    with pytest.raises(OperatorError, match="boom"):
-        n.run()
-    assert ch.chosen == "scheduled"
-    for _ in range(3):
+    picked = []
+    for _ in range(6):
+        picked.append(ch.pick())
         with pytest.raises(OperatorError, match="boom"):
             n.run()
-        assert ch.pick() == "scheduled"
+    # The failing sequential and one-thread modes ran once each and never again.
+    assert picked == ["sequential", "one", "scheduled", "scheduled", "scheduled", "scheduled"]
+    assert ch.chosen == "scheduled"
     ws.close()
 
 
@@ -221,3 +241,22 @@ def test_a_slowdown_of_the_chosen_mode_re_times_the_other_at_once() -> None:
     # Two slow runs, then "b" re-timed (1 untimed + 2 timed) and chosen.
     assert picked[:5] == ["a", "a", "b", "b", "b"]
     assert ch.chosen == "b"
+
+
+def test_mode_one_runs_every_op_with_one_blas_thread(no_thread_leak: None) -> None:
+    from asyncnet.executors.blas import blas_governor
+
+    if not blas_governor().active:
+        pytest.skip("no pthreads OpenBLAS to govern in this numpy build")
+    ws = Workspace()
+    ws.feed("x", np.ones(2, np.float32))
+    n = ws.create_net(net([op("ExecTestBlasRendezvous", ["x"], ["y"], name="probe")]), executor="async_scheduling")
+    ch = n.executor.mode_chooser
+    assert ch is not None
+    while ch.pick() != "one":
+        ch.record(ch.pick(), 1.0)
+    helpers.BLAS_SEEN.clear()
+    n.run()
+    assert helpers.BLAS_SEEN == [("probe", 1)]
+    assert blas_governor().running == 0
+    ws.close()
