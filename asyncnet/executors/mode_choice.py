@@ -11,7 +11,9 @@ one-thread ones, and only single-threaded BLAS kept its speed.
 A :class:`ModeChooser` therefore times runs of each way and keeps the fastest: it runs each mode
 in turn for ``samples`` timed runs, keeps the one with the lowest median, and every
 ``explore_every`` runs re-times one of the others (in turn), so a change of load or of input
-shapes is followed -- sooner when the chosen mode's runs become ``slowdown`` times slower than
+shapes is followed (a mode that lost by more than ``LOST_BY`` is re-timed half as often each
+time, down to every ``MAX_BACKOFF * explore_every`` runs, and its re-timing stops after one such
+run: under load, multi-threaded BLAS can be 15x slower, and re-timing it must stay cheap) -- sooner when the chosen mode's runs become ``slowdown`` times slower than
 when it was chosen (multi-threaded BLAS on a machine that became busy: that is when waiting for
 the periodic re-timing would cost most). The first run after a change of mode is not timed: it
 pays for the switch (buffers, caches, and OpenBLAS's worker threads, which spin for a while after
@@ -39,6 +41,10 @@ SAMPLES = 3
 EXPLORE_EVERY = 100
 # Another mode must beat the chosen one by this fraction to replace it (noise guard).
 MARGIN = 0.03
+# A re-timed mode whose run is this many times slower than the chosen one's median stops being
+# re-timed at once, and is re-timed half as often from then on, down to MAX_BACKOFF times less.
+LOST_BY = 2.0
+MAX_BACKOFF = 16
 # Two runs in a row this many times slower than the chosen mode's median at its choice re-time
 # another mode at once.
 SLOWDOWN = 1.5
@@ -80,11 +86,11 @@ class ModeChooser:
         self._last: str | None = None  # the mode of the previous run
         self._chosen: str | None = None
         self._baseline = 0.0  # the chosen mode's median when it was chosen
-        self._since = 0  # runs of the chosen mode since the last re-timing
         self._slow = 0  # consecutive runs of the chosen mode slower than slowdown * baseline
         self._exploring: str | None = None  # the mode being re-timed
         self._left = 0  # its timed runs still to do
-        self._turn = 0  # which other mode is re-timed next
+        self._due = dict.fromkeys(self.modes, 0)  # runs of the chosen mode until each may be re-timed
+        self._every = dict.fromkeys(self.modes, explore_every)  # its re-timing interval (backed off)
         self.switches = 0  # how often the choice changed (diagnostics)
 
     @property
@@ -114,21 +120,31 @@ class ModeChooser:
             if self._chosen is None:
                 if all(len(self._times[m]) >= self._samples for m in self.modes if m not in self._banned):
                     self._decide(self.modes[0], [m for m in self.modes if m not in self._banned])
+                    self._stagger()
                 return
             if mode == self._exploring:
                 self._left -= 1
-                if self._left <= 0:
+                ref = statistics.median(self._times[self._chosen])
+                lost = seconds > LOST_BY * ref
+                if self._left <= 0 or lost:
                     self._exploring = None
                     self._decide(self._chosen, [self._chosen, mode])
+                    if self._chosen != mode and lost:
+                        self._every[mode] = min(self._every[mode] * 2, MAX_BACKOFF * self._explore_every)
+                    else:
+                        self._every[mode] = self._explore_every
+                    self._due[mode] = self._every[mode]
                 return
             if mode != self._chosen:
                 return
-            self._since += 1
+            for m in self._due:
+                self._due[m] -= 1
             self._slow = self._slow + 1 if seconds > self._slowdown * self._baseline else 0
-            if self._since >= self._explore_every or self._slow >= 2:
-                self._since = 0
+            if self._slow >= 2:
                 self._slow = 0
-                self._explore_next()
+                self._explore_next(force=True)
+            else:
+                self._explore_next(force=False)
 
     def failed(self, mode: str) -> None:
         """The run that :meth:`pick` gave ``mode`` failed: a failing non-preferred mode is never picked again."""
@@ -144,14 +160,23 @@ class ModeChooser:
                 len(self._times[m]) >= self._samples for m in self.modes if m not in self._banned
             ):
                 self._decide(self.modes[0], [m for m in self.modes if m not in self._banned])
+                self._stagger()
 
-    def _explore_next(self) -> None:
+    def _stagger(self) -> None:
+        # After the first choice the others come due one after another, not all at once.
+        others = [m for m in self.modes if m != self._chosen and m not in self._banned]
+        for k, m in enumerate(others):
+            self._due[m] = self._explore_every * (k + 1) // len(others)
+
+    def _explore_next(self, *, force: bool) -> None:
+        # The other mode most overdue is re-timed (when forced, even if none is due yet).
         others = [m for m in self.modes if m != self._chosen and m not in self._banned]
         if not others:
             return
-        self._exploring = others[self._turn % len(others)]
-        self._turn += 1
-        self._left = self._samples
+        m = min(others, key=lambda k: self._due[k])
+        if force or self._due[m] <= 0:
+            self._exploring = m
+            self._left = self._samples
 
     def _decide(self, incumbent: str, candidates: Sequence[str]) -> None:
         medians = {m: statistics.median(self._times[m]) for m in candidates if self._times[m]}
@@ -161,6 +186,5 @@ class ModeChooser:
         if self._chosen is not None and new != self._chosen:
             self.switches += 1
         self._chosen = new
-        self._since = 0
         self._slow = 0
         self._baseline = medians[new]

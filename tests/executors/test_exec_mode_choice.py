@@ -65,16 +65,40 @@ def test_re_times_the_other_mode_and_follows_a_change_of_load() -> None:
     assert picked[-1] == "b"
 
 
-def test_three_modes_are_timed_in_turn_and_re_timed_in_turn() -> None:
+def test_three_modes_are_timed_in_turn_and_each_re_timed() -> None:
     ch = ModeChooser(("a", "b", "c"), samples=2, explore_every=4)
-    picked = drive(ch, {"a": 2.0, "b": 3.0, "c": 1.0}, 9)
+    picked = drive(ch, {"a": 2.0, "b": 1.5, "c": 1.0}, 9)
     assert picked == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert ch.chosen == "c"
-    # 4 timed "c" (the last sample was "c": no switch), "a" re-timed (1 untimed + 2), then
-    # 1 untimed + 4 timed "c", "b" re-timed.
-    picked = drive(ch, {"a": 2.0, "b": 3.0, "c": 1.0}, 18)
-    assert picked == ["c"] * 4 + ["a"] * 3 + ["c"] * 5 + ["b"] * 3 + ["c"] * 3
+    picked = drive(ch, {"a": 2.0, "b": 1.5, "c": 1.0}, 60)
     assert ch.chosen == "c" and ch.switches == 0
+    assert picked.count("a") >= 3 and picked.count("b") >= 3  # both re-timed
+    assert picked.count("c") >= 25
+
+
+def _runs_of(picked: list[str], mode: str) -> list[int]:
+    """Lengths of the consecutive runs of ``mode`` in ``picked``."""
+    out, n = [], 0
+    for m in [*picked, ""]:
+        if m == mode:
+            n += 1
+        elif n:
+            out.append(n)
+            n = 0
+    return out
+
+
+def test_a_mode_far_slower_is_re_timed_briefly_and_ever_less_often() -> None:
+    ch = ModeChooser(("a", "b"), samples=3, explore_every=10)
+    drive(ch, {"a": 1.0, "b": 15.0}, 8)
+    assert ch.chosen == "a"
+    picked = drive(ch, {"a": 1.0, "b": 15.0}, 400)
+    bursts = _runs_of(picked, "b")
+    assert bursts and all(n == 2 for n in bursts)  # one untimed run + one timed run that lost
+    assert len(bursts) <= 6  # intervals 10, 20, 40, 80, 160 (capped at 160) instead of 40 re-timings
+    # Once "b" is fast again, a re-timing finds it and it is chosen.
+    drive(ch, {"a": 1.0, "b": 0.5}, 400)
+    assert ch.chosen == "b"
 
 
 def test_a_failed_run_of_the_other_mode_rules_it_out() -> None:
