@@ -7,13 +7,17 @@ sees the outer workspace only through the blobs its step nets read and nothing p
 
 Sequential mode runs the step nets through :mod:`asyncnet.subnet` one timestep after another;
 the threaded mode (``enable_rnn_executor``) hands the same prepared ops to
-:mod:`asyncnet.recurrent.timesteps`.
+:mod:`asyncnet.recurrent.timesteps`. With ``enable_rnn_executor`` each pass times both modes and
+keeps the faster (:mod:`asyncnet.executors.mode_choice`): on an idle machine where BLAS's own
+threads already use every core, sequential timesteps can win; under load, threaded ones do.
+Both give bitwise the same results.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 
 from asyncnet.cancellation import check_stopped
 from asyncnet.errors import ArgumentError, BlobNotFoundError, TensorError
+from asyncnet.executors.mode_choice import ModeChooser
 from asyncnet.executors.pools import default_threads
 from asyncnet.net import EMPTY, Blob, PreparedOp
 from asyncnet.opinfo import OpInfo
@@ -136,6 +141,15 @@ class RecurrentRunner:
         self.refs_f = [n for n in _read(spec.step_net) if n not in local]
         self.refs_b = [n for n in _read(spec.backward_step_net) if n not in local]
         self.threads = spec.num_threads or default_threads()
+        # enable_rnn_executor asks for concurrent timesteps; whether they beat sequential timesteps with
+        # every BLAS thread depends on the machine and its load, so both are timed and the faster kept.
+        self.chooser = ModeChooser(("threaded", "sequential")) if spec.threaded and self.threads > 1 else None
+
+    def _threaded(self, steps_n: int) -> str:
+        """How this pass runs its timesteps: "threaded", "sequential", or "" (sequential, not timed)."""
+        if self.chooser is None or steps_n < 2:
+            return ""
+        return self.chooser.pick()
 
     # -- step workspaces -----------------------------------------------------------------
 
@@ -231,7 +245,9 @@ class RecurrentRunner:
         slots = self.slots(steps, steps_n)
         for t, slot in enumerate(slots):
             self._views(spec.links, ext, slot, t)
-        if spec.threaded and self.threads > 1 and steps_n > 1:
+        mode = self._threaded(steps_n)
+        t0 = time.perf_counter()
+        if mode == "threaded":
             slots[0].forward.net.check_inputs()  # what Net.run checks, once: the slots share their sources
             tasks = self._tasks(slots, [slot.forward.net.ops for slot in slots], spec.links, self.written_f, ext)
             run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
@@ -241,6 +257,9 @@ class RecurrentRunner:
                 slot.forward.run()
                 for link in self.written_f:
                     self._copy_back(link, ext, slot.workspace.cell(link.internal), t)
+        if mode:
+            assert self.chooser is not None
+            self.chooser.record(mode, time.perf_counter() - t0)
         outs: list[Any] = []
         for alias in spec.aliases:
             src = ext[alias.src]
@@ -308,7 +327,9 @@ class RecurrentRunner:
             self._views(spec.links, ext, slot, t)
             self._views(spec.backward_links, ext, slot, t)
         order = list(reversed(range(steps_n)))
-        if spec.threaded and self.threads > 1 and steps_n > 1:
+        mode = self._threaded(steps_n)
+        t0 = time.perf_counter()
+        if mode == "threaded":
             nets[-1].net.check_inputs()
             tasks = self._tasks(
                 slots,
@@ -328,6 +349,9 @@ class RecurrentRunner:
                 nets[t].run()
                 for link in self.written_b:
                     self._copy_back(link, ext, slots[t].workspace.cell(link.internal), t)
+        if mode:
+            assert self.chooser is not None
+            self.chooser.record(mode, time.perf_counter() - t0)
         param_grads: list[np.ndarray] = []
         cell_names = spec.param_grads or [f"{fwd_in_names[p]}_grad" for p in spec.params]
         for p, name in zip(spec.params, cell_names):
