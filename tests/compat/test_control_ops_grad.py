@@ -40,3 +40,21 @@ def test_gen_if_gradient_returns_ops_and_input_gradients() -> None:
     assert [o.type for o in ops][-1] == "If" and g_in == [None, "x_grad"]
     with pytest.raises(ValueError, match="expected a Do op"):
         control_ops_grad.gen_do_gradient(op, ["y_grad"])
+
+
+def test_get_backward_pass_through_an_if_built_by_add_if_op() -> None:
+    from asyncnet.compat import control_ops_util
+
+    then_net = core.Net("t2")
+    then_net.Tanh("x", "y")
+    main = core.Net("gbp")
+    control_ops_util.add_if_op(main, "c", ["c", "x", "y"], then_net)
+    ops, grad_map = core.GetBackwardPass(main.Proto().op, {"y": "y_seed"})
+    assert str(grad_map["x"]) == "x_grad" and ops[-1].type == "If" and ops[-1].is_gradient_op
+    workspace.FeedBlob("c", np.array(True))
+    workspace.FeedBlob("x", np.array([0.5, -1.0]))
+    workspace.FeedBlob("y_seed", np.array([1.0, 2.0]))
+    net = core.Net("gbp_run")
+    net.Proto().op.extend([*main.Proto().op, *ops])
+    workspace.RunNetOnce(net)
+    np.testing.assert_allclose(workspace.FetchBlob("x_grad"), [1.0, 2.0] * (1 - np.tanh([0.5, -1.0]) ** 2))
