@@ -364,6 +364,9 @@ class RecurrentRunner:
                         f"'{fwd_in_names[p]}') at timestep {t}"
                     )
                 acc += np.asarray(value).reshape(acc.shape)
+            for t in order:
+                # Summed: the per-timestep copies are dead (the next backward pass rewrites them).
+                slots[t].workspace.cell(name).value = EMPTY
             param_grads.append(acc)
         init_grads: list[np.ndarray] = []
         for state, idx in zip(spec.recurrent_states, spec.initial_ids):

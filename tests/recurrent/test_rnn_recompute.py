@@ -76,3 +76,14 @@ def test_recompute_names_the_backward_net_does_not_recompute_are_refused() -> No
     with pytest.raises((ArgumentError, OperatorError), match="does not recompute"):
         for o in layer.ops:
             ws.run_operator_once(o)
+
+
+def test_per_timestep_param_gradients_are_released_once_summed() -> None:
+    grads, steps, _ = _run((), False)
+    names = [n for n in steps.slots[0].workspace.blobs() if n.endswith("_grad")]
+    params = [n for n in names if n.startswith("L/layer") and ("_w_grad" in n or "_b_grad" in n)]
+    assert not params, params  # nothing of the kind is kept per timestep
+    assert all(np.isfinite(g).all() for g in grads.values())
+    again, _, _ = _run((), False)
+    for name, g in grads.items():
+        assert np.array_equal(g, again[name]), name
