@@ -116,9 +116,14 @@ def GRU(
     drop_states: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Caffe2's ``gru_cell.GRU``: returns (last layer) ``hidden_all, hidden_last``."""
+    """Caffe2's ``gru_cell.GRU``: returns (last layer) ``hidden_all, hidden_last``.
+
+    ``memory_optimization`` recomputes each layer's concatenated gates in the backward pass
+    (Caffe2's ``recompute_blobs = [gates_t]``) instead of keeping them per timestep.
+    """
     dims = [dim_out] if isinstance(dim_out, int) else list(dim_out)
     name = CurrentNameScope() + (scope or "GRU")
+    recompute = [f"{name}/layer{k}/gates" for k in range(len(dims))] if memory_optimization and not forward_only else []
     layer = gru(
         str(input_blob),
         str(seq_lengths) if seq_lengths is not None else None,
@@ -129,6 +134,7 @@ def GRU(
         drop_states=drop_states,
         forward_only=forward_only,
         outputs_with_grads=outputs_with_grads,
+        recompute_blobs_on_backward=recompute,
     )
     return _emit(model, layer, ["hidden_all", "hidden_last"], return_params)
 
@@ -233,5 +239,5 @@ class MultiRNNCell:
         return GRU(
             model, inputs, seq_lengths, initial_states, first.input_size, dims, scope=self.name or first.name,
             outputs_with_grads=outputs_with_grads or (0,), forward_only=first.forward_only,
-            drop_states=first.drop_states,
+            drop_states=first.drop_states, memory_optimization=first.memory_optimization,
         )  # fmt: skip
