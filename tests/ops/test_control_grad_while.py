@@ -199,3 +199,35 @@ def test_asyncnet_check_finds_no_error_in_the_gradient_nets() -> None:
         add_gradient_ops(net, ["loss"])
         report = check_net(net, inputs={n: TensorInfo() for n in names})
         assert report.ok, report.errors
+
+
+def test_nested_while_nets_differentiate_like_the_unrolled_chain() -> None:
+    scope = ["i", "j", "n", "m", "one", "zero", "h", "w"]
+    with NetBuilder(initial_scope=scope, _use_control_ops=True) as nb:
+        with ops.WhileNet():
+            with ops.Condition():
+                ops.LT(["i", "n"])
+            ops.Copy("zero", "j")
+            with ops.WhileNet():
+                with ops.Condition():
+                    ops.LT(["j", "m"])
+                ops.Mul(["h", "w"], "t")
+                ops.Tanh("t", "h")
+                ops.Add(["j", "one"], "j")
+            ops.Add(["i", "one"], "i")
+    (net,) = nb.get()
+    assert isinstance(net, core.Net)
+    net.SumElements("h", "loss")
+    feeds = {**_feeds(2), "j": np.array(0.0), "m": np.array(3.0), "zero": np.array(0.0)}
+    got = assert_fd(net.Proto(), feeds, ["h", "w"])
+    w = FEEDS["w"]
+    hs = [FEEDS["h"]]
+    for _ in range(6):  # 2 outer x 3 inner iterations
+        hs.append(np.tanh(hs[-1] * w))
+    g, gw = np.ones(3), np.zeros(3)
+    for k in reversed(range(6)):
+        d = 1 - np.tanh(hs[k] * w) ** 2
+        gw += g * d * hs[k]
+        g = g * d * w
+    np.testing.assert_allclose(got["h"], g, rtol=1e-10)
+    np.testing.assert_allclose(got["w"], gw, rtol=1e-10)
