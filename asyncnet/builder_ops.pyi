@@ -341,7 +341,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -360,7 +360,26 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
+        """
+        ...
+
+    def AllreduceCoalesced(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sums each data input over all ranks separately (output i = the sum of input i), moving them as one message per dtype: the inputs are packed into one buffer, all-reduced once and unpacked. For buckets of gradients (as DDP's), where Allreduce's several inputs would mean one tensor on several local devices, summed together. In place allowed. Async: holds no thread while Gloo works.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -1651,7 +1670,7 @@ class OpNamespace:
         Args:
             root: rank whose tensors are sent
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -9849,7 +9868,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
