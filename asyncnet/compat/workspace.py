@@ -502,6 +502,10 @@ blobs = _BlobsView()
 
 def __getattr__(name: str) -> Any:
     # Caffe2's workspace.Predictor; imported on first use (it brings in asyncnet.serving).
+    if name == "C":
+        from asyncnet.compat import c_ext
+
+        return c_ext
     if name == "Predictor":
         from asyncnet.compat.predictor import Predictor
 
