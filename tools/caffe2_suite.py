@@ -107,9 +107,7 @@ def test_files(upstream: Path, selected: list[str] | None) -> list[Path]:
     return keep
 
 
-def run_chunk(
-    files: list[Path], upstream: Path, results: Path, timeout: int, chunk_timeout: int, profile: str
-) -> int:
+def run_chunk(files: list[Path], upstream: Path, results: Path, timeout: int, chunk_timeout: int, profile: str) -> int:
     """Run pytest on ``files`` in a subprocess; returns its exit status (-9 when killed)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TOOLS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -136,6 +134,7 @@ def run_chunk(
             "-q",
             "--no-header",
             "-rN",
+            "--continue-on-collection-errors",
             *[str(f) for f in files],
         ]
         log = results.with_suffix(".log")

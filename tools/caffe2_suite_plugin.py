@@ -18,9 +18,11 @@ Caffe2's own operator tests unmodified. It
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import os
 import sys
@@ -97,6 +99,13 @@ def dyndep() -> types.ModuleType:
     return mod
 
 
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 class _AliasLoader(importlib.abc.Loader):
     def __init__(self, target: str) -> None:
         self.target = target
@@ -129,7 +138,7 @@ class Caffe2Finder(importlib.abc.MetaPathFinder):
         self.upstream = upstream
         self.compat = dict(COMPAT_MODULES if compat is None else compat)
         for name, target in list(self.compat.items()):
-            if ":" not in target and importlib.util.find_spec(target) is None:
+            if ":" not in target and not _exists(target):
                 del self.compat[name]  # asyncnet has no stand-in: the upstream module is used
 
     def find_spec(
@@ -219,7 +228,8 @@ def _innermost_frame(tb: Any) -> str:
 
 def _root_exception(exc: BaseException) -> BaseException:
     """Hypothesis wraps several distinct failures in an ExceptionGroup: take the first leaf."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+    group = getattr(builtins, "BaseExceptionGroup", None)  # Python >= 3.11
+    while group is not None and isinstance(exc, group) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
 

@@ -197,9 +197,7 @@ class Workspace:
             elif isinstance(msg, pb.PlanDef):
                 self._ws.run_plan(msg)
             else:
-                raise WorkspaceError(
-                    f"Workspace.run takes an OperatorDef, NetDef or PlanDef, got {type(msg).__name__}"
-                )
+                raise WorkspaceError(f"Workspace.run takes an OperatorDef, NetDef or PlanDef, got {type(msg).__name__}")
         return True
 
     def reset(self) -> None:
