@@ -162,6 +162,26 @@ def install(upstream: Path) -> Caffe2Finder:
     return finder
 
 
+def _no_shrinking() -> None:
+    """Keep the active hypothesis profile (the one upstream's hypothesis_test_util loaded: its
+    max_examples and deadline) but skip the shrink phase: shrinking only searches for a smaller
+    failing example (it never turns a failure into a pass) and takes minutes per failing test on
+    a busy machine. Set CAFFE2_SUITE_SHRINK=1 to keep it."""
+    import hypothesis
+
+    if os.environ.get("CAFFE2_SUITE_SHRINK", "0") == "1":
+        return
+    name = getattr(hypothesis.settings, "_current_profile", None)
+    if not name:
+        return
+    current = hypothesis.settings.get_profile(name)
+    if hypothesis.Phase.shrink not in current.phases:
+        return
+    phases = tuple(p for p in current.phases if p is not hypothesis.Phase.shrink)
+    hypothesis.settings.register_profile(name, current, phases=phases)
+    hypothesis.settings.load_profile(name)
+
+
 def _numpy_aliases() -> None:
     import numpy as np
 
@@ -270,6 +290,14 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
         rec["exc_type"] = "Failed"
         rec["message"] = str(report.longrepr)[-2000:]
     _write(rec)
+
+
+def pytest_configure(config: Any) -> None:
+    _no_shrinking()
+
+
+def pytest_collection_finish(session: Any) -> None:
+    _no_shrinking()
 
 
 def pytest_collectreport(report: Any) -> None:
