@@ -160,6 +160,20 @@ _NO_ATTR_OBJECT = re.compile(r"'(\w+)' object has no attribute '(\w+)'")
 _CANNOT_IMPORT = re.compile(r"cannot import name '(\w+)' from '([\w.]+)'")
 _NO_MODULE = re.compile(r"No module named '([\w.]+)'")
 _BAD_KWARG = re.compile(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'")
+# Upstream test code that needs the 2022 library versions it was written for (numpy < 1.25,
+# scipy < 1.14, hypothesis 5/6.0x, Python < 3.11), failing outside asyncnet.
+_ENVIRONMENT = [
+    ("numpy 2: array-to-scalar assignment", "setting an array element with a sequence"),
+    ("numpy 2: array-to-scalar conversion", "only 0-dimensional arrays can be converted"),
+    ("numpy 2: array-to-scalar conversion", "only length-1 arrays can be converted"),
+    ("numpy 2: removed alias", "was removed in the NumPy"),
+    ("numpy 2: np.sum(generator)", "Calling np.sum(generator)"),
+    ("scipy: interp2d removed", "has been removed in SciPy"),
+    ("python 3.11: inspect.getargspec removed", "has no attribute 'getargspec'"),
+    ("hypothesis: arrays() signature", "arrays() takes"),
+    ("hypothesis: @settings without @given", "without `@given` is completely pointless"),
+    ("hypothesis: test run from several executors", "called from multiple different executors"),
+]
 
 
 def _short_module(name: str) -> str:
@@ -176,7 +190,8 @@ def classify(rec: dict[str, Any]) -> tuple[str, str]:
     """(category, key) of one failed phase record.
 
     Categories: missing-op, missing-grad, compat-api, timeout, wrong-result, asyncnet-error,
-    environment, collection, crashed, other.
+    environment (upstream code that needs the older numpy / scipy / hypothesis / Python it was
+    written for, or a module not installed), collection, crashed, other.
     """
     msg = rec.get("message", "") or ""
     exc = rec.get("exc_type", "") or ""
@@ -203,6 +218,10 @@ def classify(rec: dict[str, Any]) -> tuple[str, str]:
         m = pat.search(msg)
         if m:
             return "missing-op", m.group(1)
+    if not frame:
+        for label, needle in _ENVIRONMENT:
+            if needle in msg:
+                return "environment", label
     m = _MISSING_GRAD.search(msg)
     if m:
         return "missing-grad", m.group(1)

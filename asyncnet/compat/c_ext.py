@@ -32,6 +32,10 @@ def builtin_cpu_supports_avx() -> bool:
     return False
 
 
+def builtin_cpu_supports_avx2() -> bool:
+    return False
+
+
 def registered_dbs() -> list[str]:
     """DB types asyncnet can open."""
     from asyncnet.db.store import DB_TYPES

@@ -15,6 +15,21 @@ from typing import Any
 import numpy as np
 
 from asyncnet.compat.core import BlobReference, ExecutionStep, Net, Plan
+from asyncnet.compat.workspace_extra import (
+    DeserializeBlob,
+    GetCUDAVersion,
+    GetCuDNNVersion,
+    GetDeviceProperties,
+    GetGPUMemoryInfo,
+    GetGpuPeerAccessPattern,
+    GetNetName,
+    GetOperatorCost,
+    IsNUMAEnabled,
+    SerializeBlob,
+    StringifyProto,
+    has_fbgemm,
+    is_asan,
+)
 from asyncnet.errors import AsyncNetError, MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
@@ -22,6 +37,19 @@ from asyncnet.workspace import Workspace
 
 __all__ = [
     "Blobs",
+    "DeserializeBlob",
+    "GetCUDAVersion",
+    "GetCuDNNVersion",
+    "GetDeviceProperties",
+    "GetGPUMemoryInfo",
+    "GetGpuPeerAccessPattern",
+    "GetNetName",
+    "GetOperatorCost",
+    "IsNUMAEnabled",
+    "SerializeBlob",
+    "StringifyProto",
+    "has_fbgemm",
+    "is_asan",
     "CreateBlob",
     "GetBlobSizeBytes",
     "GpuDeviceType",

@@ -155,3 +155,11 @@ def test_end_to_end_on_synthetic_tree(fake_upstream: Path, tmp_path: Path) -> No
         1
     ]
     assert "metric: 1 / 4 = 25.0%" in report.read_text()
+
+
+def test_classify_environment_failures_only_outside_asyncnet() -> None:
+    rec = {"nodeid": "x_test.py::T::t", "when": "call", "outcome": "failed", "exc_type": "ValueError"}
+    rec["message"] = "setting an array element with a sequence."
+    assert suite.classify(rec) == ("environment", "numpy 2: array-to-scalar assignment")
+    rec["asyncnet_frame"] = "ops/sparse.py:run"
+    assert suite.classify(rec)[0] == "asyncnet-error"
