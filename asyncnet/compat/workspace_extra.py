@@ -152,11 +152,12 @@ def GetOperatorCost(operator: pb.OperatorDef, blobs: Any) -> OperatorCost:
     if operator.type in _DATA_MOVEMENT:
         flops = 0
     elif operator.type in _POINTWISE:
-        flops = sum(int(np.prod(o.shape)) for o in outs)  # type: ignore[arg-type, union-attr]
+        flops = sum(_numel(o) for o in outs)
     elif operator.type == "FC":
         x, w = known[_name(operator.input[0])], known[_name(operator.input[1])]
-        n, k = int(w.shape[0]), int(w.shape[1])  # type: ignore[index]
-        m = int(np.prod(x.shape)) // k  # type: ignore[arg-type]
+        w_shape = [int(d or 0) for d in w.shape or ()]
+        n, k = w_shape[0], w_shape[1]
+        m = _numel(x) // k
         flops = 2 * m * n * k
     else:
         raise UnsupportedError(
@@ -166,5 +167,9 @@ def GetOperatorCost(operator: pb.OperatorDef, blobs: Any) -> OperatorCost:
     return OperatorCost(int(flops), int(bytes_written), int(bytes_read))
 
 
+def _numel(info: Any) -> int:
+    return int(np.prod(info.shape, dtype=np.int64))
+
+
 def _nbytes(info: Any) -> int:
-    return int(np.prod(info.shape, dtype=np.int64)) * np.dtype(info.dtype).itemsize
+    return _numel(info) * int(np.dtype(info.dtype).itemsize)
