@@ -59,8 +59,10 @@ class Blob:
         self._name = name
 
     def fetch(self) -> Any:
-        """The blob's value."""
-        return self._ws.fetch(self._name)
+        """The blob's value (string tensors with ``bytes`` items, as Caffe2)."""
+        from asyncnet.compat.workspace import as_caffe2_fetch
+
+        return as_caffe2_fetch(self._ws.fetch(self._name))
 
     def feed(self, arr: Any, device_option: pb.DeviceOption | None = None) -> bool:
         """Store ``arr`` in the blob (``device_option`` is accepted; everything lives on the CPU)."""

@@ -222,7 +222,19 @@ def FetchBlob(name: Any) -> Any:
     key = _name(name)
     if not ws.has(key):
         raise MissingBlobError(f"Can't find blob: {key} (workspace '{_current}'){did_you_mean(key, ws.blobs())}")
-    return ws.fetch(key)
+    return as_caffe2_fetch(ws.fetch(key))
+
+
+def as_caffe2_fetch(value: Any) -> Any:
+    """A fetched value as Caffe2 returned it: string tensors hold ``bytes`` items (Caffe2 stored
+    std::string, so text fed as ``str`` came back encoded as UTF-8)."""
+    if isinstance(value, np.ndarray) and value.dtype == object and value.size:
+        flat = value.reshape(-1)
+        if any(isinstance(v, str) for v in flat):
+            enc = np.empty(flat.shape, dtype=object)
+            enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
+            return enc.reshape(value.shape)
+    return value
 
 
 def CreateBlob(name: Any) -> BlobReference:

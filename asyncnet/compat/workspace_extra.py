@@ -130,7 +130,7 @@ def GetOperatorCost(operator: pb.OperatorDef, blobs: Any) -> OperatorCost:
     """Estimated flops and bytes written / read of one run of ``operator`` on the current workspace.
 
     Input shapes come from the named ``blobs`` of the current workspace, output shapes from
-    shape inference. Data-movement ops cost 0 flops, pointwise ops one flop per output
+    shape inference (or, where they depend on input values, from the existing output blobs). Data-movement ops cost 0 flops, pointwise ops one flop per output
     element, FC 2*M*N*K; other op types raise UnsupportedError (Caffe2 had no cost function
     for most ops either).
     """
@@ -145,9 +145,21 @@ def GetOperatorCost(operator: pb.OperatorDef, blobs: Any) -> OperatorCost:
     net.op.append(operator)
     result = infer_shapes(net, known)
     bytes_read = sum(_nbytes(known[_name(b)]) for b in operator.input if _name(b) in known)
-    outs = [result.blobs.get(o) for o in operator.output]
-    if any(o is None or o.shape is None or any(d is None for d in o.shape) or o.dtype is None for o in outs):
-        raise UnsupportedError(f"GetOperatorCost: op {operator.type}: output shapes could not be inferred")
+    from asyncnet.compat.workspace import HasBlob
+
+    outs = []
+    for o in operator.output:
+        info = result.blobs.get(o)
+        if info is None or info.shape is None or any(d is None for d in info.shape) or info.dtype is None:
+            # Sizes that depend on input values (e.g. Split's split blob): the output's current
+            # value, when the op has already run.
+            if not HasBlob(o):
+                raise UnsupportedError(
+                    f"GetOperatorCost: op {operator.type}: the shape of output '{o}' depends on input "
+                    "values and the blob does not exist yet"
+                )
+            info = info_of(FetchBlob(o))
+        outs.append(info)
     bytes_written = sum(_nbytes(o) for o in outs)
     if operator.type in _DATA_MOVEMENT:
         flops = 0

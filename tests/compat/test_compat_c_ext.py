@@ -94,3 +94,26 @@ def test_operator_cost_of_fc_and_unknown_ops() -> None:
     assert cost.bytes_read == (20 + 12 + 3) * 4
     with pytest.raises(UnsupportedError, match="no cost function for op type 'Softmax'"):
         workspace.GetOperatorCost(core.CreateOperator("Softmax", ["X"], ["S"]), ["X"])
+
+
+def test_string_tensors_are_fetched_as_bytes() -> None:
+    # Caffe2 stored std::string: text fed as str came back as UTF-8 bytes.
+    workspace.FeedBlob("s", np.array(["a", "bé"]))
+    got = workspace.FetchBlob("s")
+    assert got.dtype == object and got.tolist() == [b"a", "bé".encode()]
+    workspace.FeedBlob("i", np.array([0, 12], np.int32))
+    workspace.RunOperatorOnce(core.CreateOperator("Cast", ["i"], ["t"], to=core.DataType.STRING))
+    assert workspace.FetchBlob("t").tolist() == [b"0", b"12"]
+    ws = workspace.C.Workspace()
+    ws.create_blob("s").feed(np.array(["x"]))
+    assert ws.blobs["s"].fetch().tolist() == [b"x"]
+
+
+def test_operator_cost_with_value_dependent_output_shapes() -> None:
+    workspace.FeedBlob("x", np.ones((2, 5), np.float32))
+    workspace.FeedBlob("sizes", np.array([1, 4], np.int32))
+    split = core.CreateOperator("Split", ["x", "sizes"], ["p", "q"], axis=1)
+    with pytest.raises(UnsupportedError, match="depends on input values"):
+        workspace.GetOperatorCost(split, split.input)
+    workspace.RunOperatorOnce(split)
+    assert tuple(workspace.GetOperatorCost(split, split.input)) == (0, 40, 40 + 8)
