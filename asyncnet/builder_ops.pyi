@@ -604,8 +604,8 @@ class OpNamespace:
     def AtomicFetchAdd(
         self,
         mutex: BlobLike,
-        mut_value: BlobLike,
-        increment: BlobLike,
+        a: BlobLike,
+        b: BlobLike,
         /,
         *,
         outputs: Outputs = None,
@@ -614,23 +614,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
-        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
-        ...
-
-    def AtomicFetchAdd64(
-        self,
-        mutex: BlobLike,
-        mut_value: BlobLike,
-        increment: BlobLike,
-        /,
-        *,
-        outputs: Outputs = None,
-        name: str = "",
-        engine: str = "",
-        device: DeviceLike = None,
-        control_inputs: Sequence[BlobLike] = (),
-    ) -> tuple[Blob, ...]:
-        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
+        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
         ...
 
     def AtomicIter(
@@ -1974,7 +1958,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Whether the counter has reached 0 (bool)."""
+        """Whether the counter is <= 0 (bool)."""
         ...
 
     def Checkpoint(
@@ -3417,7 +3401,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """If the count is positive, decrease it by 1 and output false; otherwise output true (done)."""
+        """Decrease the counter by 1; output (bool) whether it was already <= 0 before (false while it was positive)."""
         ...
 
     def CountUp(
@@ -8314,7 +8298,7 @@ class OpNamespace:
         p: int = ...,
         average: int = ...,
     ) -> Blob:
-        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.
+        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average` (NaN for an empty X).
 
         Args:
             p: 1 (sum of |x|) or 2 (sum of x^2, not its root)
@@ -11104,8 +11088,13 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
+        init_count: int = ...,
     ) -> Blob:
-        """Reset the counter to its init_count; optional output: the count before."""
+        """Set the counter to the init_count argument (default 0); optional output: the count before.
+
+        Args:
+            init_count: the new count
+        """
         ...
 
     def Reshape(
@@ -15163,7 +15152,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.
+        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr (one value, shaped as seq_b, as in Caffe2) and the update.
 
         Args:
             epsilon: added to the root
