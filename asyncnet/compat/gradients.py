@@ -73,9 +73,14 @@ class GradientRegistry:
 
     @classmethod
     def GetGradientForOp(cls, op: pb.OperatorDef, g_output: Sequence[Any]) -> tuple[list[pb.OperatorDef], list[Any]]:
-        """The gradient ops of one op and the gradient name of each of its inputs (None: no gradient)."""
+        """The gradient ops of one op and the gradient of each of its inputs (None: no gradient).
+
+        Sparse gradients (the SparseLengths* / Sparse*Segment* data input) are returned as Caffe2
+        did: a ``GradientSlice(indices, values)`` without the op that densifies them.
+        """
         spec = gradient_for_op(op, [None if g is None else str(g) for g in g_output])
-        return spec.ops, list(spec.grad_inputs)
+        ops, slices = _split_sparse(list(spec.ops), {g for g in spec.grad_inputs if g})
+        return ops, [slices.get(g, g) if g else g for g in spec.grad_inputs]
 
     @classmethod
     def GetBackwardPass(
@@ -93,8 +98,40 @@ class GradientRegistry:
             raise ArgumentError(f"GetBackwardPass takes a list or dict of blobs, got the string {ys!r}")
         if not ys:
             return [], {}
+        from asyncnet.compat.core_extra import GradientSlice
+
         net_def = pb.NetDef(name="backward_pass")
         net_def.op.extend(operators)
         grad_map = add_backward_pass(net_def, ys)
-        refs = {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
-        return list(net_def.op[len(operators) :]), refs
+        ops, slices = _split_sparse(list(net_def.op[len(operators) :]), set(grad_map.values()))
+        refs: dict[Any, Any] = {}
+        for k, v in grad_map.items():
+            sl = slices.get(v)
+            refs[BlobReference(k)] = (
+                BlobReference(v) if sl is None else GradientSlice(BlobReference(sl.indices), BlobReference(sl.values))
+            )
+        return ops, refs
+
+
+def _split_sparse(ops: list[pb.OperatorDef], final_grads: set[str]) -> tuple[list[pb.OperatorDef], dict[str, Any]]:
+    """Drop the ops that densify a sparse gradient (``SparseToDense(indices, <g>_values, data) -> <g>``,
+    as asyncnet's sparse segment gradient makers emit) when nothing else reads ``<g>``; return the
+    remaining ops and ``<g> -> GradientSlice(indices, values)``."""
+    from asyncnet.compat.core_extra import GradientSlice
+
+    slices: dict[str, Any] = {}
+    keep: list[pb.OperatorDef] = []
+    for i, op in enumerate(ops):
+        out = op.output[0] if len(op.output) == 1 else ""
+        if (
+            op.type == "SparseToDense"
+            and op.is_gradient_op
+            and len(op.input) == 3
+            and out in final_grads
+            and op.input[1] == f"{out}_values"
+            and not any(out in later.input for later in ops[i + 1 :])
+        ):
+            slices[out] = GradientSlice(op.input[0], op.input[1])
+            continue
+        keep.append(op)
+    return keep, slices

@@ -261,10 +261,14 @@ def gradient_for_op(
     for g in spec.ops:
         if entry.copy_device_option and op.HasField("device_option"):
             g.device_option.CopyFrom(op.device_option)
-        if entry.copy_engine and op.engine:
+        if entry.copy_engine and op.HasField("engine"):
+            # Copied with its presence (even when empty) and gradient defs always carry a name:
+            # Caffe2's serialized goldens compare the messages field by field.
             g.engine = op.engine
         if entry.copy_arguments:
             g.arg.extend(op.arg)
+        if not g.HasField("name"):
+            g.name = ""
         g.is_gradient_op = True
     return spec
 
