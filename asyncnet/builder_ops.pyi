@@ -604,8 +604,8 @@ class OpNamespace:
     def AtomicFetchAdd(
         self,
         mutex: BlobLike,
-        a: BlobLike,
-        b: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
         /,
         *,
         outputs: Outputs = None,
@@ -614,7 +614,23 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
-        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
+        ...
+
+    def AtomicFetchAdd64(
+        self,
+        mutex: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
         ...
 
     def AtomicIter(
