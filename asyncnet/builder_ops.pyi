@@ -361,7 +361,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -380,7 +380,26 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
+        """
+        ...
+
+    def AllreduceCoalesced(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sums each data input over all ranks separately (output i = the sum of input i), moving them as one message per dtype: the inputs are packed into one buffer, all-reduced once and unpacked. For buckets of gradients (as DDP's), where Allreduce's several inputs would mean one tensor on several local devices, summed together. In place allowed. Async: holds no thread while Gloo works.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -1762,7 +1781,7 @@ class OpNamespace:
         Args:
             root: rank whose tensors are sent
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -2007,7 +2026,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Whether the counter has reached 0 (bool)."""
+        """Whether the counter is <= 0 (bool)."""
         ...
 
     def CheckDatasetConsistency(
@@ -3479,7 +3498,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Decrease the counter by 1; output whether it reached 0 (bool)."""
+        """Decrease the counter by 1; output (bool) whether it was already <= 0 before (false while it was positive)."""
         ...
 
     def CountUp(
@@ -4227,15 +4246,17 @@ class OpNamespace:
         outer_blobs_idx: Sequence[Any] = ...,
         saved_fwd_blobs: Sequence[Any] = ...,
         reuse_workspace: bool | int = ...,
+        copy_external_blobs: bool | int = ...,
     ) -> tuple[Blob, ...]:
-        """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).
+        """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy). A gradient Do (is_gradient_op) takes the newest forward workspace off the scope's stack and runs its net there.
 
         Args:
             net: NetDef run in the scope's child workspace
             inner_blobs: inner blob names bound to outer blobs
             outer_blobs_idx: per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)
-            saved_fwd_blobs: forward blobs kept for the gradient Do (accepted, unused)
+            saved_fwd_blobs: gradient Do: local blobs of the forward run its net reads (they must exist in the forward workspace)
             reuse_workspace: run in the scope's last workspace instead of pushing a new one
+            copy_external_blobs: after the run, keep in the pushed workspace a copy of every bound blob the net wrote (a While body's gradient reads each iteration's values from there)
         """
         ...
 
@@ -8733,7 +8754,7 @@ class OpNamespace:
         p: int = ...,
         average: int = ...,
     ) -> Blob:
-        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.
+        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average` (NaN for an empty X).
 
         Args:
             p: 1 (sum of |x|) or 2 (sum of x^2, not its root)
@@ -10808,7 +10829,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """
@@ -10867,7 +10888,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """
@@ -11440,7 +11461,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -11603,8 +11624,13 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
+        init_count: int = ...,
     ) -> Blob:
-        """Reset the counter to its init_count; optional output: the count before."""
+        """Set the counter to the init_count argument (default 0); optional output: the count before.
+
+        Args:
+            init_count: the new count
+        """
         ...
 
     def ResetCursor(
@@ -15846,7 +15872,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.
+        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr (one value, shaped as seq_b, as in Caffe2) and the update.
 
         Args:
             epsilon: added to the root

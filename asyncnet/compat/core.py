@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from asyncnet.builder import user_site
+from asyncnet.compat import c_ext as C  # noqa: N812 - Caffe2's spelling (core.C)
 from asyncnet.compat import ssa as _ssa
 from asyncnet.compat.blob_reference import (
     BlobReference,
@@ -33,6 +34,7 @@ from asyncnet.registry import default_registry
 from asyncnet.serde import make_argument
 
 __all__ = [
+    "C",
     "BlobReference",
     "CompatError",
     "CreateOperator",

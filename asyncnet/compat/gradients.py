@@ -31,12 +31,6 @@ def _split_ys(ys: Any) -> tuple[list[str], dict[str, str]]:
     return [str(y) for y in ys], {}
 
 
-def _remap(field: Any, names: Mapping[str, str]) -> None:
-    new = [names.get(b, b) for b in field]
-    del field[:]
-    field.extend(new)
-
-
 def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, str]:
     """Append the gradient ops of ``net_def`` for ``ys`` (blob, list, or blob -> given gradient dict).
 
@@ -44,22 +38,8 @@ def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, s
         blob name -> gradient blob name, for every blob that got a gradient.
     """
     losses, given = _split_ys(ys)
-    start = len(net_def.op)
-    grad_map = add_gradient_ops(net_def, losses, skip=skip)
-    if not given:
-        return grad_map
-    seeds = {f"{y}_autogen_grad": g for y, g in given.items()}
-    kept = [
-        copy.deepcopy(op)
-        for op in net_def.op[start:]
-        if not (op.type == "ConstantFill" and len(op.output) == 1 and op.output[0] in seeds)
-    ]
-    for op in kept:
-        _remap(op.input, seeds)
-        _remap(op.output, seeds)
-    del net_def.op[start:]
-    net_def.op.extend(kept)
-    return {k: seeds.get(v, v) for k, v in grad_map.items()}
+    # Given gradients are read where the seed would be (also inside control-flow gradient sub-nets).
+    return add_gradient_ops(net_def, losses, skip=skip, given=given)
 
 
 CaffeMaker = Callable[[pb.OperatorDef, list[Any]], tuple[Any, Sequence[Any]]]
@@ -93,9 +73,14 @@ class GradientRegistry:
 
     @classmethod
     def GetGradientForOp(cls, op: pb.OperatorDef, g_output: Sequence[Any]) -> tuple[list[pb.OperatorDef], list[Any]]:
-        """The gradient ops of one op and the gradient name of each of its inputs (None: no gradient)."""
+        """The gradient ops of one op and the gradient of each of its inputs (None: no gradient).
+
+        Sparse gradients (the SparseLengths* / Sparse*Segment* data input) are returned as Caffe2
+        did: a ``GradientSlice(indices, values)`` without the op that densifies them.
+        """
         spec = gradient_for_op(op, [None if g is None else str(g) for g in g_output])
-        return spec.ops, list(spec.grad_inputs)
+        ops, slices = _split_sparse(list(spec.ops), {g for g in spec.grad_inputs if g})
+        return ops, [slices.get(g, g) if g else g for g in spec.grad_inputs]
 
     @classmethod
     def GetBackwardPass(
@@ -113,8 +98,40 @@ class GradientRegistry:
             raise ArgumentError(f"GetBackwardPass takes a list or dict of blobs, got the string {ys!r}")
         if not ys:
             return [], {}
+        from asyncnet.compat.core_extra import GradientSlice
+
         net_def = pb.NetDef(name="backward_pass")
         net_def.op.extend(operators)
         grad_map = add_backward_pass(net_def, ys)
-        refs = {BlobReference(k): BlobReference(v) for k, v in grad_map.items()}
-        return list(net_def.op[len(operators) :]), refs
+        ops, slices = _split_sparse(list(net_def.op[len(operators) :]), set(grad_map.values()))
+        refs: dict[Any, Any] = {}
+        for k, v in grad_map.items():
+            sl = slices.get(v)
+            refs[BlobReference(k)] = (
+                BlobReference(v) if sl is None else GradientSlice(BlobReference(sl.indices), BlobReference(sl.values))
+            )
+        return ops, refs
+
+
+def _split_sparse(ops: list[pb.OperatorDef], final_grads: set[str]) -> tuple[list[pb.OperatorDef], dict[str, Any]]:
+    """Drop the ops that densify a sparse gradient (``SparseToDense(indices, <g>_values, data) -> <g>``,
+    as asyncnet's sparse segment gradient makers emit) when nothing else reads ``<g>``; return the
+    remaining ops and ``<g> -> GradientSlice(indices, values)``."""
+    from asyncnet.compat.core_extra import GradientSlice
+
+    slices: dict[str, Any] = {}
+    keep: list[pb.OperatorDef] = []
+    for i, op in enumerate(ops):
+        out = op.output[0] if len(op.output) == 1 else ""
+        if (
+            op.type == "SparseToDense"
+            and op.is_gradient_op
+            and len(op.input) == 3
+            and out in final_grads
+            and op.input[1] == f"{out}_values"
+            and not any(out in later.input for later in ops[i + 1 :])
+        ):
+            slices[out] = GradientSlice(op.input[0], op.input[1])
+            continue
+        keep.append(op)
+    return keep, slices

@@ -15,6 +15,21 @@ from typing import Any
 import numpy as np
 
 from asyncnet.compat.core import BlobReference, ExecutionStep, Net, Plan
+from asyncnet.compat.workspace_extra import (
+    DeserializeBlob,
+    GetCUDAVersion,
+    GetCuDNNVersion,
+    GetDeviceProperties,
+    GetGPUMemoryInfo,
+    GetGpuPeerAccessPattern,
+    GetNetName,
+    GetOperatorCost,
+    IsNUMAEnabled,
+    SerializeBlob,
+    StringifyProto,
+    has_fbgemm,
+    is_asan,
+)
 from asyncnet.errors import AsyncNetError, MissingBlobError, WorkspaceError, did_you_mean
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import tensor_to_numpy
@@ -22,6 +37,19 @@ from asyncnet.workspace import Workspace
 
 __all__ = [
     "Blobs",
+    "DeserializeBlob",
+    "GetCUDAVersion",
+    "GetCuDNNVersion",
+    "GetDeviceProperties",
+    "GetGPUMemoryInfo",
+    "GetGpuPeerAccessPattern",
+    "GetNetName",
+    "GetOperatorCost",
+    "IsNUMAEnabled",
+    "SerializeBlob",
+    "StringifyProto",
+    "has_fbgemm",
+    "is_asan",
     "CreateBlob",
     "GetBlobSizeBytes",
     "GpuDeviceType",
@@ -194,7 +222,19 @@ def FetchBlob(name: Any) -> Any:
     key = _name(name)
     if not ws.has(key):
         raise MissingBlobError(f"Can't find blob: {key} (workspace '{_current}'){did_you_mean(key, ws.blobs())}")
-    return ws.fetch(key)
+    return as_caffe2_fetch(ws.fetch(key))
+
+
+def as_caffe2_fetch(value: Any) -> Any:
+    """A fetched value as Caffe2 returned it: string tensors hold ``bytes`` items (Caffe2 stored
+    std::string, so text fed as ``str`` came back encoded as UTF-8)."""
+    if isinstance(value, np.ndarray) and value.dtype == object and value.size:
+        flat = value.reshape(-1)
+        if any(isinstance(v, str) for v in flat):
+            enc = np.empty(flat.shape, dtype=object)
+            enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
+            return enc.reshape(value.shape)
+    return value
 
 
 def CreateBlob(name: Any) -> BlobReference:
@@ -502,6 +542,10 @@ blobs = _BlobsView()
 
 def __getattr__(name: str) -> Any:
     # Caffe2's workspace.Predictor; imported on first use (it brings in asyncnet.serving).
+    if name == "C":
+        from asyncnet.compat import c_ext
+
+        return c_ext
     if name == "Predictor":
         from asyncnet.compat.predictor import Predictor
 

@@ -22,10 +22,18 @@ SHAPE_ARGS = (
 )
 
 
+def _shape_arg(op: OpInfo) -> tuple[int, ...]:
+    """The `shape` argument, which Caffe2 read as a repeated argument: a single integer is refused."""
+    v = op.arg("shape", [])
+    if isinstance(v, int):
+        raise ArgumentError(f"{op.label()}: shape must be a list of integers (e.g. shape=[{v}]), got the integer {v}")
+    return tuple(op.ints_arg("shape"))
+
+
 def _static_shape(op: OpInfo, in_shape: tuple[int | None, ...] | None) -> tuple[int | None, ...] | None:
     """Output shape known without running, or None."""
     if not op.inputs:
-        return tuple(op.ints_arg("shape"))
+        return _shape_arg(op)
     if op.bool_arg("input_as_shape", 0):
         return None
     if in_shape is None:
@@ -35,7 +43,7 @@ def _static_shape(op: OpInfo, in_shape: tuple[int | None, ...] | None) -> tuple[
 
 def _runtime_shape(op: OpInfo, inputs: tuple[Any, ...]) -> tuple[int, ...]:
     if not inputs:
-        shape = tuple(op.ints_arg("shape"))
+        shape = _shape_arg(op)
     elif op.bool_arg("input_as_shape", 0):
         src = np.asarray(inputs[0])
         if src.ndim != 1:

@@ -156,7 +156,7 @@ def range_op(op: OpInfo) -> Callable[..., Any]:
         nums = [v.reshape(-1)[0] for v in vals]
         start, stop, step = (0, nums[0], 1) if len(nums) == 1 else (nums[0], nums[1], nums[2] if len(nums) > 2 else 1)
         if step == 0:
-            raise ArgumentError(f"{op.label()}: step must not be 0")
+            raise ArgumentError(f"{op.label()}: Step size cannot be 0")
         return (np.arange(start, stop, step).astype(dt),)
 
     return run

@@ -196,7 +196,7 @@ def normalize_l1(op: OpInfo) -> Callable[..., Any]:
     "LpNorm",
     args=(Arg("p", 2, "1 (sum of |x|) or 2 (sum of x^2, not its root)"), Arg("average", 0, "divide by the size")),
     infer=lambda op, ins: [TensorInfo((1,), ins[0].dtype)],
-    doc="Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.",
+    doc="Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average` (NaN for an empty X).",
     input_names=("X",),
     output_names=("Z",),
 )
@@ -208,7 +208,9 @@ def lp_norm(op: OpInfo) -> Callable[..., Any]:
     def run(x: Any) -> tuple[np.ndarray]:
         a = np.asarray(x)
         v = float(np.sum(np.abs(a)) if p == 1 else np.sum(a.astype(np.float64) ** 2))
-        return (np.array([v / max(a.size, 1) if avg else v], a.dtype),)
+        # Averaging an empty X is 0 / 0: NaN, as in Caffe2.
+        mean = v / a.size if a.size else float("nan")
+        return (np.array([mean if avg else v], a.dtype),)
 
     return run
 

@@ -311,9 +311,10 @@ def sparse_adadelta(op: OpInfo) -> Callable[..., Any]:
     outputs=(2, 4),
     allow_inplace=[(0, 0), (1, 1)],
     args=(EPS,),
-    infer=lambda op, ins: [ins[0], ins[1], ins[0], ins[0]][: len(op.outputs)],
+    infer=lambda op, ins: [ins[0], ins[1], ins[1], ins[0]][: len(op.outputs)],
     doc="Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); "
-    "b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.",
+    "b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr (one value, shaped as "
+    "seq_b, as in Caffe2) and the update.",
     input_names=("param", "seq_b", "grad", "lr"),
     output_names=("output_param", "output_seq_b", "output_effective_lr", "output_update"),
 )
@@ -326,7 +327,7 @@ def wngrad(op: OpInfo) -> Callable[..., Any]:
         eff = _lr(lr) / (b0 + eps)
         update = eff * g
         nb = np.full(b.shape, b0 + float(np.sum(g.astype(np.float64) ** 2)) / (b0 + eps), b.dtype)
-        eff_arr = np.full(p.shape, eff, p.dtype)
+        eff_arr = np.full(b.shape, eff, p.dtype)
         return (p + update).astype(p.dtype), nb, eff_arr, update.astype(p.dtype)
 
     return run

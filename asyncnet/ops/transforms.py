@@ -154,8 +154,15 @@ def percentile(op: OpInfo) -> Callable[..., Any]:
 )
 def histogram(op: OpInfo) -> Callable[..., Any]:
     edges = np.asarray(op.floats_arg("bin_edges"), np.float64)
-    if edges.size < 2 or np.any(np.diff(edges) <= 0):
-        raise ArgumentError(f"{op.label()}: bin_edges must hold at least 2 increasing values, got {edges.tolist()}")
+    # Caffe2's two messages, which scripts match on.
+    if edges.size < 2:
+        raise ArgumentError(
+            f"{op.label()}: Number of bin edges must be greater than or equal to 2, got {edges.tolist()}"
+        )
+    if np.any(np.diff(edges) <= 0):
+        raise ArgumentError(
+            f"{op.label()}: bin_edges must be a strictly increasing sequence of values, got {edges.tolist()}"
+        )
 
     def run(*xs: Any) -> tuple[np.ndarray]:
         counts = np.zeros(edges.size - 1, np.int64)

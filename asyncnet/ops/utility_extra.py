@@ -383,48 +383,63 @@ def create_counter(op: OpInfo) -> Callable[..., Any]:
     return lambda: (Counter(init),)
 
 
-def _counter_op(name: str, doc: str, fn: Callable[[Counter], Any], out: str = "") -> None:
+def _counter_op(
+    name: str, doc: str, fn: Callable[[Counter, OpInfo], Any], out: str = "", args: tuple[Arg, ...] = ()
+) -> None:
     def factory(op: OpInfo) -> Callable[..., Any]:
         def run(c: Any) -> tuple[Any, ...]:
             counter = _counter(op, c)
             with counter.lock:
-                value = fn(counter)
+                value = fn(counter, op)
             return () if value is None else (value,)
 
         return run
 
+    out_type = np.dtype(np.bool_) if out == "done" else INT64
     register_op(
         name,
         outputs=(0, 1) if not out else 1,
-        infer=lambda op, ins: [TensorInfo((), INT64 if name != "CheckCounterDone" else np.dtype(np.bool_))][
-            : len(op.outputs)
-        ],
+        args=args,
+        infer=lambda op, ins: [TensorInfo((), out_type)][: len(op.outputs)],
         doc=doc,
         input_names=("counter",),
         output_names=(out or "previous_count",),
     )(factory)
 
 
-def _up(c: Counter) -> np.ndarray:
+def _up(c: Counter, op: OpInfo) -> np.ndarray:
     c.count += 1
     return np.array(c.count - 1, np.int64)
 
 
-def _down(c: Counter) -> np.ndarray:
+def _down(c: Counter, op: OpInfo) -> np.ndarray:
+    # Caffe2's Counter::countDown: always decrement; "done" when the count was already <= 0.
+    prev = c.count
     c.count -= 1
-    return np.array(c.count <= 0)
+    return np.array(prev <= 0)
 
 
-def _reset(c: Counter) -> np.ndarray:
-    prev, c.count = c.count, c.init
+def _reset(c: Counter, op: OpInfo) -> np.ndarray:
+    # The op's own init_count (default 0), not the counter's creation value.
+    prev, c.count = c.count, op.int_arg("init_count")
     return np.array(prev, np.int64)
 
 
 _counter_op("CountUp", "Increase the counter by 1; output the count before.", _up)
-_counter_op("CountDown", "Decrease the counter by 1; output whether it reached 0 (bool).", _down, "done")
-_counter_op("CheckCounterDone", "Whether the counter has reached 0 (bool).", lambda c: np.array(c.count <= 0), "done")
-_counter_op("ResetCounter", "Reset the counter to its init_count; optional output: the count before.", _reset)
-_counter_op("RetrieveCount", "The counter's current count (int64).", lambda c: np.array(c.count, np.int64), "count")
+_counter_op(
+    "CountDown",
+    "Decrease the counter by 1; output (bool) whether it was already <= 0 before (false while it was positive).",
+    _down,
+    "done",
+)
+_counter_op("CheckCounterDone", "Whether the counter is <= 0 (bool).", lambda c, op: np.array(c.count <= 0), "done")
+_counter_op(
+    "ResetCounter",
+    "Set the counter to the init_count argument (default 0); optional output: the count before.",
+    _reset,
+    args=(Arg("init_count", 0, "the new count"),),
+)
+_counter_op("RetrieveCount", "The counter's current count (int64).", lambda c, op: np.array(c.count, np.int64), "count")
 
 
 class Mutex:

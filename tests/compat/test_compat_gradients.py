@@ -385,3 +385,25 @@ def test_registry_implicit_source_and_multi_use(toy_makers: None) -> None:
     ]
     # The given operators are not modified.
     assert [list(o.output) for o in ops] == [["hidden1"], ["hidden2"], ["out"]]
+
+
+def test_sparse_lengths_gradient_is_a_gradient_slice() -> None:
+    # Caffe2 returned the data gradient of SparseLengthsSum as GradientSlice(indices, values):
+    # one row of dOUTPUT per index, no densifying op.
+    data = np.arange(8, dtype=np.float32).reshape(4, 2)
+    idx = np.array([3, 0, 3], np.int64)
+    lengths = np.array([2, 1], np.int32)
+    op = core.CreateOperator("SparseLengthsSum", ["D", "I", "L"], ["Y"])
+    ops, grads = core.GradientRegistry.GetBackwardPass([op], {"Y": "Y_grad"})
+    sl = grads["D"]
+    assert isinstance(sl, core.GradientSlice) and str(sl.indices) == "I"
+    assert "SparseToDense" not in [o.type for o in ops]
+    dy = np.array([[1.0, 2.0], [10.0, 20.0]], np.float32)
+    for name, value in {"D": data, "I": idx, "L": lengths, "Y_grad": dy}.items():
+        workspace.FeedBlob(name, value)
+    workspace.RunOperatorsOnce(ops)
+    want = np.array([dy[0], dy[0], dy[1]])  # index k belongs to segment 0, 0, 1
+    np.testing.assert_array_equal(workspace.FetchBlob(str(sl.values)), want)
+    (ops1, g_in) = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
+    assert isinstance(g_in[0], core.GradientSlice) and g_in[1:] == [None, None]
+    assert len(ops1) == 1

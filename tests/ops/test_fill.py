@@ -9,7 +9,7 @@ import pytest
 
 from asyncnet.errors import AsyncNetError
 from asyncnet.proto import caffe2_pb2 as pb
-from tests.ops.run_util import run1
+from tests.ops.run_util import run1, run_op
 
 DT = pb.TensorProto
 
@@ -108,3 +108,11 @@ def test_msra_fill_uses_fan_out_of_dim1() -> None:
     fan_out = 64 * 3 * 3  # numel / shape[1], as Caffe2's MSRAFill computes it
     assert abs(y.std() - math.sqrt(2.0 / fan_out)) < 0.05 * math.sqrt(2.0 / fan_out)
     assert abs(y.mean()) < 0.01
+
+
+def test_fill_shape_must_be_a_list() -> None:
+    # Caffe2 read `shape` as a repeated argument: shape=32 is an error, shape=[] a scalar.
+    with pytest.raises(AsyncNetError, match="shape must be a list of integers"):
+        run_op("GaussianFill", [], shape=32, mean=0.0, std=1.0)
+    (out,) = run_op("ConstantFill", [], shape=[], value=2.0)
+    assert out.shape == () and out == 2.0

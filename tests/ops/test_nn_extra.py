@@ -132,3 +132,10 @@ def test_gradient_op_types_follow_caffe2() -> None:
             make_op(fwd, [f"x{i}" for i in range(n_in)], outs), ["y_grad"] + [None] * (len(outs) - 1)
         )
         assert [o.type for o in spec.ops] == [grad]
+
+
+def test_lp_norm_of_empty_input() -> None:
+    empty = np.zeros((0,), np.float32)
+    assert run_op("LpNorm", [empty], p=1)[0].tolist() == [0.0]
+    assert run_op("LpNorm", [empty], p=2)[0].tolist() == [0.0]
+    assert np.isnan(run_op("LpNorm", [empty], p=2, average=1)[0][0])  # 0 / 0, as Caffe2

@@ -126,7 +126,9 @@ def test_wngrad_and_sparse() -> None:
     np_, nb, eff, upd = run_op("Wngrad", [p, b, gd, np.array([lr], np.float32)], 4, epsilon=eps)
     np.testing.assert_allclose(np_, p + lr * gd / (2.0 + eps), rtol=1e-5)
     np.testing.assert_allclose(nb, [2.0 + float((gd.astype(np.float64) ** 2).sum()) / (2.0 + eps)], rtol=1e-5)
-    np.testing.assert_allclose(eff, np.full(p.shape, lr / (2.0 + eps)), rtol=1e-5)
+    # One effective lr for the whole param, shaped like seq_b (Caffe2's WngradOp).
+    assert eff.shape == (1,)
+    np.testing.assert_allclose(eff, [lr / (2.0 + eps)], rtol=1e-5)
     np.testing.assert_allclose(upd, lr * gd / (2.0 + eps), rtol=1e-5)
     sp, sb = run_op("SparseWngrad", [p, b, IDX, g, np.array([lr], np.float32)], 2, epsilon=eps)
     want = p.astype(np.float64)

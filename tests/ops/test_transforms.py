@@ -7,7 +7,9 @@ import bisect
 import math
 
 import numpy as np
+import pytest
 
+from asyncnet.errors import AsyncNetError
 from tests.ops.run_util import run_op
 
 RNG = np.random.default_rng(31)
@@ -98,3 +100,12 @@ def test_bisect_percentile_doc_example() -> None:
         [1.0, 0.25],
     ]
     np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("edges", "message"),
+    [([1.0], "Number of bin edges must be greater than or equal to 2"), ([0.0, 0.2, 0.1], "strictly increasing")],
+)
+def test_histogram_bad_edges_use_caffe2_messages(edges: list[float], message: str) -> None:
+    with pytest.raises(AsyncNetError, match=message):
+        run_op("Histogram", [np.zeros(3)], bin_edges=edges)

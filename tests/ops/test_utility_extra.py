@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asyncnet.errors import OperatorError
+from asyncnet.errors import AsyncNetError, OperatorError
 from asyncnet.training.gradients import gradient_for_op
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import make_op, run_op
@@ -119,15 +119,19 @@ def test_counters_and_atomic_fetch_add(no_thread_leak: None) -> None:
         assert int(ws.fetch("prev")) == 2
         ws.run_operator_once(make_op("RetrieveCount", ["c"], ["n"]))
         assert int(ws.fetch("n")) == 3
-        for want in (False, False, True):
+        # Caffe2's CountDown: false while the count was positive (3, 2, 1), true once it was <= 0.
+        for want in (False, False, False, True):
             ws.run_operator_once(make_op("CountDown", ["c"], ["done"]))
             assert bool(ws.fetch("done")) is want
         ws.run_operator_once(make_op("CheckCounterDone", ["c"], ["d"]))
         assert bool(ws.fetch("d"))
-        ws.run_operator_once(make_op("ResetCounter", ["c"], ["before"]))
-        assert int(ws.fetch("before")) == 0
+        ws.run_operator_once(make_op("ResetCounter", ["c"], ["before"], init_count=5))
+        assert int(ws.fetch("before")) == -1
         ws.run_operator_once(make_op("RetrieveCount", ["c"], ["n"]))
-        assert int(ws.fetch("n")) == 2
+        assert int(ws.fetch("n")) == 5
+        ws.run_operator_once(make_op("ResetCounter", ["c"], []))  # init_count defaults to 0
+        ws.run_operator_once(make_op("RetrieveCount", ["c"], ["n"]))
+        assert int(ws.fetch("n")) == 0
         ws.run_operator_once(make_op("CreateMutex", [], ["mu"]))
         ws.feed("a", np.array(5, np.int32))
         ws.feed("b", np.array(2, np.int32))
@@ -147,7 +151,7 @@ def test_counters_and_atomic_fetch_add(no_thread_leak: None) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert counter.count == 2 + 2000
+    assert counter.count == 0 + 2000  # after the last ResetCounter (0), 4 threads x 500 CountUp
 
 
 def test_cast_to_and_from_string() -> None:
@@ -161,3 +165,8 @@ def test_cast_to_and_from_string() -> None:
     assert i.dtype == np.int32 and i.tolist() == [7, -8]
     with pytest.raises(OperatorError, match="parse"):
         run_op("Cast", [np.array([b"x"], dtype=object)], to=2)
+
+
+def test_range_zero_step_uses_caffe2_message() -> None:
+    with pytest.raises(AsyncNetError, match="Step size cannot be 0"):
+        run_op("Range", [np.array(0), np.array(3), np.array(0)])
