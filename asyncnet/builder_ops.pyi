@@ -6202,6 +6202,29 @@ class OpNamespace:
         """The index's keys in id order (id 1 first)."""
         ...
 
+    def InferenceLSTM(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_layers: int = ...,
+        has_biases: int = ...,
+        batch_first: int = ...,
+        bidirectional: int = ...,
+    ) -> tuple[Blob, ...]:
+        """LSTM inference with PyTorch's layout: X (T, B, D) (or batch-first), h0 and c0 (layers * directions, B, H), then w_ih (4H, in), w_hh (4H, H)[, b_ih, b_hh] per layer and direction, gates ordered i, f, g, o. Outputs: the last layer's outputs (T, B, directions * H), the final h and the final c of every layer and direction.
+
+        Args:
+            num_layers: stacked layers
+            has_biases: each layer and direction has b_ih and b_hh
+            batch_first: X and the output are (batch, time, features)
+            bidirectional: a second, time-reversed direction per layer (outputs concatenated)
+        """
+        ...
+
     def InstanceNorm(
         self,
         X: BlobLike,
