@@ -10191,6 +10191,31 @@ class OpNamespace:
         """numpy.tile(X, repeats) with one repeat count (int64 input 1) per dim of X."""
         ...
 
+    def ONNXWhile(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        body: Any = ...,
+        has_trip_count: int = ...,
+        has_cond: int = ...,
+        save_scopes: int = ...,
+        disable_scopes: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan output concatenated over the iterations along dim 0.
+
+        Args:
+            body: NetDef: external inputs (iteration, condition, carried...), external outputs (new condition, new carried..., scan outputs...)
+            has_trip_count: input 0 bounds the iterations
+            has_cond: input 1 (then the body's new condition) must hold for an iteration to run
+            save_scopes: accepted (Caffe2 kept the per-iteration workspaces for the gradient)
+            disable_scopes: accepted (the body always runs in its own child workspace here)
+        """
+        ...
+
     def OneHot(
         self,
         indices: BlobLike,
