@@ -10205,7 +10205,7 @@ class OpNamespace:
         save_scopes: int = ...,
         disable_scopes: int = ...,
     ) -> tuple[Blob, ...]:
-        """Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan output concatenated over the iterations along dim 0.
+        """Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan output concatenated over the iterations along dim 0 (empty int32 when no iteration ran).
 
         Args:
             body: NetDef: external inputs (iteration, condition, carried...), external outputs (new condition, new carried..., scan outputs...)

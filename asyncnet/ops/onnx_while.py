@@ -43,7 +43,7 @@ def _scalar(op: OpInfo, value: Any, what: str) -> Any:
     doc="Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial "
     "loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and "
     "takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan "
-    "output concatenated over the iterations along dim 0.",
+    "output concatenated over the iterations along dim 0 (empty int32 when no iteration ran).",
     input_names=("max_trip_count", "first_iter_condition"),
 )
 def onnx_while(op: OpInfo) -> Callable[..., Any]:
@@ -85,7 +85,8 @@ def onnx_while(op: OpInfo) -> Callable[..., Any]:
             for k in range(scans):
                 seen[k].append(np.asarray(got[1 + carried + k]))
             it += 1
-        stacked = [np.concatenate(s) if s else np.zeros(0, np.float32) for s in seen]
+        # With no iteration Caffe2 left each scan output an empty int32 tensor (its golden says so).
+        stacked = [np.concatenate(s) if s else np.zeros(0, np.int32) for s in seen]
         return [*values, *stacked]
 
     return run

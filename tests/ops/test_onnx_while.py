@@ -58,6 +58,8 @@ def test_onnx_while_fibonacci(trips: int, cond: bool, has_trip: int, has_cond: i
         assert float(ws.fetch("first").reshape(-1)[0]) == first
         assert float(ws.fetch("second").reshape(-1)[0]) == second
         assert ws.fetch("scan").tolist() == scan
+        if not scan:
+            assert ws.fetch("scan").dtype == np.int32  # Caffe2's empty scan output (golden)
         assert ws.fetch("third").tolist() == [-5.0]
 
 
