@@ -4609,6 +4609,25 @@ class OpNamespace:
         """Gradient of Erf: dX = dY * 2 / sqrt(pi) * exp(-X^2)."""
         ...
 
+    def EstimateAllBlobSizes(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        include_shared: int = ...,
+        options: Any = ...,
+    ) -> tuple[Blob, ...]:
+        """Names (strings) and estimated serialized sizes (int64 bytes) of every blob in the workspace, this op's outputs included: per chunk the name plus 50 bytes, per element 4 (float32), 8 (int64/double), ~3 (16-bit types), ~2 (8-bit), 1 (bool), 50 (string).
+
+        Args:
+            include_shared: also list the blobs of parent workspaces
+            options: SerializationOptions: per blob-name regex, the chunk_size Save would use
+        """
+        ...
+
     def Exp(
         self,
         X: BlobLike,
