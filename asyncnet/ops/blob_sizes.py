@@ -24,6 +24,7 @@ _PER_ELEMENT = {"f": {2: 3, 4: 4, 8: 8}, "i": {1: 2, 2: 3, 4: 4, 8: 8}, "u": {1:
 
 
 def element_size(dtype: np.dtype[Any]) -> int:
+    """Caffe2's estimated serialized bytes per element of ``dtype``."""
     if dtype.kind in "OSU":
         return 50
     return _PER_ELEMENT.get(dtype.kind, {}).get(dtype.itemsize, dtype.itemsize)

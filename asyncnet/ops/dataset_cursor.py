@@ -52,6 +52,7 @@ class TreeIterator:
         return len(self.length_fields) + 1
 
     def lengths(self, data: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The lengths fields' values, in domain order."""
         return [np.asarray(data[f]).reshape(-1).astype(np.int64) for f in self.length_fields]
 
     def limits(self, data: Sequence[np.ndarray]) -> list[float]:
