@@ -1871,7 +1871,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Whether the counter has reached 0 (bool)."""
+        """Whether the counter is <= 0 (bool)."""
         ...
 
     def Checkpoint(
@@ -3281,7 +3281,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Decrease the counter by 1; output whether it reached 0 (bool)."""
+        """Decrease the counter by 1; output (bool) whether it was already <= 0 before (false while it was positive)."""
         ...
 
     def CountUp(
@@ -7420,7 +7420,7 @@ class OpNamespace:
         p: int = ...,
         average: int = ...,
     ) -> Blob:
-        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average`.
+        """Output (1,): sum |X| (p=1) or sum X^2 (p=2), divided by X.size when `average` (NaN for an empty X).
 
         Args:
             p: 1 (sum of |x|) or 2 (sum of x^2, not its root)
@@ -10010,8 +10010,13 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
+        init_count: int = ...,
     ) -> Blob:
-        """Reset the counter to its init_count; optional output: the count before."""
+        """Set the counter to the init_count argument (default 0); optional output: the count before.
+
+        Args:
+            init_count: the new count
+        """
         ...
 
     def Reshape(
@@ -10489,7 +10494,7 @@ class OpNamespace:
         batch: int = ...,
         repeat_from_axis: int = ...,
     ) -> Blob:
-        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row.
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row. With `batch` >= 0 the view is (batches, rows, cols), batches = dims up to `batch`, rows = dims from batch+1 to axis (lengths has one value per row, shared by the batches). With `repeat_from_axis` given (negative counts from the end), the columns stop before that axis and each masked column covers the remaining dims.
 
         Args:
             mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
@@ -10497,8 +10502,8 @@ class OpNamespace:
             radius: window mode: half-width of the kept window
             grad: fill with 0 (the gradient form)
             fill_val: the value of the masked positions
-            batch: unsupported here (must be -1)
-            repeat_from_axis: unsupported here (must be -1)
+            batch: when >= 0: dims up to and including it form independent batches, each masked alike
+            repeat_from_axis: when given: dims from it on are not split into columns; the mask repeats
         """
         ...
 
@@ -13449,7 +13454,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
     ) -> tuple[Blob, ...]:
-        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr and the update.
+        """Inputs param, seq_b (one value), grad, lr: param' = param + lr * g / (b + epsilon); b' = b + sum(g^2) / (b + epsilon). Optional outputs: the effective lr (one value, shaped as seq_b, as in Caffe2) and the update.
 
         Args:
             epsilon: added to the root
