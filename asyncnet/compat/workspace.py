@@ -282,18 +282,26 @@ def InferShapesAndTypes(
         known[b] = TensorInfo(tuple(int(d) for d in dims), dt if dt is not None else np.dtype(np.float32))
     shapes: dict[str, list[int]] = {}
     types: dict[str, int] = {}
+
+    def record(b: str, info: TensorInfo) -> None:
+        if info.shape is not None and all(d is not None for d in info.shape):
+            shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
+        if info.dtype is not None:
+            try:
+                types[b] = caffe2_data_type(info.dtype)
+            except AsyncNetError:
+                pass  # no TensorProto type (e.g. handles)
+
+    # As Caffe2's inference from the workspace: every existing blob is described, and an op whose
+    # inference cannot size an output leaves that blob's existing description in place.
+    for b, info in known.items():
+        record(b, info)
     for net in nets:
         nd = net if isinstance(net, pb.NetDef) else _net_def(net)
         result = infer_shapes(nd, known)
         for b, info in result.blobs.items():
             known[b] = info
-            if info.shape is not None and all(d is not None for d in info.shape):
-                shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
-            if info.dtype is not None:
-                try:
-                    types[b] = caffe2_data_type(info.dtype)
-                except AsyncNetError:
-                    pass  # no TensorProto type (e.g. handles)
+            record(b, info)
     return shapes, types
 
 

@@ -50,6 +50,21 @@ def test_infer_shapes_and_types() -> None:
     assert types["yi"] == caffe2_pb2.TensorProto.INT32
 
 
+def test_infer_shapes_keeps_workspace_blobs_an_op_cannot_size() -> None:
+    # Split with its sizes in a blob: inference cannot size the pieces; as in Caffe2's inference
+    # from the workspace, the existing blobs' shapes are reported.
+    workspace.FeedBlob("x", np.ones((5, 2), np.float32))
+    workspace.FeedBlob("sizes", np.array([2, 3], np.int32))
+    split = core.CreateOperator("Split", ["x", "sizes"], ["p", "q"], axis=0)
+    net = core.Net("split")
+    net.Proto().op.extend([split])
+    shapes, _ = workspace.InferShapesAndTypes([net])
+    assert "p" not in shapes and shapes["x"] == [5, 2] and shapes["sizes"] == [2]
+    workspace.RunOperatorOnce(split)
+    shapes, types = workspace.InferShapesAndTypes([net])
+    assert shapes["p"] == [2, 2] and shapes["q"] == [3, 2] and types["q"] == caffe2_pb2.TensorProto.FLOAT
+
+
 def test_core_device_helpers_and_gradient_slice() -> None:
     assert core.IsGPUDeviceType(caffe2_pb2.CUDA) and not core.IsGPUDeviceType(caffe2_pb2.CPU)
     a, b = core.DeviceOption(caffe2_pb2.CPU, 0), core.DeviceOption(caffe2_pb2.CPU, 3, random_seed=1)
