@@ -4763,13 +4763,13 @@ class OpNamespace:
         max_mismatched_ratio: float = ...,
         max_empty_ratio: float = ...,
     ) -> tuple[Blob, ...]:
-        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros.
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), each range's values are ordered by their keys. Fails when a feature has more than max_empty_ratio * N empty ranges, or (once N >= min_observation) more than max_mismatched_ratio * N mismatched ones.
 
         Args:
             lengths: the expected range length of each feature (one output per feature)
-            min_observation: accepted for compatibility
-            max_mismatched_ratio: accepted for compatibility
-            max_empty_ratio: accepted for compatibility
+            min_observation: check max_mismatched_ratio only from this many examples on
+            max_mismatched_ratio: the most ranges per feature whose length is neither 0 nor expected
+            max_empty_ratio: the most empty ranges per feature
         """
         ...
 

@@ -21,36 +21,62 @@ from asyncnet.schema import Arg, TensorInfo
     outputs=(1, -1),
     args=(
         Arg("lengths", [], "the expected range length of each feature (one output per feature)"),
-        Arg("min_observation", 10000, "accepted for compatibility"),
-        Arg("max_mismatched_ratio", 0.01, "accepted for compatibility"),
-        Arg("max_empty_ratio", 1.0, "accepted for compatibility"),
+        Arg("min_observation", 10000, "check max_mismatched_ratio only from this many examples on"),
+        Arg("max_mismatched_ratio", 0.01, "the most ranges per feature whose length is neither 0 nor expected"),
+        Arg("max_empty_ratio", 1.0, "the most empty ranges per feature"),
     ),
     infer=lambda op, ins: [
         TensorInfo((None if ins[1].shape is None else ins[1].shape[0], n), ins[0].dtype) for n in op.ints_arg("lengths")
     ],
     doc="For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each "
-    "example's range of feature k; empty or mismatched ranges give zeros.",
+    "example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), "
+    "each range's values are ordered by their keys. Fails when a feature has more than "
+    "max_empty_ratio * N empty ranges, or (once N >= min_observation) more than "
+    "max_mismatched_ratio * N mismatched ones.",
     input_names=("DATA", "RANGES", "KEY"),
 )
 def gather_ranges_to_dense(op: OpInfo) -> Callable[..., Any]:
     lens = op.ints_arg("lengths")
     if len(lens) != len(op.outputs):
         raise ArgumentError(f"{op.label()}: `lengths` has {len(lens)} values for {len(op.outputs)} outputs")
-    if len(op.inputs) == 3:
-        raise ArgumentError(f"{op.label()}: the KEY (sorting) input is not supported")
+    min_obs = op.int_arg("min_observation")
+    max_mismatched, max_empty = op.float_arg("max_mismatched_ratio"), op.float_arg("max_empty_ratio")
 
-    def run(data: Any, ranges: Any) -> list[np.ndarray]:
+    def run(data: Any, ranges: Any, key: Any = None) -> list[np.ndarray]:
         d, r = np.asarray(data).reshape(-1), np.asarray(ranges)
+        keys = None if key is None else np.asarray(key).reshape(-1)
         if r.ndim != 3 or r.shape[1] != len(lens) or r.shape[2] != 2:
             raise ArgumentError(f"{op.label()}: RANGES must be (N, {len(lens)}, 2), got {r.shape}")
+        if keys is not None and keys.size != d.size:
+            raise ArgumentError(f"{op.label()}: KEY has {keys.size} values for DATA of {d.size}")
         outs = [np.zeros((r.shape[0], n), d.dtype) for n in lens]
+        empty, mismatched = [0] * len(lens), [0] * len(lens)
         for i in range(r.shape[0]):
             for k, n in enumerate(lens):
                 start, length = int(r[i, k, 0]), int(r[i, k, 1])
-                if length == n and n > 0:
+                if length == 0:
+                    empty[k] += 1
+                elif length != n:
+                    mismatched[k] += 1
+                else:
                     if start < 0 or start + n > d.size:
                         raise ArgumentError(f"{op.label()}: range ({start}, {n}) is outside DATA of size {d.size}")
-                    outs[k][i] = d[start : start + n]
+                    piece = d[start : start + n]
+                    if keys is not None:
+                        piece = piece[np.argsort(keys[start : start + n], kind="stable")]
+                    outs[k][i] = piece
+        total = r.shape[0]
+        for k in range(len(lens)):
+            if empty[k] > total * max_empty:
+                raise ArgumentError(
+                    f"{op.label()}: feature {k} has {empty[k]} empty ranges of {total}, above max_empty_ratio "
+                    f"{max_empty}"
+                )
+            if total >= min_obs and mismatched[k] > total * max_mismatched:
+                raise ArgumentError(
+                    f"{op.label()}: feature {k} has {mismatched[k]} ranges of {total} whose length is not "
+                    f"{lens[k]}, above max_mismatched_ratio {max_mismatched}"
+                )
         return outs
 
     return run

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 
+from asyncnet.errors import AsyncNetError
 from tests.ops.run_util import run_op
 
 
@@ -18,6 +19,34 @@ def test_gather_ranges_to_dense() -> None:
     a, b = run_op("GatherRangesToDense", [data, ranges], 2, lengths=[2, 3])
     assert a.tolist() == [[0, 1], [0, 0], [0, 0]]  # empty and mismatched (length 1 for 2) give zeros
     assert b.tolist() == [[2, 3, 4], [6, 7, 8], [0, 1, 2]]
+
+
+def test_gather_ranges_to_dense_orders_each_range_by_key() -> None:
+    data = np.array([10, 11, 12, 13, 14], np.int64)
+    key = np.array([3, 1, 2, 9, 0], np.int64)
+    ranges = np.array([[[0, 3]], [[3, 2]]], np.int32)
+    (a,) = run_op("GatherRangesToDense", [data, ranges, key], 1, lengths=[3], max_mismatched_ratio=1.0)
+    want = []
+    for start, length in ((0, 3), (3, 2)):
+        if length != 3:
+            want.append([0, 0, 0])
+            continue
+        pairs = sorted(zip(key[start : start + length].tolist(), data[start : start + length].tolist()))
+        want.append([v for _, v in pairs])
+    assert a.tolist() == want == [[11, 12, 10], [0, 0, 0]]
+
+
+def test_gather_ranges_to_dense_ratio_checks() -> None:
+    data = np.arange(6, dtype=np.float32)
+    # 4 examples of one feature expecting length 1: two empty, one mismatched (length 2), one fine.
+    ranges = np.array([[[0, 0]], [[1, 0]], [[2, 2]], [[4, 1]]], np.int64)
+    run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=2, max_mismatched_ratio=0.25)
+    with pytest.raises(AsyncNetError, match="1 ranges of 4 whose length is not 1"):
+        run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=2, max_mismatched_ratio=0.2)
+    # Below min_observation the mismatch ratio is not checked; the empty ratio always is.
+    run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=5, max_mismatched_ratio=0.0)
+    with pytest.raises(AsyncNetError, match="2 empty ranges of 4"):
+        run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=50, max_empty_ratio=0.4)
 
 
 def naive_hash(v: int, seed: int, modulo: int, fmt: str, bits: int) -> int:
