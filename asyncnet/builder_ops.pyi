@@ -7477,8 +7477,9 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
-        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).
+        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0); with global_pooling one window covers each (H, W) plane.
 
         Args:
             kernel: square kernel size
@@ -7498,6 +7499,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the norm's exponent
+            global_pooling: one window over the whole plane
         """
         ...
 
@@ -7530,6 +7532,7 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
         """Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).
 
@@ -7551,6 +7554,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the forward p
+            global_pooling: the forward global_pooling
         """
         ...
 
