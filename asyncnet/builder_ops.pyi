@@ -10173,6 +10173,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -10182,12 +10183,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
         weight_decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
@@ -11125,6 +11128,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -11135,13 +11139,15 @@ class OpNamespace:
         epsilon: float = ...,
         weight_decay: float = ...,
         decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
             decay: moment decay
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
