@@ -4763,7 +4763,7 @@ class OpNamespace:
         max_mismatched_ratio: float = ...,
         max_empty_ratio: float = ...,
     ) -> tuple[Blob, ...]:
-        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), each range's values are ordered by their keys. Fails when a feature has more than max_empty_ratio * N empty ranges, or (once N >= min_observation) more than max_mismatched_ratio * N mismatched ones.
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than max_mismatched_ratio have a length that is neither 0 nor their feature's.
 
         Args:
             lengths: the expected range length of each feature (one output per feature)

@@ -30,9 +30,9 @@ from asyncnet.schema import Arg, TensorInfo
     ],
     doc="For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each "
     "example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), "
-    "each range's values are ordered by their keys. Fails when a feature has more than "
-    "max_empty_ratio * N empty ranges, or (once N >= min_observation) more than "
-    "max_mismatched_ratio * N mismatched ones.",
+    "each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when "
+    "more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than "
+    "max_mismatched_ratio have a length that is neither 0 nor their feature's.",
     input_names=("DATA", "RANGES", "KEY"),
 )
 def gather_ranges_to_dense(op: OpInfo) -> Callable[..., Any]:
@@ -65,18 +65,18 @@ def gather_ranges_to_dense(op: OpInfo) -> Callable[..., Any]:
                     if keys is not None:
                         piece = piece[np.argsort(keys[start : start + n], kind="stable")]
                     outs[k][i] = piece
-        total = r.shape[0]
-        for k in range(len(lens)):
-            if empty[k] > total * max_empty:
-                raise ArgumentError(
-                    f"{op.label()}: feature {k} has {empty[k]} empty ranges of {total}, above max_empty_ratio "
-                    f"{max_empty}"
-                )
-            if total >= min_obs and mismatched[k] > total * max_mismatched:
-                raise ArgumentError(
-                    f"{op.label()}: feature {k} has {mismatched[k]} ranges of {total} whose length is not "
-                    f"{lens[k]}, above max_mismatched_ratio {max_mismatched}"
-                )
+        # The ratios are over every (example, feature) range of the call, as Caffe2 counted them.
+        total = r.shape[0] * len(lens)
+        n_empty, n_mismatched = sum(empty), sum(mismatched)
+        if n_empty > total * max_empty:
+            raise ArgumentError(
+                f"{op.label()}: {n_empty} of {total} ranges are empty, above max_empty_ratio {max_empty}"
+            )
+        if total >= min_obs and n_mismatched > total * max_mismatched:
+            raise ArgumentError(
+                f"{op.label()}: {n_mismatched} of {total} ranges do not have their feature's length {lens}, "
+                f"above max_mismatched_ratio {max_mismatched}"
+            )
         return outs
 
     return run

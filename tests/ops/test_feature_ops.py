@@ -37,16 +37,18 @@ def test_gather_ranges_to_dense_orders_each_range_by_key() -> None:
 
 
 def test_gather_ranges_to_dense_ratio_checks() -> None:
-    data = np.arange(6, dtype=np.float32)
-    # 4 examples of one feature expecting length 1: two empty, one mismatched (length 2), one fine.
-    ranges = np.array([[[0, 0]], [[1, 0]], [[2, 2]], [[4, 1]]], np.int64)
-    run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=2, max_mismatched_ratio=0.25)
-    with pytest.raises(AsyncNetError, match="1 ranges of 4 whose length is not 1"):
-        run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=2, max_mismatched_ratio=0.2)
+    data = np.arange(12, dtype=np.float32)
+    # 2 examples x 2 features expecting lengths (1, 2): over the 4 ranges one is empty (0, 0) and
+    # one mismatched (length 1 for feature 1).
+    ranges = np.array([[[0, 0], [1, 1]], [[3, 1], [4, 2]]], np.int64)
+    lens = [1, 2]
+    run_op("GatherRangesToDense", [data, ranges], 2, lengths=lens, min_observation=2, max_mismatched_ratio=0.25)
+    with pytest.raises(AsyncNetError, match="1 of 4 ranges do not have"):
+        run_op("GatherRangesToDense", [data, ranges], 2, lengths=lens, min_observation=2, max_mismatched_ratio=0.2)
     # Below min_observation the mismatch ratio is not checked; the empty ratio always is.
-    run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=5, max_mismatched_ratio=0.0)
-    with pytest.raises(AsyncNetError, match="2 empty ranges of 4"):
-        run_op("GatherRangesToDense", [data, ranges], 1, lengths=[1], min_observation=50, max_empty_ratio=0.4)
+    run_op("GatherRangesToDense", [data, ranges], 2, lengths=lens, min_observation=5, max_mismatched_ratio=0.0)
+    with pytest.raises(AsyncNetError, match="1 of 4 ranges are empty"):
+        run_op("GatherRangesToDense", [data, ranges], 2, lengths=lens, min_observation=50, max_empty_ratio=0.2)
 
 
 def naive_hash(v: int, seed: int, modulo: int, fmt: str, bits: int) -> int:
