@@ -11,6 +11,26 @@ class UnknownOpAttributeError(UnknownOperatorError, AttributeError): ...
 class OpNamespace:
     def __init__(self, builder: NetBuilder) -> None: ...
     def __dir__(self) -> list[str]: ...
+    def APMeter(
+        self,
+        predictions: BlobLike,
+        labels: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        buffer_size: int = ...,
+    ) -> Blob:
+        """Average precision per class (column) of the last `buffer_size` rows of predictions (N, D) and 0/1 labels (N, D) seen across runs of this op.
+
+        Args:
+            buffer_size: rows of (predictions, labels) kept across runs
+        """
+        ...
+
     def Abs(
         self,
         X: BlobLike,
@@ -341,7 +361,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -360,7 +380,26 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
+        """
+        ...
+
+    def AllreduceCoalesced(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        status_blob: str = ...,
+        check: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Sums each data input over all ranks separately (output i = the sum of input i), moving them as one message per dtype: the inputs are packed into one buffer, all-reduced once and unpacked. For buckets of gradients (as DDP's), where Allreduce's several inputs would mean one tensor on several local devices, summed together. In place allowed. Async: holds no thread while Gloo works.
+
+        Args:
+            status_blob: Caffe2's failure status blob (not supported: failures raise)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -565,8 +604,8 @@ class OpNamespace:
     def AtomicFetchAdd(
         self,
         mutex: BlobLike,
-        a: BlobLike,
-        b: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
         /,
         *,
         outputs: Outputs = None,
@@ -575,7 +614,23 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
-        """Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2)."""
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
+        ...
+
+    def AtomicFetchAdd64(
+        self,
+        mutex: BlobLike,
+        mut_value: BlobLike,
+        increment: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling."""
         ...
 
     def AtomicIter(
@@ -1120,6 +1175,31 @@ class OpNamespace:
         """
         ...
 
+    def AveragePut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to <stat_name>/stat_value/sum and 1 to .../count.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
+        """
+        ...
+
     def AveragedLoss(
         self,
         in0: BlobLike,
@@ -1171,18 +1251,18 @@ class OpNamespace:
         angle_bound_hi: int = ...,
         clip_angle_thresh: float = ...,
     ) -> tuple[Blob, ...]:
-        """Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image.
+        """Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image. With rotated=1 RoIs are (M, 5 or 6) [batch, ctr_x, ctr_y, w, h, angle], deltas (M, 5K) with the angle delta in radians; only nearly upright boxes (|angle| <= clip_angle_thresh) are clipped.
 
         Args:
             weights: [wx, wy, ww, wh] dividing the deltas
             apply_scale: scale the boxes back to the scaled image after the transform
             correct_transform_coords: subtract 1 from x2/y2 of the result (Detectron)
-            rotated: boxes carry an angle (unsupported)
+            rotated: boxes are [ctr_x, ctr_y, w, h, angle in degrees], deltas [dx, dy, dw, dh, da]
             legacy_plus_one: widths are x2 - x1 + 1
-            angle_bound_on: rotated boxes only (unsupported)
-            angle_bound_lo: rotated boxes only (unsupported)
-            angle_bound_hi: rotated boxes only (unsupported)
-            clip_angle_thresh: rotated boxes only (unsupported)
+            angle_bound_on: rotated: move the new angle by one period into [angle_bound_lo, angle_bound_hi]
+            angle_bound_lo: rotated: lowest angle (degrees)
+            angle_bound_hi: rotated: highest angle (degrees); hi - lo must be a multiple of 180
+            clip_angle_thresh: rotated: clip only boxes with |angle| <= this (negative: none)
         """
         ...
 
@@ -1274,6 +1354,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """For the columns INDICES of FEATURE (N, F), the bucket (number of boundaries below the value) within that column's boundaries (segments of BOUNDARIES cut by LENGTHS): O (N, len(INDICES)) int32."""
+        ...
+
+    def BatchDenseToSparse(
+        self,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        DENSE: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        dense_last_dim: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Gather the sparse values of dense rows: for batch row b with LENGTHS[b] indices, output j is DENSE[b, INDICES[j]] (the inverse of BatchSparseToDense).
+
+        Args:
+            dense_last_dim: accepted (copied from BatchSparseToDense when this op is its gradient)
+            default_value: accepted (copied from BatchSparseToDense when this op is its gradient)
+        """
         ...
 
     def BatchGather(
@@ -1651,7 +1754,7 @@ class OpNamespace:
         Args:
             root: rank whose tensors are sent
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -2113,6 +2216,23 @@ class OpNamespace:
             rpn_max_level: last RPN level of the inputs
             rpn_min_level: first RPN level of the inputs
             rpn_post_nms_topN: RoIs kept after collecting
+        """
+        ...
+
+    def CollectTensor(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_to_collect: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Reservoir sampling across runs into the tensor vectors (written in place): run t keeps the k input tensors (all or none, at the same index of each tensor vector) with probability num_to_collect / (t + 1); the first num_to_collect runs append.
+
+        Args:
+            num_to_collect: tensors kept per vector (required, > 0)
         """
         ...
 
@@ -3161,6 +3281,22 @@ class OpNamespace:
         """Y = a copy of X."""
         ...
 
+    def CopyRowsToTensor(
+        self,
+        input_tensor: BlobLike,
+        indices: BlobLike,
+        row: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Write ROW (width W) into the rows INDICES of the (H, W) tensor, in place."""
+        ...
+
     def Cos(
         self,
         X: BlobLike,
@@ -3322,6 +3458,29 @@ class OpNamespace:
             name: the queue's name (default: the output blob's)
             enforce_unique_name: accepted for compatibility
             field_names: accepted for compatibility
+        """
+        ...
+
+    def CreateBlobsQueueDB(
+        self,
+        queue: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        key_blob_index: int = ...,
+        value_blob_index: int = ...,
+        timeout_secs: float = ...,
+    ) -> Blob:
+        """A DB reader over a blobs queue: each read takes the next queued record (waiting without holding a thread) and returns its blob `value_blob_index`, a serialized TensorProtos, for TensorProtosDBInput.
+
+        Args:
+            key_blob_index: blob of each record holding its key (-1: no key)
+            value_blob_index: blob of each record holding the serialized TensorProtos
+            timeout_secs: fail a read after waiting this long for a record (0: wait for data or close)
         """
         ...
 
@@ -3576,6 +3735,18 @@ class OpNamespace:
         """
         ...
 
+    def DataCouple(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Pass the first inputs through unchanged (outputs in place); the extra inputs only add dependencies, coupling the blobs in the graph."""
+        ...
+
     def DecayAdagrad(
         self,
         param: BlobLike,
@@ -3783,15 +3954,17 @@ class OpNamespace:
         outer_blobs_idx: Sequence[Any] = ...,
         saved_fwd_blobs: Sequence[Any] = ...,
         reuse_workspace: bool | int = ...,
+        copy_external_blobs: bool | int = ...,
     ) -> tuple[Blob, ...]:
-        """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).
+        """Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy). A gradient Do (is_gradient_op) takes the newest forward workspace off the scope's stack and runs its net there.
 
         Args:
             net: NetDef run in the scope's child workspace
             inner_blobs: inner blob names bound to outer blobs
             outer_blobs_idx: per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)
-            saved_fwd_blobs: forward blobs kept for the gradient Do (accepted, unused)
+            saved_fwd_blobs: gradient Do: local blobs of the forward run its net reads (they must exist in the forward workspace)
             reuse_workspace: run in the scope's last workspace instead of pushing a new one
+            copy_external_blobs: after the run, keep in the pushed workspace a copy of every bound blob the net wrote (a While body's gradient reads each iteration's values from there)
         """
         ...
 
@@ -4415,6 +4588,20 @@ class OpNamespace:
         """
         ...
 
+    def FloatToFused2BitFakeRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each float32 row on the 2-bit grid (float16-rounded min as bias, float16 scale = (max - min) / 3) but store it in the fused 8-bit layout: one code per byte, then float32 scale and bias (read it with Fused8BitRowwiseQuantizedToFloat). Engine GREEDY searches the range that minimizes the L2 error instead of using [min, max]."""
+        ...
+
     def FloatToFused2BitRowwiseQuantized(
         self,
         input: BlobLike,
@@ -4427,6 +4614,20 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Quantize each row of the float32 input to 2 bits (codes = round((x - min) / scale), scale = (max - min) / 3) with a float16 scale and bias appended to the row."""
+        ...
+
+    def FloatToFused4BitFakeRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Quantize each float32 row on the 4-bit grid (float16-rounded min as bias, float16 scale = (max - min) / 15) but store it in the fused 8-bit layout: one code per byte, then float32 scale and bias (read it with Fused8BitRowwiseQuantizedToFloat). Engine GREEDY searches the range that minimizes the L2 error instead of using [min, max]."""
         ...
 
     def FloatToFused4BitRowwiseQuantized(
@@ -5328,6 +5529,26 @@ class OpNamespace:
         """Y = a bool scalar, true when the scope blob X holds at least one workspace."""
         ...
 
+    def HeatmapMaxKeypoint(
+        self,
+        heatmaps: BlobLike,
+        bboxes: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        should_output_softmax: int = ...,
+    ) -> Blob:
+        """Keypoints from heatmaps (N, K, S, S) and boxes (N, 4+) [x1, y1, x2, y2]: for each heatmap take the first arg-max cell, refine it with a Newton step of a quadratic fit to its 3x3 neighbourhood (mirrored at the border; step clipped to 1.5 cells), and map it into the box. Output (N, 4, K): x, y, fitted score, and the softmax probability at the maximum (0 unless should_output_softmax).
+
+        Args:
+            should_output_softmax: fill row 3 with the spatial softmax probability of the maximum
+        """
+        ...
+
     def Histogram(
         self,
         *inputs: BlobLike,
@@ -5454,6 +5675,31 @@ class OpNamespace:
             token: the registered forward function
             grad_token: the registered gradient function
             pass_workspace: also pass the workspace to the function
+        """
+        ...
+
+    def IncrementPut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to <stat_name>/stat_value.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
         """
         ...
 
@@ -6457,43 +6703,585 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
-        kernel: int = ...,
-        kernels: Sequence[Any] = ...,
-        kernel_h: int = ...,
-        kernel_w: int = ...,
-        dilation: int = ...,
-        dilation_h: int = ...,
-        dilation_w: int = ...,
-        stride: int = ...,
-        stride_h: int = ...,
-        stride_w: int = ...,
-        pad: int = ...,
-        pad_t: int = ...,
-        pad_l: int = ...,
-        pad_b: int = ...,
-        pad_r: int = ...,
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
         order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
         no_bias: int = ...,
     ) -> Blob:
-        """Locally connected 2-D layer: a convolution whose filter differs at every output position. NCHW: W (out_h, out_w, M, C, kh, kw), NHWC: W (out_h, out_w, M, kh, kw, C); bias (out_h, out_w, M).
+        """Locally connected layer over 1, 2 or 3 spatial dims (from X): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
 
         Args:
-            kernel: square kernel size
-            kernels: kernel (height, width)
-            kernel_h: kernel height
-            kernel_w: kernel width
-            dilation: dilation (both dims)
-            dilation_h: dilation height
-            dilation_w: dilation width
-            stride: stride (both dims)
-            stride_h: stride height
-            stride_w: stride width
-            pad: padding on every side
-            pad_t: top padding
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
             pad_l: left padding
             pad_b: bottom padding
             pad_r: right padding
-            order: storage order
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC1D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 1 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC1DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC1D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC2D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 2 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC2DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC2D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC3D(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> Blob:
+        """Locally connected layer over 3 spatial dim(s): a convolution whose filter differs at every output position. NCHW: X (N, C, *S), W (*out, M, C, *kernel); NHWC: X (N, *S, C), W (*out, M, *kernel, C); bias (*out, M). Kernel, stride, pads and dilation as Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
+        """
+        ...
+
+    def LC3DGradient(
+        self,
+        X: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        no_bias: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of LC3D: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
             no_bias: there is no bias input
         """
         ...
@@ -6510,44 +7298,76 @@ class OpNamespace:
         engine: str = "",
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
-        kernel: int = ...,
-        kernels: Sequence[Any] = ...,
-        kernel_h: int = ...,
-        kernel_w: int = ...,
-        dilation: int = ...,
-        dilation_h: int = ...,
-        dilation_w: int = ...,
-        stride: int = ...,
-        stride_h: int = ...,
-        stride_w: int = ...,
-        pad: int = ...,
-        pad_t: int = ...,
-        pad_l: int = ...,
-        pad_b: int = ...,
-        pad_r: int = ...,
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
         order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
         no_bias: int = ...,
     ) -> tuple[Blob, ...]:
         """Gradient of LC: inputs X, W, dY; outputs dW, db (unless no_bias), dX.
 
         Args:
-            kernel: square kernel size
-            kernels: kernel (height, width)
-            kernel_h: kernel height
-            kernel_w: kernel width
-            dilation: dilation (both dims)
-            dilation_h: dilation height
-            dilation_w: dilation width
-            stride: stride (both dims)
-            stride_h: stride height
-            stride_w: stride width
-            pad: padding on every side
-            pad_t: top padding
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
             pad_l: left padding
             pad_b: bottom padding
             pad_r: right padding
-            order: storage order
-            no_bias: the forward op had no bias: outputs are dW, [dX]
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            no_bias: there is no bias input
         """
         ...
 
@@ -6748,6 +7568,57 @@ class OpNamespace:
         """Inputs X [N, D], label [N], dY [N]; dX[i, label[i]] = -dY[i] / max(X[i, label[i]], 1e-20), 0 elsewhere."""
         ...
 
+    def LambdaRankNdcg(
+        self,
+        y: BlobLike,
+        r: BlobLike,
+        session_lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_ndcg_as_loss: int = ...,
+        use_idcg_normalization: int = ...,
+        use_exp_gain: int = ...,
+    ) -> tuple[Blob, ...]:
+        """LambdaRank (Wu et al. 2010) per session: pairwise logistic losses weighted by |gain_i - gain_j| * |discount_i - discount_j| (discount 1/log2(rank + 1) by predicted score, gain 2^label), or IDCG - DCG with use_ndcg_as_loss; normalised by IDCG unless use_idcg_normalization=0. Outputs the loss per session and the lambda gradient w.r.t. the predictions.
+
+        Args:
+            use_ndcg_as_loss: loss = IDCG - DCG instead of the lambda-weighted pairwise logistic loss
+            use_idcg_normalization: divide loss and gradient by max(IDCG, 1e-5) (NDCG)
+            use_exp_gain: gain 2^label (else the label itself, only with use_ndcg_as_loss)
+        """
+        ...
+
+    def LambdaRankNdcgGradient(
+        self,
+        y: BlobLike,
+        session_lengths: BlobLike,
+        dy_cache: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_ndcg_as_loss: int = ...,
+        use_idcg_normalization: int = ...,
+        use_exp_gain: int = ...,
+    ) -> Blob:
+        """Gradient of LambdaRankNdcg: inputs y, session_lengths, dy (forward output 1), dloss; dy of each session scaled by that session's loss gradient.
+
+        Args:
+            use_ndcg_as_loss: loss = IDCG - DCG instead of the lambda-weighted pairwise logistic loss
+            use_idcg_normalization: divide loss and gradient by max(IDCG, 1e-5) (NDCG)
+            use_exp_gain: gain 2^label (else the label itself, only with use_ndcg_as_loss)
+        """
+        ...
+
     def Lars(
         self,
         X: BlobLike,
@@ -6770,6 +7641,29 @@ class OpNamespace:
         Args:
             offset: added to the norm ratio
             lr_min: lower clip of the result
+        """
+        ...
+
+    def LastNWindowCollector(
+        self,
+        last_n: BlobLike,
+        next: BlobLike,
+        DATA: BlobLike,
+        MUTEX: BlobLike = ...,
+        NUM_VISITED: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_to_collect: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Keep the last num_to_collect rows seen across runs: the rows of DATA are written into the buffer (input/output 0, empty at first) at the cursor NEXT (input/output 1, an int32 scalar), wrapping around; a DATA with more rows than the buffer keeps only its last rows. Optional MUTEX (input 3) serializes concurrent collectors; NUM_VISITED (input 4 / output 2) counts every row seen.
+
+        Args:
+            num_to_collect: rows kept (required, > 0)
         """
         ...
 
@@ -8207,6 +9101,26 @@ class OpNamespace:
         """Gradient of Mean over n inputs: every dX_i = dY / n."""
         ...
 
+    def MergeDenseFeatureTensors(
+        self,
+        in1: BlobLike,
+        in1_presence: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Turn a dense (N, F) feature matrix and its (N, F) presence mask into lengths (per example), keys (feature_ids of the present columns) and values, example by example.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
     def MergeDim(
         self,
         data: BlobLike,
@@ -8231,6 +9145,165 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Per example, the sorted union of its ids over every (lengths, values) id list."""
+        ...
+
+    def MergeMultiListFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (list features: 4 tensors each)."""
+        ...
+
+    def MergeMultiListFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiListFeatureTensors: inputs (lengths, values.lengths) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeMultiMapFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (map features: 5 tensors each)."""
+        ...
+
+    def MergeMultiMapFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiMapFeatureTensors: inputs (lengths, values.lengths) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeMultiScalarFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Merge multi-feature tensors: for each example, the keys and values of input 1, then input 2, ... (scalar features: 3 tensors each)."""
+        ...
+
+    def MergeMultiScalarFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeMultiScalarFeatureTensors: inputs lengths of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleListFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (list features: 3 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleListFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleListFeatureTensors: inputs (lengths, presence) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleMapFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (map features: 4 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleMapFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleMapFeatureTensors: inputs (lengths, presence) of every feature and the merged values' gradient; output i is input i's values gradient."""
+        ...
+
+    def MergeSingleScalarFeatureTensors(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        feature_ids: Sequence[Any] = ...,
+    ) -> tuple[Blob, ...]:
+        """Merge per-feature tensors into one multi-feature record: for each example, the present features (presence true) of input 1, 2, ... (scalar features: 2 tensors each, the last the presence flags); keys are their feature_ids.
+
+        Args:
+            feature_ids: the feature id of each input feature (the output keys)
+        """
+        ...
+
+    def MergeSingleScalarFeatureTensorsGradient(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Gradient of MergeSingleScalarFeatureTensors: inputs presence_1..k and the merged values' gradient; output i is input i's values gradient (0, or '' for strings, where the feature is absent)."""
         ...
 
     def Min(
@@ -9053,6 +10126,27 @@ class OpNamespace:
         """
         ...
 
+    def Quantile(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        quantile: float = ...,
+        abs: int = ...,
+        tol: float = ...,
+    ) -> Blob:
+        """A value v such that at least ceil(quantile * n) of the n values of all inputs are <= v, found by bisection between the smallest and largest value until the bracket is within the relative tolerance `tol` (the upper end is returned; an exact count hit returns the midpoint). Output shape (1,).
+
+        Args:
+            quantile: the quantile in [0, 1] (required)
+            abs: take |x| of every value first
+            tol: stop bisecting when |hi - lo| <= tol * (|hi| + |lo|)
+        """
+        ...
+
     def RMACRegions(
         self,
         X: BlobLike,
@@ -9219,7 +10313,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """
@@ -9278,7 +10372,7 @@ class OpNamespace:
             param: input indices of the parameters that get gradients
             param_grads: per param, the gradient blob the backward step net writes
             outputs_with_grads: outputs whose gradients the gradient op reads
-            recompute_blobs_on_backward: blobs the backward step net recomputes (its ops do it)
+            recompute_blobs_on_backward: step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all timesteps instead of one per timestep
             enable_rnn_executor: run ops of different timesteps concurrently when dependencies allow
             rnn_executor.num_threads: threads of the timestep executor (default: the usable CPUs)
         """
@@ -9851,7 +10945,7 @@ class OpNamespace:
 
         Args:
             status_blob: Caffe2's failure status blob (not supported: failures raise)
-            check: exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; 0 saves a small round trip, but a size mismatch then aborts inside Gloo)
+            check: agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first time and whenever this rank's collective differs from what the ranks agreed follows the previous one (on a separate process group: a rank whose shapes change alone makes every rank fail within the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)
         """
         ...
 
@@ -10166,6 +11260,67 @@ class OpNamespace:
         """
         ...
 
+    def RoIAlignRotated(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        sampling_ratio: int = ...,
+        aligned: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """RoIAlign for rotated RoIs (R, 5 or 6) [batch, ctr_x, ctr_y, w, h, angle in degrees counter-clockwise]: each output bin is the mean of bilinear samples on a grid rotated with the RoI about its centre. Output (R, C, pooled_h, pooled_w) (NHWC: (R, pooled_h, pooled_w, C)).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
+            aligned: shift the RoI by -0.5 pixel and allow sizes below 1
+            order: NCHW or NHWC
+        """
+        ...
+
+    def RoIAlignRotatedGradient(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        sampling_ratio: int = ...,
+        aligned: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of RoIAlignRotated: inputs X, RoIs, dY; dX spreads each bin's gradient over its bilinear samples (no gradient for the RoIs).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
+            aligned: shift the RoI by -0.5 pixel and allow sizes below 1
+            order: NCHW or NHWC
+        """
+        ...
+
     def RowWiseSparseAdagrad(
         self,
         param: BlobLike,
@@ -10439,6 +11594,29 @@ class OpNamespace:
         """Row i (float32, width index_size) has a 1 at every index of segment i of INDICES (cut by LENGTHS)."""
         ...
 
+    def SelfBinningHistogram(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_bins: int = ...,
+        bin_spacing: str = ...,
+        logspace_start: float = ...,
+        abs: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Histogram of all input values with bins chosen from the data: num_bins + 1 edges from the minimum to slightly above the maximum (linear, or geometric from max(min, logspace_start)); output 0 holds the edges, output 1 the count of values in [edge_i, edge_i+1) (the last count is 0; values below the first logarithmic edge count in bin 0). No values: all zeros. When the edges collapse (min == max) every value counts in bin 0.
+
+        Args:
+            num_bins: number of bins (>= 1); the outputs have num_bins + 1 entries
+            bin_spacing: 'linear' or 'logarithmic' edges
+            logspace_start: smallest edge of logarithmic spacing (values below count in bin 0)
+            abs: bin |x| instead of x
+        """
+        ...
+
     def Selu(
         self,
         in0: BlobLike,
@@ -10511,6 +11689,49 @@ class OpNamespace:
             fill_val: the value of the masked positions
             batch: when >= 0: dims up to and including it form independent batches, each masked alike
             repeat_from_axis: when given: dims from it on are not split into columns; the mask repeats
+        """
+        ...
+
+    def SessionMarginLoss(
+        self,
+        pred: BlobLike,
+        label: BlobLike,
+        session_lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Pairwise margin ranking loss within each session: for every pair with different labels, max(0, margin - sign(r_i - r_j) * (y_i - y_j)), averaged over the session size (each unordered pair counted once). Outputs the loss per session and its gradient w.r.t. the predictions; a session whose labels are all 0 has loss 0.
+
+        Args:
+            margin: the margin by which a higher-labelled item should outscore a lower one
+        """
+        ...
+
+    def SessionMarginLossGradient(
+        self,
+        pred: BlobLike,
+        session_lengths: BlobLike,
+        precomputed_dpred: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> Blob:
+        """Gradient of SessionMarginLoss: inputs pred, session_lengths, dpred (forward output 1), dloss; dpred of each session scaled by that session's loss gradient.
+
+        Args:
+            margin: the forward op's margin (unused)
         """
         ...
 
@@ -10990,6 +12211,166 @@ class OpNamespace:
         """
         ...
 
+    def SortedSegmentRangeLogMeanExp(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is log(mean(exp(x))) over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeLogMeanExpGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeLogMeanExp: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeLogSumExp(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is log(sum(exp(x))) over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeLogSumExpGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeLogSumExp: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeMax(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the elementwise max over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeMaxGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeMax: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeMean(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the mean over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeMeanGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeMean: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
+    def SortedSegmentRangeSum(
+        self,
+        DATA: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Output row i is the sum over the DATA rows whose sorted SEGMENT_IDS equal i (0 for an id with no rows); last id + 1 output rows."""
+        ...
+
+    def SortedSegmentRangeSumGradient(
+        self,
+        DATA: BlobLike,
+        OUTPUT: BlobLike,
+        dOUTPUT: BlobLike,
+        SEGMENT_IDS: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of SortedSegmentRangeSum: inputs DATA, OUTPUT, dOUTPUT, SEGMENT_IDS; dDATA."""
+        ...
+
     def SortedSegmentSum(
         self,
         DATA: BlobLike,
@@ -11180,6 +12561,82 @@ class OpNamespace:
         """
         ...
 
+    def SparseDropoutWithReplacement(
+        self,
+        X: BlobLike,
+        Lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        ratio: float = ...,
+        replacement_value: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Each list (given by Lengths) is dropped with probability `ratio`: it becomes the single id replacement_value (length 1), even an empty list. Kept lists are copied.
+
+        Args:
+            ratio: probability of dropping (in [0, 1])
+            replacement_value: the id written in place of what is dropped
+        """
+        ...
+
+    def SparseItemwiseDropoutWithReplacement(
+        self,
+        X: BlobLike,
+        Lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        ratio: float = ...,
+        replacement_value: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Each id is replaced by replacement_value with probability `ratio`; the lengths do not change.
+
+        Args:
+            ratio: probability of dropping (in [0, 1])
+            replacement_value: the id written in place of what is dropped
+        """
+        ...
+
+    def SparseLengthsIndicesInGradientMeanGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient rows of SparseLengthsMean taking the indices as input: row j is dOUTPUT of the segment of index j divided by that segment's length."""
+        ...
+
+    def SparseLengthsIndicesInGradientSumGradient(
+        self,
+        dOUTPUT: BlobLike,
+        LENGTHS: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient rows of SparseLengthsSum taking the indices as input: row j is dOUTPUT of the segment of index j."""
+        ...
+
     def SparseLengthsIndicesInGradientWeightedSumWithMainInputGradient(
         self,
         WEIGHTS: BlobLike,
@@ -11219,6 +12676,57 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Output row i is the mean (0 for an empty segment) of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
+        ...
+
+    def SparseLengthsMean2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsMean4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsMean8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsMeanFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing (the mean still divides by the full length); the mapping [0] means the table is not pruned."""
         ...
 
     def SparseLengthsMean8BitsRowwise(
@@ -11346,6 +12854,57 @@ class OpNamespace:
         """Output row i is the sum of the items DATA[INDICES[j]] of segment i, segments given by consecutive groups of LENGTHS[i] items."""
         ...
 
+    def SparseLengthsSum2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsSum4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsSum8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsSumFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
     def SparseLengthsSum8BitsRowwise(
         self,
         DATA: BlobLike,
@@ -11433,6 +12992,23 @@ class OpNamespace:
         """
         ...
 
+    def SparseLengthsSumSparseLookup(
+        self,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        WEIGHTS: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Rewrite (INDICES, LENGTHS[, WEIGHTS]) for a pruned table: map each index through COMPRESSED_INDICES_MAPPING, drop the pruned ones (-1) and shorten the lengths accordingly."""
+        ...
+
     def SparseLengthsWeightedMean8BitsRowwise(
         self,
         DATA: BlobLike,
@@ -11471,6 +13047,60 @@ class OpNamespace:
         Args:
             grad_on_weights: the gradient also covers the weights
         """
+        ...
+
+    def SparseLengthsWeightedSum2BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused2BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsWeightedSum4BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused4BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
+        ...
+
+    def SparseLengthsWeightedSum8BitRowwiseSparse(
+        self,
+        DATA: BlobLike,
+        WEIGHTS: BlobLike,
+        INDICES: BlobLike,
+        LENGTHS: BlobLike,
+        COMPRESSED_INDICES_MAPPING: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """SparseLengthsWeightedSumFused8BitRowwise over a pruned table: each index goes through COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing; the mapping [0] means the table is not pruned."""
         ...
 
     def SparseLengthsWeightedSum8BitsRowwise(
@@ -12307,6 +13937,78 @@ class OpNamespace:
         """
         ...
 
+    def StatRegistryCreate(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Create a new, empty stat registry blob (the Put ops and the registry ops default to the global one)."""
+        ...
+
+    def StatRegistryExport(
+        self,
+        handle: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        reset: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Export every counter of the registry (input 0, default the global one): keys (strings), values (int64) and timestamps (int64, ns since the epoch).
+
+        Args:
+            reset: reset every counter to 0 after exporting
+        """
+        ...
+
+    def StatRegistryUpdate(
+        self,
+        keys: BlobLike,
+        values: BlobLike,
+        handle: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Add VALUES (int64) to the counters named by KEYS in the registry (input 2, default the global one), creating missing counters."""
+        ...
+
+    def StdDevPut(
+        self,
+        value: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        stat_name: str = ...,
+        magnitude_expand: int = ...,
+        bound: int = ...,
+        default_value: float = ...,
+    ) -> Blob:
+        """Record the first value of the input, times magnitude_expand, as an int64 in the global stat registry: adds it to .../sum, 1 to .../count, and its offset from the first value (and its square) to .../sumoffset and .../sumsqoffset.
+
+        Args:
+            stat_name: the stat's name (default: the input blob's name)
+            magnitude_expand: scale the value by this before it is stored as int64
+            bound: clamp to the int64 range (NaN -> 0) instead of failing
+            default_value: used for an empty input (without it an empty input fails)
+        """
+        ...
+
     def StopGradient(
         self,
         in0: BlobLike,
@@ -12775,7 +14477,7 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         batch_size: int = ...,
     ) -> tuple[Blob, ...]:
-        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard.
+        """Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i of each record. Wraps around at the end of the shard. A reader over a blobs queue (CreateBlobsQueueDB) waits for records without holding a thread.
 
         Args:
             batch_size: records per run, stacked along a new first axis (0: one record, no batch axis)
@@ -13115,6 +14817,18 @@ class OpNamespace:
         Args:
             max_length: the padded length used when packing (informational)
         """
+        ...
+
+    def UnsafeCoalesce(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Copy the inputs (one dtype) into one flat buffer (the last output) and output each input as a view of its part of that buffer, so they share its memory."""
         ...
 
     def UnsortedSegmentMean(

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from asyncnet.opinfo import OpInfo
     from asyncnet.workspace import Workspace
 
-__all__ = ["Subnet", "WorkspaceStack", "net_argument", "run_subnet"]
+__all__ = ["ScopeFrame", "Subnet", "WorkspaceStack", "net_argument", "run_subnet"]
 
 
 def run_subnet(net: Net, *, timeout: float | None = None) -> None:
@@ -112,47 +112,84 @@ class Subnet:
         return f"Subnet({self.role} of {self.owner}: {self.net!r})"
 
 
+class ScopeFrame:
+    """One workspace of a scope: the nets prepared in it and the names bound to outer blobs.
+
+    ``bound`` lists the names that are bindings (not local values): a gradient Do rebinds them
+    to the cells it sees, while names the forward run keeps locally (``keep``) stay.
+    """
+
+    __slots__ = ("workspace", "nets", "bound")
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.nets: dict[str, Subnet] = {}
+        self.bound: set[str] = set()
+
+    def keep(self, name: str, cell: Blob) -> None:
+        """Hold ``cell`` under ``name`` as this workspace's own (a copy of a bound blob's value)."""
+        self.workspace.bind(name, cell)
+        self.bound.discard(name)
+
+
 class WorkspaceStack:
     """The value of a scope blob (Caffe2's ``detail::WorkspaceStack``, made by ``CreateScope``).
 
     Each forward ``Do`` pushes a child workspace (or reuses the last one) holding the inner
-    blobs of its net; bound blobs are the outer workspace's very cells.
+    blobs of its net; bound blobs are the outer workspace's very cells. A gradient ``Do`` pops
+    the newest one.
     """
 
     def __init__(self) -> None:
-        self._stack: list[tuple[Workspace, dict[str, Subnet]]] = []
+        self._stack: list[ScopeFrame] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._stack)
 
-    def forward(
-        self, parent: Workspace, bindings: dict[str, Blob], *, reuse: bool
-    ) -> tuple[Workspace, dict[str, Subnet]]:
-        """The workspace a forward Do runs in: the last one when ``reuse`` and any, else a new one."""
+    def forward(self, parent: Workspace, bindings: dict[str, Blob], *, reuse: bool) -> ScopeFrame:
+        """The frame a forward Do runs in: the last one when ``reuse`` and any, else a new one."""
         from asyncnet.workspace import Workspace
 
         with self._lock:
             if reuse and self._stack:
-                ws, nets = self._stack[-1]
+                frame = self._stack[-1]
             else:
                 # Caffe2's child sees only the forwarded blobs, not the whole parent.
-                ws = Workspace(f"{parent.name}/scope{len(self._stack)}", io_policy=parent.io_policy)
-                nets = {}
-                self._stack.append((ws, nets))
+                frame = ScopeFrame(Workspace(f"{parent.name}/scope{len(self._stack)}", io_policy=parent.io_policy))
+                self._stack.append(frame)
             for inner, cell in bindings.items():
+                frame.workspace.bind(inner, cell)
+                frame.bound.add(inner)
+            return frame
+
+    def backward(self, bindings: dict[str, Blob]) -> ScopeFrame | None:
+        """Take the newest forward frame off the stack for a gradient Do (None when empty).
+
+        ``bindings`` add the gradient blobs and rebind the forward bindings to the cells the
+        gradient Do sees (the same cells, or the values an enclosing loop iteration kept); local
+        blobs of the forward run keep their values (Caffe2's ``popGradientWorkspace`` skips
+        defined blobs). The caller closes the frame's nets when done.
+        """
+        with self._lock:
+            if not self._stack:
+                return None
+            frame = self._stack.pop()
+        ws = frame.workspace
+        for inner, cell in bindings.items():
+            if inner in frame.bound or not ws.has(inner):
                 ws.bind(inner, cell)
-            return ws, nets
+        return frame
 
     def pop(self) -> Workspace | None:
         """Drop and return the newest workspace (None when empty)."""
         with self._lock:
             if not self._stack:
                 return None
-            ws, nets = self._stack.pop()
-        for n in nets.values():
+            frame = self._stack.pop()
+        for n in frame.nets.values():
             n.close()
-        return ws
+        return frame.workspace
 
     def clear(self) -> None:
         while self.pop() is not None:

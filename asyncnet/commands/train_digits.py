@@ -32,6 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--workers", type=int, default=1, help="data-parallel worker processes (Gloo via the 'distributed' extra)"
     )
     p.add_argument("--trace", metavar="FILE", help="data-parallel: Chrome trace of rank 0's train steps")
+    p.add_argument(
+        "--bucket-kb",
+        type=int,
+        default=None,
+        help="data-parallel: cap of the first gradient bucket in KB (default 1024, as PyTorch DDP; smaller "
+        "starts the all-reduce of the last layers earlier, e.g. 16 shows the overlap in --trace; "
+        "0: one Allreduce per gradient, as Caffe2)",
+    )
     p.set_defaults(func=run)
 
 

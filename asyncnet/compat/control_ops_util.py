@@ -12,6 +12,7 @@ from typing import Any
 
 from asyncnet.compat.core import BlobReference, Net
 from asyncnet.errors import NetDefinitionError
+from asyncnet.proto import caffe2_pb2 as pb
 
 __all__ = ["add_if_op", "add_while_op", "get_external_blob_names"]
 
@@ -36,7 +37,16 @@ def get_external_blob_names(net: Net, lexical_scope: Collection[str]) -> tuple[s
     return inputs, outputs
 
 
-def _do_net(name: str, body: Net, ins: list[str], outs: list[str], workspace_blob: str) -> Net:
+def _do_net(
+    name: str,
+    body: Net,
+    ins: list[str],
+    outs: list[str],
+    workspace_blob: str,
+    *,
+    copy_external: bool = False,
+    reuse: bool = False,
+) -> Net:
     """A net holding one Do op that runs ``body`` in a child workspace bound to the outer blobs."""
     ordered = [*ins, *outs]
     outer = sorted(set(ins) | set(outs))
@@ -47,6 +57,8 @@ def _do_net(name: str, body: Net, ins: list[str], outs: list[str], workspace_blo
         net=body.Proto(),
         inner_blobs=outer,
         outer_blobs_idx=[ordered.index(b) for b in outer],
+        **({"copy_external_blobs": True} if copy_external else {}),
+        **({"reuse_workspace": True} if reuse else {}),
     )
     do_net.AddExternalOutput(*[BlobReference(b) for b in [*outs, workspace_blob]])
     return do_net
@@ -88,7 +100,9 @@ def add_while_op(
     b_in |= b_out  # the loop may run zero times: its outputs keep their old values
     body_ws = str(while_net.NextScopedBlob(while_net.Name() + "/workspace_loop_body"))
     args: dict[str, Any] = {
-        "loop_net": _do_net("do_loop_body_net", loop_body_net, sorted(b_in), sorted(b_out), body_ws).Proto()
+        "loop_net": _do_net(
+            "do_loop_body_net", loop_body_net, sorted(b_in), sorted(b_out), body_ws, copy_external=True
+        ).Proto()
     }
     inputs = [str(cond_blob), *sorted(b_in)]
     outputs = sorted(b_out)
@@ -99,10 +113,17 @@ def add_while_op(
             raise NetDefinitionError(f"condition net '{condition_body_net.Name()}' does not write '{cond_blob}'")
         c_out.add(str(cond_blob))
         cond_ws = str(while_net.NextScopedBlob(while_net.Name() + "/workspace_cond"))
-        args["cond_net"] = _do_net("do_cond_net", condition_body_net, sorted(c_in), sorted(c_out), cond_ws).Proto()
+        # The condition is not differentiated: one reused workspace instead of one per check
+        # (a pushed workspace per check would pile up on the scope blob run after run).
+        args["cond_net"] = _do_net(
+            "do_cond_net", condition_body_net, sorted(c_in), sorted(c_out), cond_ws, reuse=True
+        ).Proto()
         inputs += [b for b in sorted(c_in) if b not in inputs]
         outputs += [b for b in sorted(c_out) if b not in outputs]
         scopes.append(cond_ws)
+        if str(cond_blob) not in {str(b) for b in lexical_scope}:
+            # The condition net makes it; it must exist before the While reads it (as Caffe2).
+            while_net.ConstantFill([], str(cond_blob), shape=[], dtype=pb.TensorProto.BOOL, value=False)
     for ws_blob in scopes:
         while_net.CreateScope([], [ws_blob])
     while_net.While([*inputs, *scopes], [*outputs, *scopes], **args)

@@ -3,10 +3,15 @@
 ``Parallelize(model, input_builder_fun, forward_pass_builder_fun, optimizer_builder_fun=...,
 rendezvous={...}, cpu_device=True)`` builds, as Caffe2's CPU path did: the input and forward
 pass under ``NameScope("cpu_<d>")`` with ``loss_scale = 1 / (devices * num_shards)`` passed to
-the forward builder (which scales its loss), the backward pass, one ``Allreduce`` per
-parameter gradient over ``max_concurrent_distributed_ops`` common worlds created from the
-``rendezvous['kv_handler']`` store handler blob, the optimizer or parameter update, and a
+the forward builder (which scales its loss), the backward pass, the gradient all-reduces over
+``max_concurrent_distributed_ops`` common worlds created from the ``rendezvous['kv_handler']``
+store handler blob, the optimizer or parameter update, and a
 ``Broadcast`` of every parameter from shard 0 at the end of ``param_init_net``.
+
+Gradient all-reduces are bucketed (asyncnet extension, as PyTorch's DDP; see
+:mod:`asyncnet.distributed.buckets`): ``allreduce_bucket_bytes`` / ``allreduce_first_bucket_bytes``
+cap the buckets, each all-reduced by one ``AllreduceCoalesced``; ``allreduce_bucket_bytes=0``
+gives Caffe2's layout, one ``Allreduce`` per gradient. The result is the same either way.
 
 One CPU device per process is supported (the usual multi-process layout; Caffe2's several
 local devices per process are refused clearly). The idiomatic API is
@@ -22,7 +27,8 @@ from typing import Any
 from asyncnet.compat import core
 from asyncnet.compat.model_helper import ModelHelper
 from asyncnet.compat.scope import DeviceScope, NameScope
-from asyncnet.distributed.data_parallel import add_gradient_allreduce
+from asyncnet.distributed.buckets import DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES, gradient_bytes
+from asyncnet.distributed.data_parallel import add_gradient_allreduce, gradient_buckets
 from asyncnet.errors import ArgumentError, UnsupportedError
 from asyncnet.serde import make_argument
 
@@ -69,12 +75,15 @@ def Parallelize(
     shared_model: bool = False,
     combine_spatial_bn: bool = False,
     barrier_net_timeout_sec: int = 300,
+    allreduce_bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    allreduce_first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES,
 ) -> None:
     """Make ``model_helper_obj`` train data-parallel (Caffe2's CPU path; see the module doc).
 
     Exactly one of ``param_update_builder_fun`` / ``optimizer_builder_fun`` is required.
     GPU-only options (``use_nccl``, memory optimizations, ``combine_spatial_bn``) must keep
-    their defaults.
+    their defaults. ``allreduce_bucket_bytes`` / ``allreduce_first_bucket_bytes`` are asyncnet's
+    gradient bucket caps (0: one Allreduce per gradient, as Caffe2).
     """
     model = model_helper_obj
     if (param_update_builder_fun is None) == (optimizer_builder_fun is None):
@@ -119,11 +128,17 @@ def Parallelize(
 
     worlds: list[str] = []
     if num_shards > 1:
+        caps: dict[str, Any] = {
+            "grad_bytes": gradient_bytes(model.param_init_net.Proto(), grads),
+            "bucket_bytes": allreduce_bucket_bytes,
+            "first_bucket_bytes": allreduce_first_bucket_bytes,
+        }
+        n_collectives = len(gradient_buckets(model.net.Proto(), grads, **caps))
         worlds = _add_common_worlds(
-            model, str(kv_handler), num_shards, shard_id, engine, max_concurrent_distributed_ops, len(grads)
+            model, str(kv_handler), num_shards, shard_id, engine, max_concurrent_distributed_ops, n_collectives
         )
         # The forward builder already scaled its loss by loss_scale (Caffe2's contract).
-        add_gradient_allreduce(model.net.Proto(), grads, worlds, size=num_shards, scale_loss=False)
+        add_gradient_allreduce(model.net.Proto(), grads, worlds, size=num_shards, scale_loss=False, **caps)
         model.net._RecreateLookupTables()
 
     with DeviceScope(option), NameScope(scope):
@@ -150,12 +165,12 @@ def Parallelize(
 
 
 def _add_common_worlds(
-    model: ModelHelper, kv_handler: str, size: int, rank: int, engine: str, max_ops: int, n_grads: int
+    model: ModelHelper, kv_handler: str, size: int, rank: int, engine: str, max_ops: int, n_collectives: int
 ) -> list[str]:
     """CreateCommonWorld (+ clones) in param_init_net, as Caffe2's ``_CreateOrCloneCommonWorld``."""
     init = model.param_init_net.Proto()
     base = f"{model.net.Name()}_allreduce_cw"
-    worlds = [base] + [f"{base}_{k}" for k in range(1, max(1, min(max_ops, n_grads)))]
+    worlds = [base] + [f"{base}_{k}" for k in range(1, max(1, min(max_ops, n_collectives)))]
     op = init.op.add(type="CreateCommonWorld", input=[kv_handler], output=[base], engine=engine, name=base)
     op.arg.extend([make_argument("size", size), make_argument("rank", rank)])
     for w in worlds[1:]:

@@ -31,12 +31,6 @@ def _split_ys(ys: Any) -> tuple[list[str], dict[str, str]]:
     return [str(y) for y in ys], {}
 
 
-def _remap(field: Any, names: Mapping[str, str]) -> None:
-    new = [names.get(b, b) for b in field]
-    del field[:]
-    field.extend(new)
-
-
 def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, str]:
     """Append the gradient ops of ``net_def`` for ``ys`` (blob, list, or blob -> given gradient dict).
 
@@ -44,22 +38,8 @@ def add_backward_pass(net_def: pb.NetDef, ys: Any, skip: int = 0) -> dict[str, s
         blob name -> gradient blob name, for every blob that got a gradient.
     """
     losses, given = _split_ys(ys)
-    start = len(net_def.op)
-    grad_map = add_gradient_ops(net_def, losses, skip=skip)
-    if not given:
-        return grad_map
-    seeds = {f"{y}_autogen_grad": g for y, g in given.items()}
-    kept = [
-        copy.deepcopy(op)
-        for op in net_def.op[start:]
-        if not (op.type == "ConstantFill" and len(op.output) == 1 and op.output[0] in seeds)
-    ]
-    for op in kept:
-        _remap(op.input, seeds)
-        _remap(op.output, seeds)
-    del net_def.op[start:]
-    net_def.op.extend(kept)
-    return {k: seeds.get(v, v) for k, v in grad_map.items()}
+    # Given gradients are read where the seed would be (also inside control-flow gradient sub-nets).
+    return add_gradient_ops(net_def, losses, skip=skip, given=given)
 
 
 CaffeMaker = Callable[[pb.OperatorDef, list[Any]], tuple[Any, Sequence[Any]]]

@@ -71,11 +71,18 @@ def LSTM(
 
     Returns (last layer) ``hidden_all, hidden_last, cell_all, cell_last``; with
     ``return_last_layer_only=False`` those four for every layer, in layer order.
-    ``outputs_with_grads`` indexes those four (of the last layer). ``memory_optimization`` and
-    ``static_rnn_unroll_size`` are accepted and ignored (every step's blobs are kept).
+    ``outputs_with_grads`` indexes those four (of the last layer). ``memory_optimization``
+    recomputes each layer's gates in the backward pass instead of keeping them per timestep
+    (Caffe2's ``recompute_blobs_on_backward`` of ``gates_t``); ``static_rnn_unroll_size`` is
+    accepted and ignored.
     """
     dims = [dim_out] if isinstance(dim_out, int) else list(dim_out)
     name = CurrentNameScope() + (scope or "LSTM")
+    recompute = (
+        [f"{name}/layer{k}/{g}" for k in range(len(dims)) for g in ("gates_h", "gates")]
+        if memory_optimization and not forward_only
+        else []
+    )
     layer = lstm(
         str(input_blob),
         str(seq_lengths) if seq_lengths is not None else None,
@@ -87,6 +94,7 @@ def LSTM(
         drop_states=drop_states,
         forward_only=forward_only,
         outputs_with_grads=outputs_with_grads,
+        recompute_blobs_on_backward=recompute,
     )
     roles = ("hidden_all", "hidden_last", "cell_all", "cell_last")
     layers = [len(dims) - 1] if return_last_layer_only else list(range(len(dims)))
@@ -108,9 +116,14 @@ def GRU(
     drop_states: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Caffe2's ``gru_cell.GRU``: returns (last layer) ``hidden_all, hidden_last``."""
+    """Caffe2's ``gru_cell.GRU``: returns (last layer) ``hidden_all, hidden_last``.
+
+    ``memory_optimization`` recomputes each layer's concatenated gates in the backward pass
+    (Caffe2's ``recompute_blobs = [gates_t]``) instead of keeping them per timestep.
+    """
     dims = [dim_out] if isinstance(dim_out, int) else list(dim_out)
     name = CurrentNameScope() + (scope or "GRU")
+    recompute = [f"{name}/layer{k}/gates" for k in range(len(dims))] if memory_optimization and not forward_only else []
     layer = gru(
         str(input_blob),
         str(seq_lengths) if seq_lengths is not None else None,
@@ -121,6 +134,7 @@ def GRU(
         drop_states=drop_states,
         forward_only=forward_only,
         outputs_with_grads=outputs_with_grads,
+        recompute_blobs_on_backward=recompute,
     )
     return _emit(model, layer, ["hidden_all", "hidden_last"], return_params)
 
@@ -158,6 +172,7 @@ class _Cell:
         self.drop_states = drop_states
         self.name = name
         self.forward_only = forward_only
+        self.memory_optimization = memory_optimization
 
     def apply_over_sequence(
         self,
@@ -219,9 +234,10 @@ class MultiRNNCell:
                 model, inputs, seq_lengths, initial_states, first.input_size, dims, scope=self.name or first.name,
                 outputs_with_grads=outputs_with_grads or (0,), forget_bias=first.forget_bias,
                 forward_only=first.forward_only, drop_states=first.drop_states, return_last_layer_only=False,
+                memory_optimization=first.memory_optimization,
             )  # fmt: skip
         return GRU(
             model, inputs, seq_lengths, initial_states, first.input_size, dims, scope=self.name or first.name,
             outputs_with_grads=outputs_with_grads or (0,), forward_only=first.forward_only,
-            drop_states=first.drop_states,
+            drop_states=first.drop_states, memory_optimization=first.memory_optimization,
         )  # fmt: skip

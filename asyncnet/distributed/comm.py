@@ -5,11 +5,13 @@ through the work's future callback (on Gloo's own thread), which completes the
 ``concurrent.futures.Future`` an executor waits on. No Python thread blocks while the
 network works, so the async_scheduling executor keeps computing meanwhile.
 
-Before every collective the ranks exchange a short descriptor (the op, dtypes, shapes):
-a rank whose tensors differ, or that issued a different collective on this world,
-makes every rank fail with one error that says who had what — never a hang and never
-silently mixed data. Collectives of one world run one after another in the order they
-are issued (Gloo pairs them by order); independent ops should use cloned worlds.
+Ranks agree on each collective (the op, dtypes, shapes) before its data moves — exchanged
+the first time and whenever a rank's collective differs from the agreed schedule, on a
+process group of its own (see :mod:`asyncnet.distributed.checking`): a rank whose tensors
+differ, or that issued a different collective on this world, makes every rank fail with a
+clear error that says who had what — never a hang, never a Gloo abort, never silently mixed
+data. Collectives of one world run one after another in the order they are issued (Gloo pairs
+them by order); independent ops should use cloned worlds.
 """
 
 from __future__ import annotations
@@ -18,111 +20,42 @@ import functools
 import logging
 import os
 import socket
-import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from datetime import timedelta
-from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from asyncnet.distributed._torch import CollectiveError, torch_dist
+from asyncnet.distributed.checking import (
+    CHECK_CHANGED,
+    CHECK_MODES,
+    DESCRIPTOR_BYTES,
+    CheckSchedule,
+    describe,
+    wire,
+)
+from asyncnet.distributed.lifetime import (
+    GRAVE,
+    LIVE,
+    announce_failure,
+    exit_process,
+    first_line,
+    install_excepthook,
+    pid_alive,
+)
 from asyncnet.distributed.store import StoreHandler
 from asyncnet.errors import ArgumentError
 from asyncnet.executors.pools import shared_timer
 
 log = logging.getLogger(__name__)
 
-DESCRIPTOR_BYTES = 512
+__all__ = ["CommonWorld", "announce_failure", "exit_process"]
+
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _descriptor(label: str, arrays: Sequence[np.ndarray]) -> str:
-    return label + "|" + ";".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead for us
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-# Strong references: a world must not be torn down by the garbage collector while a peer fails
-# (that can abort inside torch); it lives until DestroyCommonWorld or the process ends.
-_LIVE: set[CommonWorld] = set()
-# Destroyed worlds' process groups: never released from one of Gloo's own threads (a group
-# destructed on its worker thread joins itself and aborts the process).
-_GRAVE: list[Any] = []
-_hook_lock = threading.Lock()
-_hook_installed = False
-
-
-def announce_failure(error: BaseException) -> None:
-    """Tell the peers of every live common world of this process why this rank is failing.
-
-    Their collectives then name this rank and the reason instead of only a closed connection.
-    Called automatically for an uncaught exception (see :func:`exit_process`).
-    """
-    text = f"{type(error).__name__}: {_first_line(error)}"[:400]
-    for world in list(_LIVE):
-        try:
-            world.store.set(f"failed/{world.rank}", text)
-        except (RuntimeError, OSError):
-            pass  # the store may be gone too; the peers still fail on the closed connection
-
-
-def exit_process(code: int, error: BaseException | None = None) -> NoReturn:
-    """Leave the process with ``code`` without tearing down Gloo (after announcing ``error``).
-
-    Tearing down Gloo's connections at interpreter exit while a peer is failing can abort
-    the process inside torch (SIGABRT instead of a clean exit code). When this process has
-    common worlds, this flushes the standard streams and logging and ends it with
-    ``os._exit``; otherwise it is ``sys.exit(code)``.
-    """
-    if error is not None:
-        announce_failure(error)
-    if not _LIVE and not _GRAVE:
-        sys.exit(code)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
-def _install_excepthook() -> None:
-    """An uncaught exception announces itself to the peers, prints as usual, then exits 1."""
-    global _hook_installed
-    with _hook_lock:
-        if _hook_installed:
-            return
-        _hook_installed = True
-    previous = sys.excepthook
-
-    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        previous(kind, value, tb)
-        if isinstance(value, Exception):
-            exit_process(1, value)
-
-    sys.excepthook = hook
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class CommonWorld:
@@ -146,6 +79,8 @@ class CommonWorld:
         self._dist = dist
         self._lock = threading.Lock()
         self._tail: Future[Any] | None = None
+        self._issued = 0
+        self._schedule = CheckSchedule()
         self._clones = 0
         self.closed = False
         # Start the timer thread from a Python thread now: completions are handed to it from
@@ -161,10 +96,17 @@ class CommonWorld:
             opts._timeout = td
             opts._devices = [self._device(dist)]
             self.pg = dist.ProcessGroupGloo(dist.PrefixStore("gloo/", self.store), rank, size, opts)
+            # Descriptor checks travel apart from the data, so a rank checking alone never meets
+            # a peer's data (mixed sizes abort inside Gloo): it times out instead.
+            check_opts = dist.ProcessGroupGloo._Options()
+            check_opts._timeout = td
+            check_opts._devices = opts._devices
+            check_opts._threads = 1
+            self.check_pg = dist.ProcessGroupGloo(dist.PrefixStore("check/", self.store), rank, size, check_opts)
         except (RuntimeError, OSError) as e:
             raise CollectiveError(self._rendezvous_failure(e)) from e
-        _LIVE.add(self)
-        _install_excepthook()
+        LIVE.add(self)
+        install_excepthook()
         log.debug("common world '%s': rank %d of %d connected via %s", name, rank, size, handler.describe())
 
     def _device(self, dist: Any) -> Any:
@@ -200,7 +142,17 @@ class CommonWorld:
                 break
         return found
 
-    def _peer_report(self) -> str:
+    def _peer_report(self, settle: float = 1.0) -> str:
+        """Which peers failed or exited. A peer's connections close a moment before its death is
+        visible (in /proc, or its note in the store): look again for up to ``settle`` seconds."""
+        deadline = time.monotonic() + settle
+        while True:
+            report = self._peer_report_once()
+            if report or time.monotonic() >= deadline:
+                return report or "peer rank unknown (a peer raised, hung or was killed)"
+            time.sleep(0.05)
+
+    def _peer_report_once(self) -> str:
         members = self._members()
         host = socket.gethostname()
         gone = self._failed_peers()
@@ -208,22 +160,55 @@ class CommonWorld:
             h, _, pid = where.rpartition(":")
             if any(g.startswith(f"peer rank {r} ") for g in gone):
                 continue
-            if r != self.rank and h == host and pid.isdigit() and not _pid_alive(int(pid)):
+            if r != self.rank and h == host and pid.isdigit() and not pid_alive(int(pid)):
                 gone.append(f"peer rank {r} (pid {pid}) has exited")
         missing = [r for r in range(self.size) if r not in members]
         parts = gone + ([f"ranks {missing} never joined"] if missing and members else [])
-        return "; ".join(parts) if parts else "peer rank unknown (a peer raised, hung or was killed)"
+        return "; ".join(parts)
 
     def _rendezvous_failure(self, exc: BaseException) -> str:
         return (
             f"CreateCommonWorld {self.describe()} failed within {self.timeout:g} s on the "
-            f"{self.handler.describe()}: {self._peer_report()}: {_first_line(exc)}"
+            f"{self.handler.describe()}: {self._peer_report()}: {first_line(exc)}"
         )
 
-    def _failure(self, what: str, label: str, exc: BaseException) -> CollectiveError:
+    @property
+    def checks(self) -> int:
+        """Descriptor exchanges this world has completed (see :mod:`asyncnet.distributed.checking`)."""
+        return self._schedule.exchanges
+
+    def _rechecks_of_peers(self, seq: int, desc: str) -> list[str]:
+        found = []
+        for r in range(self.size):
+            try:
+                if r != self.rank and self.store.check([f"check/{seq}/{r}"]):
+                    theirs = self.store.get(f"check/{seq}/{r}").decode(errors="replace")
+                    found.append(
+                        f"peer rank {r} re-checked this collective as {theirs} while this rank sent {wire(desc).decode()} "
+                        "(mismatch suspected: every rank must issue the same collectives in the same order "
+                        "with equal dtypes and shapes)"
+                    )
+            except (RuntimeError, OSError):
+                break
+        return found
+
+    def _failure(
+        self, what: str, label: str, seq: int, desc: str, rechecked: str | None, exc: BaseException
+    ) -> CollectiveError:
+        if rechecked is not None:
+            hint = [
+                f"this rank's collective is {wire(desc).decode()} where the ranks had agreed on {wire(rechecked).decode()}"
+                ", so it re-checked, but the peers did not join the check (they probably sent data for their "
+                "unchanged collective; mismatch suspected: every rank must issue the same collectives in the same "
+                "order with equal dtypes and shapes)"
+            ]
+        else:
+            hint = self._rechecks_of_peers(seq, desc)
+        report = self._peer_report_once() if hint else self._peer_report()
+        text = "; ".join(p for p in (*hint, report) if p)
         return CollectiveError(
-            f"{label}: collective {what} on {self.describe()} failed (timeout {self.timeout:g} s): "
-            f"{self._peer_report()}: {_first_line(exc)}"
+            f"{label}: collective {what} #{seq} on {self.describe()} failed (timeout {self.timeout:g} s): "
+            f"{text}: {first_line(exc)}"
         )
 
     # -- issuing -----------------------------------------------------------------
@@ -236,23 +221,30 @@ class CommonWorld:
         start: Callable[[], Any],
         finish: Callable[[], Any],
         *,
-        check: bool = True,
+        check: int = CHECK_CHANGED,
+        detail: str = "",
     ) -> Future[Any]:
-        """Queue one collective: descriptor exchange, then ``start()``'s work, then ``finish()``.
+        """Queue one collective: (descriptor check,) then ``start()``'s work, then ``finish()``.
 
-        The exchange costs one small round trip before the collective. It cannot run alongside:
-        Gloo aborts the whole process (not an exception) when the ranks' message sizes differ,
-        so sizes must be agreed before any data moves. ``check=False`` skips it (Caffe2 had no
-        such check): a mismatch then aborts inside Gloo.
+        Whether the descriptor is exchanged first follows ``check`` (see
+        :mod:`asyncnet.distributed.checking`): the check must come before the data because Gloo
+        aborts the whole process (not an exception) when the ranks' message sizes differ.
         """
         if self.closed:
             raise CollectiveError(f"{label}: {self.describe()} was destroyed (DestroyCommonWorld)")
+        if check not in CHECK_MODES:
+            raise ArgumentError(f"{label}: argument 'check' must be one of {list(CHECK_MODES)}, got {check}")
         result: Future[Any] = Future()
         _timer = shared_timer()
-        desc = _descriptor(f"{what} {label}", arrays)
+        desc = describe(f"{what} {label}{detail}", arrays)
+        with self._lock:
+            seq = self._issued
+            self._issued += 1
+            prev, self._tail = self._tail, result
 
-        def fail(exc: BaseException) -> None:
-            err = exc if isinstance(exc, CollectiveError) else self._failure(what, label, exc)
+        def fail(exc: BaseException, rechecked: str | None = None) -> None:
+            self._schedule.reset()
+            err = exc if isinstance(exc, CollectiveError) else self._failure(what, label, seq, desc, rechecked, exc)
             if exc is not err:
                 err.__cause__ = exc
             _timer.call_later(0.0, functools.partial(_settle, result, None, err))
@@ -276,57 +268,68 @@ class CommonWorld:
                 return
             work.get_future().add_done_callback(on_main)
 
-        def on_meta(tf: Any, gathered: list[Any]) -> None:
+        def on_check(tf: Any, gathered: list[Any], expected: str | None) -> None:
             try:
                 tf.value()
-                self._check(what, label, desc, gathered)
-            except Exception as e:
+                self._agree(what, label, seq, gathered)
+            except CollectiveError as e:
                 fail(e)
                 return
+            except Exception as e:
+                fail(e, rechecked=expected)
+                return
+            self._schedule.agreed(desc)
             run_main()
 
         def begin(_: Any = None) -> None:
-            if result.done():
+            if result.done():  # cancelled: this rank skips the collective, so nothing is known any more
+                self._schedule.reset()
                 return
-            if not check or self.size == 1:
+            if self.size == 1 or not self._schedule.needs_check(desc, check):
+                self._schedule.sent_unchecked(desc, check)
                 run_main()
                 return
+            expected = self._schedule.expected() if check == CHECK_CHANGED else None
             try:
-                torch, _ = torch_dist()
-                raw = desc.encode()
-                if len(raw) > DESCRIPTOR_BYTES:
-                    raw = raw[: DESCRIPTOR_BYTES - 20] + b"...(truncated)"
-                mine = torch.zeros(DESCRIPTOR_BYTES, dtype=torch.uint8)
-                mine[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-                gathered = [torch.zeros(DESCRIPTOR_BYTES, dtype=torch.uint8) for _ in range(self.size)]
-                work = self.pg.allgather([gathered], [mine])
+                gathered, work = self._exchange(seq, desc, expected is not None)
             except Exception as e:
-                fail(e)
+                fail(e, rechecked=expected)
                 return
-            work.get_future().add_done_callback(lambda tf: on_meta(tf, gathered))
+            work.get_future().add_done_callback(lambda tf: on_check(tf, gathered, expected))
 
-        with self._lock:
-            prev, self._tail = self._tail, result
         if prev is None:
             begin()
         else:
             prev.add_done_callback(begin)
         return result
 
-    def _check(self, what: str, label: str, desc: str, gathered: list[Any]) -> None:
+    def _exchange(self, seq: int, desc: str, announce: bool) -> tuple[list[Any], Any]:
+        """Start the descriptor allgather on the check group; ``announce``: leave it in the store first."""
+        torch, _ = torch_dist()
+        raw = wire(desc)
+        if announce:
+            # Only a rank that deviates from the agreed schedule can be checking alone; its note
+            # lets the peers' timeouts say who changed what.
+            self.store.set(f"check/{seq}/{self.rank}", raw)
+        mine = torch.zeros(DESCRIPTOR_BYTES, dtype=torch.uint8)
+        mine[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        gathered = [torch.zeros(DESCRIPTOR_BYTES, dtype=torch.uint8) for _ in range(self.size)]
+        return gathered, self.check_pg.allgather([gathered], [mine])
+
+    def _agree(self, what: str, label: str, seq: int, gathered: list[Any]) -> None:
         descs = [bytes(t.numpy()).rstrip(b"\0").decode(errors="replace") for t in gathered]
         if all(d == descs[0] for d in descs):
             return
         listing = "; ".join(f"rank {r}: {d}" for r, d in enumerate(descs))
         raise CollectiveError(
-            f"{label}: collective {what} on {self.describe()}: ranks disagree on the op, dtypes or shapes "
+            f"{label}: collective {what} #{seq} on {self.describe()}: ranks disagree on the op, dtypes or shapes "
             f"(every rank must issue the same collectives in the same order with equal tensors): {listing}"
         )
 
     # -- collectives ---------------------------------------------------------------
 
     def allreduce(
-        self, arrays: Sequence[np.ndarray], label: str, *, inplace: bool = False, check: bool = True
+        self, arrays: Sequence[np.ndarray], label: str, *, inplace: bool = False, check: int = CHECK_CHANGED
     ) -> Future[Any]:
         """Sum of all local ``arrays`` over all ranks, returned once per input (Caffe2 semantics)."""
         torch, dist = torch_dist()
@@ -351,7 +354,40 @@ class CommonWorld:
 
         return self._submit("Allreduce", label, arrays, start, finish, check=check)
 
-    def broadcast(self, arrays: Sequence[np.ndarray], root: int, label: str, *, check: bool = True) -> Future[Any]:
+    def allreduce_coalesced(
+        self, arrays: Sequence[np.ndarray], label: str, *, check: int = CHECK_CHANGED
+    ) -> Future[Any]:
+        """Each of ``arrays`` summed over all ranks (separately), moved as one message per dtype.
+
+        Unlike :meth:`allreduce`, the inputs are different tensors (a bucket of gradients): they
+        are packed into one flat buffer, all-reduced once and returned as views of it, so a few
+        large messages replace many small ones (as DDP's gradient buckets).
+        """
+        torch, dist = torch_dist()
+        groups: dict[np.dtype[Any], list[int]] = {}
+        for i, a in enumerate(arrays):
+            groups.setdefault(a.dtype, []).append(i)
+        flats = [np.concatenate([np.asarray(arrays[i]).reshape(-1) for i in idx]) for idx in groups.values()]
+        tensors = [torch.from_numpy(f) for f in flats]
+
+        def start() -> Any:
+            return _AllWorks(torch, [self.pg.allreduce([t], dist.AllreduceOptions()) for t in tensors])
+
+        def finish() -> list[np.ndarray]:
+            out: list[np.ndarray] = [np.empty(0)] * len(arrays)
+            for flat, idx in zip(flats, groups.values(), strict=True):
+                offset = 0
+                for i in idx:
+                    n = arrays[i].size
+                    out[i] = flat[offset : offset + n].reshape(arrays[i].shape)
+                    offset += n
+            return out
+
+        return self._submit("AllreduceCoalesced", label, arrays, start, finish, check=check)
+
+    def broadcast(
+        self, arrays: Sequence[np.ndarray], root: int, label: str, *, check: int = CHECK_CHANGED
+    ) -> Future[Any]:
         """Every output is the root's corresponding input."""
         torch, dist = torch_dist()
         if not 0 <= root < self.size:
@@ -367,9 +403,9 @@ class CommonWorld:
             works = [self.pg.broadcast([t], opts) for t in tensors]
             return _AllWorks(torch, works)
 
-        return self._submit("Broadcast", label, arrays, start, lambda: bufs, check=check)
+        return self._submit("Broadcast", label, arrays, start, lambda: bufs, check=check, detail=f" root {root}")
 
-    def allgather(self, arrays: Sequence[np.ndarray], label: str, *, check: bool = True) -> Future[Any]:
+    def allgather(self, arrays: Sequence[np.ndarray], label: str, *, check: int = CHECK_CHANGED) -> Future[Any]:
         """One 1-D output: every rank's inputs, flattened, rank after rank (Caffe2's Allgather)."""
         torch, _ = torch_dist()
         flat = np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in arrays])
@@ -382,7 +418,7 @@ class CommonWorld:
 
         return self._submit("Allgather", label, arrays, start, lambda: [out], check=check)
 
-    def reduce_scatter(self, array: np.ndarray, label: str, *, check: bool = True) -> Future[Any]:
+    def reduce_scatter(self, array: np.ndarray, label: str, *, check: int = CHECK_CHANGED) -> Future[Any]:
         """This rank's block (along axis 0) of the sum over ranks; axis 0 must divide by size."""
         torch, dist = torch_dist()
         if array.ndim == 0 or array.shape[0] % self.size:
@@ -426,12 +462,13 @@ class CommonWorld:
         if self.closed:
             return
         self.closed = True
-        _LIVE.discard(self)
-        _GRAVE.append(self.pg)
-        try:
-            self.pg.shutdown()
-        except (RuntimeError, AttributeError) as e:  # an older torch, or already torn down
-            log.debug("%s: shutdown: %s", self.describe(), e)
+        LIVE.discard(self)
+        for pg in (self.pg, self.check_pg):
+            GRAVE.append(pg)
+            try:
+                pg.shutdown()
+            except (RuntimeError, AttributeError) as e:  # an older torch, or already torn down
+                log.debug("%s: shutdown: %s", self.describe(), e)
 
     def __repr__(self) -> str:
         return f"<CommonWorld {self.describe()} on {self.handler.describe()}>"

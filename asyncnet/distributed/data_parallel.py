@@ -7,11 +7,13 @@ Works on plain NetDefs, without torch (torch is needed only to *run* the result)
    and ``CloneCommonWorld`` ops (several worlds, so all-reduces of different gradients
    run concurrently, as Caffe2's ``max_concurrent_distributed_ops``), then a
    ``Broadcast`` of every parameter from rank 0, so all ranks start identical.
-2. :func:`add_gradient_allreduce` inserts one ``Allreduce`` per gradient right after the
-   op that finishes it, and scales the loss gradient seed by ``1 / world size`` (Caffe2's
-   ``loss_scale``), so the summed gradient is the gradient of the mean loss over the global
-   batch. With the async_scheduling executor an all-reduce of a late layer's gradient
-   overlaps the backward pass of earlier layers.
+2. :func:`add_gradient_allreduce` groups the gradients into buckets in the order the backward
+   pass writes them (:mod:`asyncnet.distributed.buckets`, as DDP) and inserts one
+   ``AllreduceCoalesced`` per bucket right after its last gradient is written (or, with
+   ``bucket_bytes=0``, one ``Allreduce`` per gradient as Caffe2), and scales the loss gradient
+   seed by ``1 / world size`` (Caffe2's ``loss_scale``), so the summed gradient is the gradient
+   of the mean loss over the global batch. With the async_scheduling executor the all-reduce of
+   the late layers' bucket overlaps the backward pass of earlier layers.
 
 Call these between :func:`asyncnet.training.gradients.add_gradient_ops` and the optimizer
 (e.g. :func:`asyncnet.training.optimizers.add_sgd`), which then updates from the averaged gradients.
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from asyncnet.distributed.buckets import DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES, plan_buckets
 from asyncnet.errors import ArgumentError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.serde import make_argument
@@ -130,6 +133,35 @@ def scale_loss_gradients(train_net: pb.NetDef, scale: float, loss_grads: Sequenc
     return seeds
 
 
+def _last_writers(net: pb.NetDef) -> dict[str, int]:
+    return {o: i for i, op in enumerate(net.op) for o in op.output}
+
+
+def gradient_buckets(
+    train_net: pb.NetDef,
+    grads: Mapping[str, str] | Sequence[str],
+    *,
+    grad_bytes: Mapping[str, int] | None = None,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES,
+) -> list[list[str]]:
+    """The gradient buckets :func:`add_gradient_allreduce` would all-reduce, in the order they become ready."""
+    names = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
+    last_writer = _last_writers(train_net)
+    missing = [g for g in names if g not in last_writer]
+    if missing:
+        raise ArgumentError(
+            f"net '{train_net.name}': gradients {missing} are written by no op; "
+            "add the gradient ops (add_gradient_ops) before add_gradient_allreduce"
+        )
+    groups: dict[int, list[str]] = {}
+    for g in sorted(dict.fromkeys(names), key=lambda g: last_writer[g]):
+        groups.setdefault(last_writer[g], []).append(g)
+    return plan_buckets(
+        list(groups.values()), grad_bytes or {}, bucket_bytes=bucket_bytes, first_bucket_bytes=first_bucket_bytes
+    )
+
+
 def add_gradient_allreduce(
     train_net: pb.NetDef,
     grads: Mapping[str, str] | Sequence[str],
@@ -137,39 +169,53 @@ def add_gradient_allreduce(
     *,
     size: int,
     scale_loss: bool = True,
+    grad_bytes: Mapping[str, int] | None = None,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    first_bucket_bytes: int = DEFAULT_FIRST_BUCKET_BYTES,
 ) -> list[pb.OperatorDef]:
-    """Insert ``Allreduce(world, g) -> g`` after the last op writing each gradient ``g``.
+    """Insert the gradient all-reduces: one per bucket, right after its last gradient is written.
 
-    Gradients are assigned to the worlds round-robin in the order they become ready; the
-    all-reduces sharing a world are chained with ``control_input`` so every rank issues them
-    in the same order. Returns the inserted ops.
+    Args:
+        train_net: the net with the backward pass (changed in place).
+        grads: the gradient blobs (or parameter -> gradient).
+        worlds: common-world blobs; buckets use them round-robin in the order they become
+            ready, and the all-reduces sharing a world are chained with ``control_input`` so
+            every rank issues them in the same order.
+        size: the number of ranks (the loss-gradient seed is scaled by ``1 / size``).
+        scale_loss: scale the loss-gradient seed (off when the forward pass already did).
+        grad_bytes: bytes of each gradient (:func:`asyncnet.distributed.buckets.gradient_bytes`);
+            a gradient without a size closes its bucket.
+        bucket_bytes / first_bucket_bytes: bucket caps (see :mod:`asyncnet.distributed.buckets`);
+            ``bucket_bytes=0``: one ``Allreduce`` per gradient, as Caffe2's data_parallel_model.
+
+    Returns:
+        The inserted ops: ``AllreduceCoalesced`` for a bucket of several gradients, ``Allreduce``
+        for a single one.
     """
-    names = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if not worlds:
         raise ArgumentError("add_gradient_allreduce: needs at least one common-world blob")
-    last_writer: dict[str, int] = {}
-    for i, op in enumerate(train_net.op):
-        for o in op.output:
-            last_writer[o] = i
-    missing = [g for g in names if g not in last_writer]
-    if missing:
-        raise ArgumentError(
-            f"net '{train_net.name}': gradients {missing} are written by no op; "
-            "add the gradient ops (add_gradient_ops) before add_gradient_allreduce"
-        )
+    buckets = gradient_buckets(
+        train_net, grads, grad_bytes=grad_bytes, bucket_bytes=bucket_bytes, first_bucket_bytes=first_bucket_bytes
+    )
     if scale_loss and size > 1:
         scale_loss_gradients(train_net, 1.0 / size)
-    order = sorted(dict.fromkeys(names), key=lambda g: last_writer[g])
+    last_writer = _last_writers(train_net)
     after: dict[int, list[pb.OperatorDef]] = {}
     prev_on_world: dict[str, str] = {}
     inserted = []
-    for k, g in enumerate(order):
+    for k, bucket in enumerate(buckets):
         w = worlds[k % len(worlds)]
-        op = pb.OperatorDef(type="Allreduce", input=[w, g], output=[g], engine=ENGINE, name=f"allreduce_{g}")
+        if len(bucket) == 1:
+            g = bucket[0]
+            op = pb.OperatorDef(type="Allreduce", input=[w, g], output=[g], engine=ENGINE, name=f"allreduce_{g}")
+        else:
+            op = pb.OperatorDef(
+                type="AllreduceCoalesced", input=[w, *bucket], output=bucket, engine=ENGINE, name=f"allreduce_bucket{k}"
+            )
         if w in prev_on_world:
             op.control_input.append(prev_on_world[w])
-        prev_on_world[w] = g
-        after.setdefault(last_writer[g], []).append(op)
+        prev_on_world[w] = bucket[0]
+        after.setdefault(max(last_writer[g] for g in bucket), []).append(op)
         inserted.append(op)
     ops = list(train_net.op)
     del train_net.op[:]

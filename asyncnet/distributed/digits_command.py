@@ -11,11 +11,24 @@ import argparse
 import sys
 
 from asyncnet.commands.train_digits import digits_config
+from asyncnet.distributed.buckets import DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES
 from asyncnet.distributed.launch import launch, world_from_env
 from asyncnet.errors import ArgumentError, AsyncNetError
 from asyncnet.training.digits import evaluate_saved, params_init_net, save_model
 
-_FORWARDED = ("model", "epochs", "batch_size", "lr", "momentum", "seed", "executor", "threads", "max_steps", "out")
+_FORWARDED = (
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "seed",
+    "executor",
+    "threads",
+    "max_steps",
+    "out",
+    "bucket_kb",
+)
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
@@ -31,12 +44,22 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def bucket_caps(bucket_kb: int | None) -> tuple[int, int]:
+    """``--bucket-kb`` as (bucket_bytes, first_bucket_bytes) of :func:`train_digits_data_parallel`."""
+    if bucket_kb is None:
+        return DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES
+    if bucket_kb < 0:
+        raise ArgumentError(f"--bucket-kb must be >= 0, got {bucket_kb}")
+    return (0, 0) if bucket_kb == 0 else (DEFAULT_BUCKET_BYTES, bucket_kb << 10)
+
+
 def run_data_parallel(args: argparse.Namespace) -> int:
     """Launch the workers, or be one."""
     env = world_from_env()
     if env is None:
         if args.workers < 1:
             raise ArgumentError(f"--workers must be >= 1, got {args.workers}")
+        bucket_caps(args.bucket_kb)  # refuse a bad value before starting any worker
         launched = launch([sys.executable, "-m", "asyncnet", *_argv(args)], args.workers)
         if not launched.ok:
             sys.stderr.write(
@@ -50,7 +73,10 @@ def run_data_parallel(args: argparse.Namespace) -> int:
     cfg = digits_config(args, progress=False)
     try:
         trace = args.trace if env.rank == 0 else None
-        result = train_digits_data_parallel(cfg, env.rendezvous(prefix="train-digits"), trace=trace)
+        caps = bucket_caps(args.bucket_kb)
+        result = train_digits_data_parallel(
+            cfg, env.rendezvous(prefix="train-digits"), trace=trace, bucket_bytes=caps[0], first_bucket_bytes=caps[1]
+        )
     except AsyncNetError as e:
         sys.stderr.write(f"asyncnet train-digits (rank {env.rank}): error: {e}\n")
         exit_process(1, e)

@@ -19,6 +19,9 @@ pending and its children are released by the future's completion callback.
 A chain holding BLAS-heavy ops (Conv, FC, MatMul, ...) runs inside the process-wide
 :class:`~asyncnet.executors.blas.BlasGovernor`: alone it gets every BLAS thread, with
 another one running both get one (unless ``ExecutorOptions.blas_threads`` fixes the count).
+Whether that beats one BLAS thread for the whole run, or (where two heavy chains can overlap)
+the plain loop with every BLAS thread, depends on the machine and its load, so a net with
+heavy ops times these modes and keeps the fastest (:mod:`asyncnet.executors.mode_choice`).
 
 The first failure (or a cancel / timeout) stops scheduling; running chains stop
 at their next op boundary; pending async futures are cancelled; ``run`` returns
@@ -41,6 +44,7 @@ from asyncnet.executors._run_state import RunState
 from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
 from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
+from asyncnet.executors.mode_choice import ModeChooser
 from asyncnet.executors.pools import (
     WorkerPool,
     blas_limit,
@@ -103,6 +107,16 @@ class AsyncSchedulingExecutor(Executor):
             gov = blas_governor()
             self._gov = gov if gov.active else None
         self._heavy = heavy if self._gov is not None else [False] * len(heavy)
+        # How BLAS-heavy chains should share the cores -- concurrent chains with one BLAS thread each
+        # while two run (the governor), one BLAS thread for the whole run, or (where two heavy chains
+        # could overlap) every op in order with every BLAS thread -- depends on the machine and its
+        # load: each is timed and the fastest kept (executors/mode_choice.py).
+        self._chooser: ModeChooser | None = None
+        if self._gov is not None and not options.profile and not any(ops[c[-1]].is_async for c in g.chains):
+            modes = ["scheduled", "one"]
+            if concurrent_pair(g.chain_parents, heavy):
+                modes.insert(1, "sequential")
+            self._chooser = ModeChooser(modes)
         # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
         arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0
@@ -174,6 +188,21 @@ class AsyncSchedulingExecutor(Executor):
                 self._sequential_runs -= 1
                 self._run_sequential(timeout)
                 return
+            chooser = self._chooser
+            mode = chooser.pick() if chooser is not None else "scheduled"
+            if mode == "sequential":
+                assert chooser is not None and self._gov is not None
+                t0 = time.perf_counter()
+                self._gov.enter()  # one heavy run: a concurrent heavy chain elsewhere gets one thread each
+                try:
+                    self._run_sequential(timeout)
+                except BaseException:
+                    chooser.failed(mode)
+                    raise
+                finally:
+                    self._gov.exit()
+                chooser.record(mode, time.perf_counter() - t0)
+                return
             run = RunState(list(self._nparents), self._devices)
             self._current = run
             prev_scope = None
@@ -188,8 +217,13 @@ class AsyncSchedulingExecutor(Executor):
             t0 = time.perf_counter()
             try:
                 try:
-                    with blas_limit(self.options.blas_threads):
-                        self._drive(run)
+                    if mode == "one":
+                        assert self._gov is not None
+                        with self._gov.single_threaded():
+                            self._drive(run)
+                    else:
+                        with blas_limit(self.options.blas_threads):
+                            self._drive(run)
                 except BaseException:
                     # KeyboardInterrupt and the like: stop, let running chains end, then propagate.
                     self._stop(run, "cancel")
@@ -203,15 +237,25 @@ class AsyncSchedulingExecutor(Executor):
                 if run.scope is not None:
                     enter_scope(prev_scope)
                 self._current = None
+            t1 = time.perf_counter()
             if self.profiler is not None:
-                self.profiler.run(t0, time.perf_counter())
+                self.profiler.run(t0, t1)
+            if chooser is not None and run.errors:
+                chooser.failed(mode)
             run.raise_outcome(self.net.name, timeout)
+            if chooser is not None:
+                chooser.record(mode, t1 - t0)
             if self.profiler is None and not any(self._ends_async):
                 limit = self._inline_limit
                 if all(c < limit for c in self._cost):
                     self._sequential_runs = SEQUENTIAL_RUNS
         finally:
             self._busy.release()
+
+    @property
+    def mode_chooser(self) -> ModeChooser | None:
+        """The measured BLAS policy of this net (None when it has no BLAS-heavy op or BLAS is fixed)."""
+        return self._chooser
 
     def _run_sequential(self, timeout: float | None) -> None:
         """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
@@ -524,3 +568,33 @@ class AsyncSchedulingExecutor(Executor):
             run.errors.append(err)
         log.debug("%s failed in net '%s': %r", op.info.label(), self.net.name, exc)
         self._stop(run, "error")
+
+
+def concurrent_pair(parents: tuple[tuple[int, ...], ...] | list[list[int]], marked: list[bool]) -> bool:
+    """Whether two marked chains can run at the same time (neither is an ancestor of the other)."""
+    n = len(parents)
+    children: list[list[int]] = [[] for _ in range(n)]
+    for c, ps in enumerate(parents):
+        for p in ps:
+            children[p].append(c)
+    pending = [len(ps) for ps in parents]
+    order = [c for c in range(n) if not pending[c]]
+    for c in order:  # Kahn's order: grows while iterating
+        for k in children[c]:
+            pending[k] -= 1
+            if not pending[k]:
+                order.append(k)
+    # Bitsets of marked ancestors, in topological order; a marked chain whose marked ancestors are
+    # not all marked chains seen before it can overlap one of them (or one in another branch).
+    anc = [0] * n
+    seen = 0
+    for c in order:
+        a = 0
+        for p in parents[c]:
+            a |= anc[p] | ((1 << p) if marked[p] else 0)
+        anc[c] = a
+        if marked[c]:
+            if a != seen:
+                return True
+            seen |= 1 << c
+    return False

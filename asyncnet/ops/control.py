@@ -12,14 +12,16 @@ import numpy as np
 
 from asyncnet.cancellation import check_stopped, register_subnet_op
 from asyncnet.errors import ArgumentError, TensorError
-from asyncnet.net import EMPTY
+from asyncnet.net import EMPTY, Blob
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info
+from asyncnet.ops.control_grad import FORWARD_INPUT, read_then_written
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.subnet import Subnet, WorkspaceStack, net_argument
 
 if TYPE_CHECKING:
+    from asyncnet.proto import caffe2_pb2 as pb
     from asyncnet.workspace import Workspace
 
 for _type in ("If", "While", "Do"):
@@ -202,12 +204,23 @@ def _do_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
             (),
             "per inner blob, the index of its outer blob among inputs then outputs (the scope blobs excluded)",
         ),
-        Arg("saved_fwd_blobs", (), "forward blobs kept for the gradient Do (accepted, unused)"),
+        Arg(
+            "saved_fwd_blobs",
+            (),
+            "gradient Do: local blobs of the forward run its net reads (they must exist in the forward workspace)",
+        ),
         Arg("reuse_workspace", False, "run in the scope's last workspace instead of pushing a new one"),
+        Arg(
+            "copy_external_blobs",
+            False,
+            "after the run, keep in the pushed workspace a copy of every bound blob the net wrote (a While "
+            "body's gradient reads each iteration's values from there)",
+        ),
     ),
     doc="Caffe2's Do: run `net` in a child workspace of the scope blob (the last input and the last "
     "output, made by CreateScope). The child sees only the bound blobs: inner_blobs[i] is the outer "
-    "blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy).",
+    "blob (inputs[:-1] + outputs[:-1])[outer_blobs_idx[i]], the same cell (no copy). A gradient Do "
+    "(is_gradient_op) takes the newest forward workspace off the scope's stack and runs its net there.",
 )
 def do_op(op: OpInfo) -> Callable[..., Any]:
     ws = _workspace(op)
@@ -234,22 +247,78 @@ def do_op(op: OpInfo) -> Callable[..., Any]:
     bindings = {name: ws.cell(outer[i]) for name, i in zip(inner, idx)}
     reuse = bool(op.arg("reuse_workspace", False))
     out_cells = [ws.cell(n) for n in op.outputs[:-1]]
+    written = set(op.outputs[:-1])
+    keep = bool(op.arg("copy_external_blobs", False)) and not reuse
+    snapshot = [(name, ws.cell(outer[i])) for name, i in zip(inner, idx) if outer[i] in written] if keep else []
+    # The gradient of a net that reads a bound blob and then overwrites it needs the incoming value.
+    carried = read_then_written(net_def)
+    incoming = [(name, cell) for name, cell in bindings.items() if name in carried]
     if op.is_gradient_op:
-        raise ArgumentError(f"{op.label()}: gradient Do ops are not supported")
+        return _gradient_do(op, net_def, bindings, out_cells)
 
     def run(*ins: Any) -> list[Any]:
-        scope = ins[-1]
-        if not isinstance(scope, WorkspaceStack):
-            raise TensorError(
-                f"{op.label()}: scope blob '{op.inputs[-1]}' holds {type(scope).__name__}, "
-                "expected a scope made by CreateScope"
-            )
-        child, nets = scope.forward(ws, bindings, reuse=reuse)
-        sub = nets.get(net_def.name) if net_def.name else None
+        scope = _scope(op, ins[-1])
+        frame = scope.forward(ws, bindings, reuse=reuse)
+        child = frame.workspace
+        for name, cell in incoming:
+            child.cell(name + FORWARD_INPUT).value = _kept(cell.value)
+        sub = frame.nets.get(net_def.name) if net_def.name else None
         if sub is None:
             sub = Subnet(net_def, child, owner=op.label(), role="net")
-            nets[sub.name] = sub
+            frame.nets[sub.name] = sub
         sub.run()
+        for name, cell in snapshot:
+            # Later iterations overwrite the outer blob; the gradient needs this iteration's value.
+            kept = Blob(name)
+            kept.value = _kept(cell.value)
+            frame.keep(name, kept)
+        return [*(cell.value for cell in out_cells), scope]
+
+    return run
+
+
+def _kept(value: Any) -> Any:
+    return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
+
+
+def _scope(op: OpInfo, value: Any) -> WorkspaceStack:
+    if not isinstance(value, WorkspaceStack):
+        raise TensorError(
+            f"{op.label()}: scope blob '{op.inputs[-1]}' holds {type(value).__name__}, "
+            "expected a scope made by CreateScope"
+        )
+    return value
+
+
+def _gradient_do(
+    op: OpInfo, net_def: pb.NetDef, bindings: dict[str, Blob], out_cells: list[Blob]
+) -> Callable[..., Any]:
+    saved = [str(n) for n in op.arg("saved_fwd_blobs", ())]
+
+    def run(*ins: Any) -> list[Any]:
+        scope = _scope(op, ins[-1])
+        frame = scope.backward(bindings)
+        if frame is None:
+            raise TensorError(
+                f"{op.label()}: scope blob '{op.inputs[-1]}' holds no forward workspace; a gradient Do "
+                "runs once after each run of its forward Do"
+            )
+        child = frame.workspace
+        try:
+            missing = [n for n in saved if not child.has(n)]
+            if missing:
+                raise TensorError(
+                    f"{op.label()}: the forward workspace lacks the saved blob(s) {missing}; "
+                    f"it holds {child.local_blobs()}"
+                )
+            sub = Subnet(net_def, child, owner=op.label(), role="net")
+            try:
+                sub.run()
+            finally:
+                sub.close()
+        finally:
+            for n in frame.nets.values():
+                n.close()
         return [*(cell.value for cell in out_cells), scope]
 
     return run

@@ -8,6 +8,7 @@ record into output i (ReadNextBatch-style batching), wrapping around at the end 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -63,26 +64,25 @@ file_op("CreateDB", reads("db"))
     args=(Arg("batch_size", 0, "records per run, stacked along a new first axis (0: one record, no batch axis)"),),
     infer=lambda op, ins: [UNKNOWN] * len(op.outputs),
     input_names=("db_reader",),
+    is_async=True,
     doc="Reads the next `batch_size` TensorProtos records of the reader's shard; output i stacks tensor i "
-    "of each record. Wraps around at the end of the shard.",
+    "of each record. Wraps around at the end of the shard. A reader over a blobs queue (CreateBlobsQueueDB) "
+    "waits for records without holding a thread.",
 )
 def tensor_protos_db_input(op: OpInfo) -> Callable[..., Any]:
     from asyncnet.db.records import DBReader, decode_example
+    from asyncnet.ops.queue_db import QueueDBReader, then
 
     batch = op.int_arg("batch_size")
     if batch < 0:
         raise ArgumentError(f"{op.label()}: argument 'batch_size' must be >= 0, got {batch}")
     n_out = len(op.outputs)
 
-    def run(reader: Any) -> list[Any]:
-        if not isinstance(reader, DBReader):
-            raise ArgumentError(f"{op.label()}: input must be a DB reader (from CreateDB), got {type(reader).__name__}")
-        examples = [decode_example(v, f"{reader.path}") for v in reader.records(max(batch, 1))]
+    def outputs(values: list[bytes], source: str) -> list[Any]:
+        examples = [decode_example(v, source) for v in values]
         for ex in examples:
             if len(ex) < n_out:
-                raise CheckpointError(
-                    f"{op.label()}: a record of '{reader.path}' holds {len(ex)} tensors, need {n_out}"
-                )
+                raise CheckpointError(f"{op.label()}: a record of {source} holds {len(ex)} tensors, need {n_out}")
         if batch == 0:
             return examples[0][:n_out]
         outs = []
@@ -93,5 +93,17 @@ def tensor_protos_db_input(op: OpInfo) -> Callable[..., Any]:
                 raise CheckpointError(f"{op.label()}: tensor {i} has differing shapes in one batch: {sorted(shapes)}")
             outs.append(np.stack(parts))
         return outs
+
+    def run(reader: Any) -> Future[list[Any]]:
+        if isinstance(reader, QueueDBReader):
+            return then(reader.read_values(max(batch, 1)), lambda values: outputs(values, reader.path))
+        if not isinstance(reader, DBReader):
+            raise ArgumentError(
+                f"{op.label()}: input must be a DB reader (from CreateDB or CreateBlobsQueueDB), "
+                f"got {type(reader).__name__}"
+            )
+        done: Future[list[Any]] = Future()
+        done.set_result(outputs(list(reader.records(max(batch, 1))), f"'{reader.path}'"))
+        return done
 
     return run

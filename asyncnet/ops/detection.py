@@ -2,7 +2,7 @@
 
 Semantics follow Caffe2's CPU kernels (Detectron conventions): boxes are
 ``[x1, y1, x2, y2]`` in pixels; with ``legacy_plus_one`` (the default) a box's
-width is ``x2 - x1 + 1``. Rotated boxes are not supported.
+width is ``x2 - x1 + 1``. Rotated boxes: BBoxTransform only (helpers in _rotated_boxes.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError, TensorError, UnsupportedError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._rotated_boxes import bbox_transform_rotated, clip_boxes_rotated
 from asyncnet.ops._util import info
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -174,17 +175,21 @@ def _bbox_transform_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]
         Arg("weights", [1.0, 1.0, 1.0, 1.0], "[wx, wy, ww, wh] dividing the deltas"),
         Arg("apply_scale", 1, "scale the boxes back to the scaled image after the transform"),
         Arg("correct_transform_coords", 0, "subtract 1 from x2/y2 of the result (Detectron)"),
-        Arg("rotated", 0, "boxes carry an angle (unsupported)"),
+        Arg("rotated", 0, "boxes are [ctr_x, ctr_y, w, h, angle in degrees], deltas [dx, dy, dw, dh, da]"),
         Arg("legacy_plus_one", 1, "widths are x2 - x1 + 1"),
-        *ANGLE_ARGS,
+        Arg("angle_bound_on", 1, "rotated: move the new angle by one period into [angle_bound_lo, angle_bound_hi]"),
+        Arg("angle_bound_lo", -90, "rotated: lowest angle (degrees)"),
+        Arg("angle_bound_hi", 90, "rotated: highest angle (degrees); hi - lo must be a multiple of 180"),
+        Arg("clip_angle_thresh", 1.0, "rotated: clip only boxes with |angle| <= this (negative: none)"),
     ),
     infer=_bbox_transform_infer,
     input_names=("rois", "deltas", "im_info"),
     output_names=("box_out", "roi_batch_splits"),
-    doc="Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image.",
+    doc="Apply per-class box regression deltas (M, 4K) to RoIs (M, 4 or 5) and clip to the image. With "
+    "rotated=1 RoIs are (M, 5 or 6) [batch, ctr_x, ctr_y, w, h, angle], deltas (M, 5K) with the angle delta "
+    "in radians; only nearly upright boxes (|angle| <= clip_angle_thresh) are clipped.",
 )
 def bbox_transform_op(op: OpInfo) -> Callable[..., Any]:
-    _no_rotated(op)
     weights = tuple(op.floats_arg("weights"))
     if len(weights) != 4:
         raise ArgumentError(f"{op.label()}: weights must have 4 values, got {list(weights)}")
@@ -197,19 +202,31 @@ def bbox_transform_op(op: OpInfo) -> Callable[..., Any]:
         if op.bool_arg("correct_transform_coords", int(plus_one) if not op.has("correct_transform_coords") else 0)
         else 0.0
     )
+    rotated = op.bool_arg("rotated")
+    dim = 5 if rotated else 4
+    bound = (op.int_arg("angle_bound_lo"), op.int_arg("angle_bound_hi")) if op.bool_arg("angle_bound_on") else None
+    if rotated and bound is not None and (bound[1] - bound[0] <= 0 or (bound[1] - bound[0]) % 180):
+        raise ArgumentError(f"{op.label()}: angle_bound_hi - angle_bound_lo must be a positive multiple of 180")
+    angle_thresh = op.float_arg("clip_angle_thresh")
+
+    def transform(boxes: np.ndarray, deltas: np.ndarray, img_h: int, img_w: int) -> np.ndarray:
+        if rotated:
+            t = bbox_transform_rotated(boxes, deltas, weights, bound, BBOX_XFORM_CLIP)
+            return clip_boxes_rotated(t, img_h, img_w, angle_thresh, plus_one)
+        return clip_boxes(bbox_transform(boxes, deltas, weights, plus_one, x2_offset), img_h, img_w, plus_one)
 
     def run(rois: Any, deltas: Any, im_info: Any) -> tuple[np.ndarray, np.ndarray]:
         r = checked_array(op, "rois", rois, 2).astype(F32, copy=False)
         d = checked_array(op, "deltas", deltas, 2).astype(F32, copy=False)
         im = checked_array(op, "im_info", im_info, 2).astype(F32, copy=False)
         n = r.shape[0]
-        if r.shape[1] not in (4, 5) or d.shape[0] != n or d.shape[1] % 4 or im.shape[1] != 3:
+        if r.shape[1] not in (dim, dim + 1) or d.shape[0] != n or d.shape[1] % dim or im.shape[1] != 3:
             raise TensorError(
-                f"{op.label()}: expected rois (M, 4 or 5), deltas (M, 4K), im_info (B, 3); "
+                f"{op.label()}: expected rois (M, {dim} or {dim + 1}), deltas (M, {dim}K), im_info (B, 3); "
                 f"got {r.shape}, {d.shape}, {im.shape}"
             )
         batch = im.shape[0]
-        if r.shape[1] == 4:
+        if r.shape[1] == dim:
             if batch != 1:
                 raise TensorError(f"{op.label()}: rois without batch index need im_info of 1 image, got {im.shape}")
             counts = np.asarray([n])
@@ -226,10 +243,13 @@ def bbox_transform_op(op: OpInfo) -> Callable[..., Any]:
             scale_after = im[b, 2] if apply_scale else F32(1.0)
             img_h = int(im[b, 0] / scale_before + 0.5)
             img_w = int(im[b, 1] / scale_before + 0.5)
-            boxes = r[offset : offset + cnt, -4:] / scale_before
-            for k in range(d.shape[1] // 4):
-                t = bbox_transform(boxes, d[offset : offset + cnt, 4 * k : 4 * k + 4], weights, plus_one, x2_offset)
-                out[offset : offset + cnt, 4 * k : 4 * k + 4] = clip_boxes(t, img_h, img_w, plus_one) * scale_after
+            boxes = r[offset : offset + cnt, -dim:].copy()
+            # The angle of a rotated box is not scaled.
+            boxes[:, :4] /= scale_before
+            for k in range(d.shape[1] // dim):
+                t = transform(boxes, d[offset : offset + cnt, dim * k : dim * (k + 1)], img_h, img_w)
+                t[:, :4] *= scale_after
+                out[offset : offset + cnt, dim * k : dim * (k + 1)] = t
             offset += cnt
         return out, counts.astype(F32)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._greedy_range import greedy_ranges
 from asyncnet.registry import register_op
 from asyncnet.schema import TensorInfo
 
@@ -51,14 +52,20 @@ def dequantize_8bit(q: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantize_nbit(x: np.ndarray, bits: int) -> np.ndarray:
-    """Rows of float32 x -> packed `bits`-bit codes + float16 scale and bias."""
+def nbit_codes(x: np.ndarray, bits: int, greedy: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of float32 x -> (codes in [0, 2^bits - 1] as uint8, float16 scale, float16 bias) per row.
+
+    The range is each row's [min, max], or with ``greedy`` the GREEDY engine's searched range.
+    """
     x = x.astype(np.float32)
     n, d = x.shape
-    per = 8 // bits
     levels = (1 << bits) - 1
-    lo = (x.min(axis=1) if d else np.zeros(n, np.float32)).astype(np.float16).astype(np.float32)
-    hi = x.max(axis=1) if d else np.zeros(n, np.float32)
+    if greedy:
+        lo, hi = greedy_ranges(x, bits)
+    else:
+        lo = x.min(axis=1) if d else np.zeros(n, np.float32)
+        hi = x.max(axis=1) if d else np.zeros(n, np.float32)
+    lo = lo.astype(np.float16).astype(np.float32)
     rng = hi - lo
     scale = np.where(rng == 0, np.float32(1.0), rng / np.float32(levels)).astype(np.float16)
     scale_f = scale.astype(np.float32)
@@ -67,13 +74,29 @@ def quantize_nbit(x: np.ndarray, bits: int) -> np.ndarray:
     bad = (scale_f == 0) | ~np.isfinite(inv)
     scale[bad], inv[bad] = np.float16(1.0), np.float32(1.0)
     codes = np.clip(np.rint((x - lo[:, None]) * inv[:, None]), 0, levels).astype(np.uint8)
+    return codes, scale, lo.astype(np.float16)
+
+
+def quantize_nbit(x: np.ndarray, bits: int, greedy: bool = False) -> np.ndarray:
+    """Rows of float32 x -> packed `bits`-bit codes + float16 scale and bias."""
+    codes, scale, lo = nbit_codes(x, bits, greedy)
+    n, d = codes.shape
+    per = 8 // bits
     width = (d + per - 1) // per
     packed = np.zeros((n, width), np.uint8)
     for k in range(per):
         part = codes[:, k::per]
         packed[:, : part.shape[1]] |= (part << (k * bits)).astype(np.uint8)
-    tail = np.concatenate([scale[:, None], lo.astype(np.float16)[:, None]], axis=1).astype("<f2").view(np.uint8)
+    tail = np.concatenate([scale[:, None], lo[:, None]], axis=1).astype("<f2").view(np.uint8)
     return np.concatenate([packed, tail.reshape(n, 4)], axis=1)
+
+
+def fake_nbit_as_8bit(x: np.ndarray, bits: int, greedy: bool = False) -> np.ndarray:
+    """Rows quantized on the `bits`-bit grid but stored as fused 8-bit rows (one code per byte, float32
+    scale and bias): what Caffe2's FloatToFused{2,4}BitFakeRowwiseQuantized produces."""
+    codes, scale, lo = nbit_codes(x, bits, greedy)
+    tail = np.stack([scale.astype(np.float32), lo.astype(np.float32)], axis=1).astype("<f4").view(np.uint8)
+    return np.concatenate([codes, tail.reshape(codes.shape[0], 8)], axis=1)
 
 
 def dequantize_nbit(q: np.ndarray, bits: int, d: int | None = None) -> np.ndarray:
@@ -172,7 +195,72 @@ for _bits in (8, 4, 2):
     _register_codec(_bits)
 
 
+def _float_rows_factory(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[OpInfo], Callable[..., Any]]:
+    def factory(op: OpInfo) -> Callable[..., Any]:
+        def run(x: Any) -> tuple[np.ndarray]:
+            a = np.asarray(x)
+            if a.dtype != F32:
+                raise ArgumentError(f"{op.label()}: input must be float32, got {a.dtype}")
+            return (fn(_rows2d(op, a)).reshape(a.shape[:-1] + (-1,)),)
+
+        return run
+
+    return factory
+
+
+def _fake_factory(bits: int) -> Callable[[OpInfo], Callable[..., Any]]:
+    return _float_rows_factory(lambda rows: fake_nbit_as_8bit(rows, bits))
+
+
+for _bits in (4, 2):
+    register_op(
+        f"FloatToFused{_bits}BitFakeRowwiseQuantized",
+        infer=_q_infer(8, 1),
+        doc=f"Quantize each float32 row on the {_bits}-bit grid (float16-rounded min as bias, float16 scale = "
+        f"(max - min) / {(1 << _bits) - 1}) but store it in the fused 8-bit layout: one code per byte, then "
+        "float32 scale and bias (read it with Fused8BitRowwiseQuantizedToFloat). Engine GREEDY searches "
+        "the range that minimizes the L2 error instead of using [min, max].",
+        input_names=("input",),
+        output_names=("output",),
+    )(_fake_factory(_bits))
+
+
+def _register_greedy(bits: int) -> None:
+    # Engine "GREEDY": the same layouts, with the quantization range found by greedy search.
+    from asyncnet.registry import _DEFAULT
+
+    _DEFAULT.add_kernel(
+        f"FloatToFused{bits}BitRowwiseQuantized",
+        _float_rows_factory(lambda rows: quantize_nbit(rows, bits, greedy=True)),
+        engine="GREEDY",
+    )
+    _DEFAULT.add_kernel(
+        f"FloatToFused{bits}BitFakeRowwiseQuantized",
+        _float_rows_factory(lambda rows: fake_nbit_as_8bit(rows, bits, greedy=True)),
+        engine="GREEDY",
+    )
+
+
+for _bits in (4, 2):
+    _register_greedy(_bits)
+
+
 # -- embedding bags over fused rows --------------------------------------------------------------------
+
+
+def reduce_rows(
+    data: np.ndarray, idx: np.ndarray, w: np.ndarray | None, seg: np.ndarray, lens: np.ndarray, mean: bool, bits: int
+) -> np.ndarray:
+    """Sum the restored rows data[idx] (times w) into segments ``seg`` (one output row per entry of
+    ``lens``); with ``mean`` divide by ``lens``."""
+    rows = dequantize_8bit(data[idx]) if bits == 8 else dequantize_nbit(data[idx], bits)
+    if w is not None:
+        rows = rows * w.astype(np.float32)[:, None]
+    out = np.zeros((lens.size, rows.shape[1]), np.float32)
+    np.add.at(out, seg, rows)
+    if mean:
+        out /= np.maximum(lens, 1).astype(np.float32)[:, None]
+    return out
 
 
 def _bag_factory(bits: int, kind: str) -> Callable[[OpInfo], Callable[..., Any]]:
@@ -192,15 +280,8 @@ def _bag_factory(bits: int, kind: str) -> Callable[[OpInfo], Callable[..., Any]]
                 raise ArgumentError(f"{op.label()}: LENGTHS must be nonnegative and sum to {idx.size}")
             if w is not None and w.size != idx.size:
                 raise ArgumentError(f"{op.label()}: WEIGHTS has {w.size} values for {idx.size} indices")
-            rows = dequantize_8bit(data[idx]) if bits == 8 else dequantize_nbit(data[idx], bits)
-            if w is not None:
-                rows = rows * w.astype(np.float32)[:, None]
             seg = np.repeat(np.arange(lens.size), lens)
-            out = np.zeros((lens.size, rows.shape[1]), np.float32)
-            np.add.at(out, seg, rows)
-            if kind == "Mean":
-                out /= np.maximum(lens, 1).astype(np.float32)[:, None]
-            return (out,)
+            return (reduce_rows(data, idx, w, seg, lens, kind == "Mean", bits),)
 
         return run
 

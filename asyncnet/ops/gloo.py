@@ -243,8 +243,10 @@ def _collective(
             Arg(
                 "check",
                 1,
-                "exchange op, dtypes and shapes first and fail clearly on a mismatch (asyncnet; "
-                "0 saves a small round trip, but a size mismatch then aborts inside Gloo)",
+                "agreement on op, dtypes and shapes before the data moves (asyncnet): 1 exchanges them the first "
+                "time and whenever this rank's collective differs from what the ranks agreed follows the previous "
+                "one (on a separate process group: a rank whose shapes change alone makes every rank fail within "
+                "the timeout); 2 before every collective; 0 never (Caffe2: a size mismatch aborts inside Gloo)",
             ),
         ),
         infer=infer,
@@ -260,11 +262,27 @@ def _collective(
     "as in Caffe2); every output gets the sum. In place allowed. Async: holds no thread while Gloo works.",
 )
 def allreduce(op: OpInfo) -> Callable[..., Any]:
-    label, check = op.label(), op.bool_arg("check")
+    label, check = op.label(), _check_mode(op)
     inplace = len(op.inputs) == 2 and op.inputs[1] == op.outputs[0]
 
     def run(comm: Any, *xs: Any) -> Any:
         return _comm(op, comm).allreduce([_array(op, x) for x in xs], label, inplace=inplace, check=check)
+
+    return run
+
+
+@_collective(
+    "AllreduceCoalesced",
+    "Sums each data input over all ranks separately (output i = the sum of input i), moving them as one "
+    "message per dtype: the inputs are packed into one buffer, all-reduced once and unpacked. For buckets "
+    "of gradients (as DDP's), where Allreduce's several inputs would mean one tensor on several local "
+    "devices, summed together. In place allowed. Async: holds no thread while Gloo works.",
+)
+def allreduce_coalesced(op: OpInfo) -> Callable[..., Any]:
+    label, check = op.label(), _check_mode(op)
+
+    def run(comm: Any, *xs: Any) -> Any:
+        return _comm(op, comm).allreduce_coalesced([_array(op, x) for x in xs], label, check=check)
 
     return run
 
@@ -275,7 +293,7 @@ def allreduce(op: OpInfo) -> Callable[..., Any]:
     args=(Arg("root", 0, "rank whose tensors are sent"),),
 )
 def broadcast(op: OpInfo) -> Callable[..., Any]:
-    label, root, check = op.label(), op.int_arg("root"), op.bool_arg("check")
+    label, root, check = op.label(), op.int_arg("root"), _check_mode(op)
 
     def run(comm: Any, *xs: Any) -> Any:
         return _comm(op, comm).broadcast([_array(op, x) for x in xs], root, label, check=check)
@@ -294,7 +312,7 @@ def _allgather_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     n_out="one",
 )
 def allgather(op: OpInfo) -> Callable[..., Any]:
-    label, check = op.label(), op.bool_arg("check")
+    label, check = op.label(), _check_mode(op)
 
     def run(comm: Any, *xs: Any) -> Any:
         return _comm(op, comm).allgather([_array(op, x) for x in xs], label, check=check)
@@ -319,7 +337,7 @@ def reduce_scatter(op: OpInfo) -> Callable[..., Any]:
     if len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: ReduceScatter takes one data input, got {len(op.inputs) - 1}")
 
-    check = op.bool_arg("check")
+    check = _check_mode(op)
 
     def run(comm: Any, x: Any) -> Any:
         return _comm(op, comm).reduce_scatter(_array(op, x), label, check=check)
@@ -346,6 +364,13 @@ def barrier(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
+def _check_mode(op: OpInfo) -> int:
+    mode = op.int_arg("check")
+    if mode not in (0, 1, 2):
+        raise ArgumentError(f"{op.label()}: argument 'check' must be 0, 1 or 2, got {mode}")
+    return mode
+
+
 def _array(op: OpInfo, x: Any) -> Any:
     import numpy as np
 
@@ -354,7 +379,7 @@ def _array(op: OpInfo, x: Any) -> Any:
     return x
 
 
-_ASYNC = {"Allreduce", "Broadcast", "Allgather", "ReduceScatter", "Barrier"}
+_ASYNC = {"Allreduce", "AllreduceCoalesced", "Broadcast", "Allgather", "ReduceScatter", "Barrier"}
 for _t, _f in {
     "FileStoreHandlerCreate": file_store_handler_create,
     "TCPStoreHandlerCreate": tcp_store_handler_create,
@@ -362,6 +387,7 @@ for _t, _f in {
     "CloneCommonWorld": clone_common_world,
     "DestroyCommonWorld": destroy_common_world,
     "Allreduce": allreduce,
+    "AllreduceCoalesced": allreduce_coalesced,
     "Broadcast": broadcast,
     "Allgather": allgather,
     "ReduceScatter": reduce_scatter,

@@ -1,4 +1,4 @@
-"""Im2Col and Col2Im (its gradient) and the locally connected LC (+ gradient), with Caffe2's layouts: NCHW columns (N, C*kh*kw, out_h, out_w) in
+"""Im2Col and Col2Im (its gradient) and LpPool (+ gradient), with Caffe2's layouts: NCHW columns (N, C*kh*kw, out_h, out_w) in
 (channel, kernel row, kernel column) order, NHWC columns (N, out_h, out_w, kh*kw*C) in (kernel row,
 kernel column, channel) order."""
 
@@ -175,95 +175,6 @@ def col2im(op: OpInfo) -> Callable[..., Any]:
             c6 = cols.reshape(n, oh, ow, g.kh, g.kw, c).transpose(0, 5, 3, 4, 1, 2)
         out = _fold(g, c6, (n, c, h, w))
         return (np.ascontiguousarray(out if g.order == "NCHW" else out.transpose(0, 2, 3, 1)),)
-
-    return run
-
-
-# -- LC (locally connected 2-D) ---------------------------------------------------------------------------
-
-
-def _lc_filter(g: _Geom, w: np.ndarray) -> np.ndarray:
-    """The filter as (out_h, out_w, M, C, kh, kw) whatever the order."""
-    return w if g.order == "NCHW" else w.transpose(0, 1, 2, 5, 3, 4)
-
-
-@register_op(
-    "LC",
-    inputs=(2, 3),
-    args=(*_ARGS, Arg("no_bias", 0, "there is no bias input")),
-    infer=lambda op, ins: [TensorInfo(None, ins[0].dtype)],
-    doc="Locally connected 2-D layer: a convolution whose filter differs at every output position. "
-    "NCHW: W (out_h, out_w, M, C, kh, kw), NHWC: W (out_h, out_w, M, kh, kw, C); bias (out_h, out_w, M).",
-    input_names=("X", "W", "b"),
-    output_names=("Y",),
-)
-def lc(op: OpInfo) -> Callable[..., Any]:
-    g = _Geom(op)
-
-    def run(x: Any, w: Any, b: Any = None) -> tuple[np.ndarray]:
-        a, f = np.asarray(x), np.asarray(w)
-        if a.ndim != 4 or f.ndim != 6:
-            raise ArgumentError(f"{op.label()}: only 2-D LC is supported (X 4-D, W 6-D), got {a.shape}, {f.shape}")
-        cols = _cols(g, g.nchw(a))
-        fw = _lc_filter(g, f)
-        if fw.shape[0] != cols.shape[4] or fw.shape[1] != cols.shape[5] or fw.shape[3:] != cols.shape[1:4]:
-            raise ArgumentError(f"{op.label()}: W {f.shape} does not fit X {a.shape} and the kernel")
-        y = np.einsum("ncijyx,yxmcij->nmyx", cols, fw)
-        if b is not None:
-            y = y + np.asarray(b).transpose(2, 0, 1)[None]
-        y = y.astype(a.dtype, copy=False)
-        return (y if g.order == "NCHW" else np.ascontiguousarray(y.transpose(0, 2, 3, 1)),)
-
-    return run
-
-
-@register_gradient("LC")
-def _lc_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
-    g = GradientContext(op, g_out)
-    ins = [g.I(0), g.I(1), g.GO(0)]
-    if len(op.input) == 3:
-        return g.spec([g.op_def("LCGradient", ins, [g.GI(1), g.GI(2), g.GI(0)])])
-    extra = {} if g.has_arg("no_bias") else {"no_bias": 1}
-    return g.spec([g.op_def("LCGradient", ins, [g.GI(1), g.GI(0)], extra)])
-
-
-def _lc_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    bias = [] if op.bool_arg("no_bias") else [TensorInfo(None, ins[1].dtype)]
-    return ([ins[1], *bias, ins[0]])[: len(op.outputs)]
-
-
-@register_op(
-    "LCGradient",
-    inputs=3,
-    outputs=(1, 3),
-    args=(*_ARGS, Arg("no_bias", 0, "the forward op had no bias: outputs are dW, [dX]")),
-    infer=_lc_grad_infer,
-    doc="Gradient of LC: inputs X, W, dY; outputs dW, db (unless no_bias), dX.",
-    input_names=("X", "W", "dY"),
-    output_names=("dW", "db", "dX"),
-)
-def lc_gradient(op: OpInfo) -> Callable[..., Any]:
-    g = _Geom(op)
-    no_bias = op.bool_arg("no_bias")
-
-    def run(x: Any, w: Any, dy: Any) -> list[np.ndarray]:
-        a, f, d = np.asarray(x), np.asarray(w), np.asarray(dy)
-        xc = g.nchw(a)
-        dn = d if g.order == "NCHW" else d.transpose(0, 3, 1, 2)
-        cols = _cols(g, xc)
-        fw = _lc_filter(g, f)
-        dfw = np.einsum("nmyx,ncijyx->yxmcij", dn, cols)
-        dw = dfw if g.order == "NCHW" else dfw.transpose(0, 1, 2, 4, 5, 3)
-        dcols = np.einsum("nmyx,yxmcij->ncijyx", dn, fw)
-        n, c, h, wd = xc.shape
-        dx = _fold(g, dcols, (n, c, h, wd))
-        dx = dx if g.order == "NCHW" else dx.transpose(0, 2, 3, 1)
-        out = [np.ascontiguousarray(dw).astype(f.dtype)]
-        if not no_bias:
-            out.append(dn.sum(axis=0).transpose(1, 2, 0).astype(f.dtype))
-        if len(op.outputs) > len(out):
-            out.append(np.ascontiguousarray(dx).astype(a.dtype))
-        return out
 
     return run
 

@@ -45,7 +45,12 @@ _ARGS = (
     Arg("param", (), "input indices of the parameters that get gradients"),
     Arg("param_grads", (), "per param, the gradient blob the backward step net writes"),
     Arg("outputs_with_grads", (0,), "outputs whose gradients the gradient op reads"),
-    Arg("recompute_blobs_on_backward", (), "blobs the backward step net recomputes (its ops do it)"),
+    Arg(
+        "recompute_blobs_on_backward",
+        (),
+        "step blobs the backward step net recomputes (its ops do it): the forward keeps one value for all "
+        "timesteps instead of one per timestep",
+    ),
     Arg("enable_rnn_executor", 0, "run ops of different timesteps concurrently when dependencies allow"),
     Arg("rnn_executor.num_threads", 0, "threads of the timestep executor (default: the usable CPUs)"),
 )

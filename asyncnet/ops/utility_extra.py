@@ -486,11 +486,13 @@ def create_mutex(op: OpInfo) -> Callable[..., Any]:
     "AtomicFetchAdd",
     inputs=3,
     outputs=2,
-    allow_inplace=[(1, 1)],
+    allow_inplace=[(1, 0)],
     infer=lambda op, ins: [ins[1], ins[1]],
-    doc="Under the mutex (input 0): output 0 = a, output 1 = a + b, for int32 scalars a (input 1) and b (input 2).",
-    input_names=("mutex", "a", "b"),
-    output_names=("fetched", "sum"),
+    doc="Under the mutex (input 0): output 0 = a + b (usually written over a, input 1), output 1 = a before "
+    "the add, for integer scalars a and b (input 2). AtomicFetchAdd64 is the int64 spelling.",
+    input_names=("mutex", "mut_value", "increment"),
+    output_names=("mut_value", "fetched_value"),
+    aliases=("AtomicFetchAdd64",),
 )
 def atomic_fetch_add(op: OpInfo) -> Callable[..., Any]:
     def run(m: Any, a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -498,6 +500,6 @@ def atomic_fetch_add(op: OpInfo) -> Callable[..., Any]:
             raise ArgumentError(f"{op.label()}: input 0 must be a mutex (from CreateMutex)")
         with m.lock:
             av, bv = np.asarray(a), np.asarray(b)
-            return av.copy(), (av + bv).astype(av.dtype)
+            return (av + bv).astype(av.dtype), av.copy()
 
     return run

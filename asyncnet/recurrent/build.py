@@ -373,13 +373,15 @@ def gru(
     forward_only: bool = False,
     threaded: bool = True,
     outputs_with_grads: Sequence[int] = (0,),
+    recompute_blobs_on_backward: Sequence[str] = (),
 ) -> RecurrentLayer:
     """A (multi-layer) GRU as one RecurrentNetwork op, with Caffe2's GRU cell layout.
 
     Per layer and step: ``r = sigmoid(x_r + W_r h + b_r)``, ``u_pre = x_u + W_u h + b_u``,
     ``o_pre = x_o + W_o (r * h) + b_o``; GRUUnit then gives ``h' = h u + tanh(o_pre) (1 - u)``
     with ``u = sigmoid(u_pre)``. ``outputs_with_grads`` indexes the last layer's
-    (hidden_all, hidden_last).
+    (hidden_all, hidden_last). ``recompute_blobs_on_backward``: step blobs (e.g.
+    ``{scope}/layer0/gates``) the backward step net recomputes instead of keeping per timestep.
     """
     dims = [dim_out] if isinstance(dim_out, int) else list(dim_out)
     if len(initial_states) != len(dims):
@@ -440,6 +442,7 @@ def gru(
         forward_only=forward_only,
         threaded=threaded,
         outputs_with_grads=[2 * (len(dims) - 1) + i for i in outputs_with_grads],
+        recompute_blobs_on_backward=recompute_blobs_on_backward,
     )
     ops.append(rnn)
     outputs = _layer_outputs(outs, scope, len(dims), ("hidden",))

@@ -7,20 +7,25 @@ sees the outer workspace only through the blobs its step nets read and nothing p
 
 Sequential mode runs the step nets through :mod:`asyncnet.subnet` one timestep after another;
 the threaded mode (``enable_rnn_executor``) hands the same prepared ops to
-:mod:`asyncnet.recurrent.timesteps`.
+:mod:`asyncnet.recurrent.timesteps`. With ``enable_rnn_executor`` each pass times both modes and
+keeps the faster (:mod:`asyncnet.executors.mode_choice`): on an idle machine where BLAS's own
+threads already use every core, sequential timesteps can win; under load, threaded ones do.
+Both give bitwise the same results.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
 from asyncnet.cancellation import check_stopped
-from asyncnet.errors import BlobNotFoundError, TensorError
+from asyncnet.errors import ArgumentError, BlobNotFoundError, TensorError
+from asyncnet.executors.mode_choice import ModeChooser
 from asyncnet.executors.pools import default_threads
 from asyncnet.net import EMPTY, Blob, PreparedOp
 from asyncnet.opinfo import OpInfo
@@ -65,10 +70,27 @@ class StepWorkspaces:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.slots: list[StepSlot] = []
+        # recompute_blobs_on_backward: one cell per name for every timestep (Caffe2 kept them in
+        # a workspace shared by the steps), so the forward pass keeps only the last step's value.
+        self.shared: dict[str, Blob] = {}
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.slots)
+
+    def retained_bytes(self) -> int:
+        """Bytes of the arrays the step workspaces hold (each array counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for slot in self.slots:
+            for name in slot.workspace.local_blobs():
+                value = slot.workspace.fetch(name)
+                if isinstance(value, np.ndarray):
+                    base = value if value.base is None else value.base
+                    if id(base) not in seen and isinstance(base, np.ndarray):
+                        seen.add(id(base))
+                        total += base.nbytes
+        return total
 
     def __repr__(self) -> str:
         return f"StepWorkspaces({self.owner}: {len(self.slots)} timestep(s))"
@@ -107,10 +129,27 @@ class RecurrentRunner:
         made_b = _produced(spec.backward_step_net)
         self.written_f = [link for link in spec.links if link.internal in made_f]
         self.written_b = [link for link in spec.backward_links if link.internal in made_b]
+        if spec.backward_step_net is not None:
+            stale = [n for n in spec.recompute if n not in made_b]
+            if stale:
+                raise ArgumentError(
+                    f"{op.label()}: recompute_blobs_on_backward names {stale}, which the backward_step_net does not "
+                    "recompute (its ops must write them before they are read); the forward pass keeps only the "
+                    "last timestep's value of those blobs"
+                )
         local = internal_f | internal_b | made_f | made_b | {spec.timestep}
         self.refs_f = [n for n in _read(spec.step_net) if n not in local]
         self.refs_b = [n for n in _read(spec.backward_step_net) if n not in local]
         self.threads = spec.num_threads or default_threads()
+        # enable_rnn_executor asks for concurrent timesteps; whether they beat sequential timesteps with
+        # every BLAS thread depends on the machine and its load, so both are timed and the faster kept.
+        self.chooser = ModeChooser(("threaded", "sequential")) if spec.threaded and self.threads > 1 else None
+
+    def _threaded(self, steps_n: int) -> str:
+        """How this pass runs its timesteps: "threaded", "sequential", or "" (sequential, not timed)."""
+        if self.chooser is None or steps_n < 2:
+            return ""
+        return self.chooser.pick()
 
     # -- step workspaces -----------------------------------------------------------------
 
@@ -122,6 +161,8 @@ class RecurrentRunner:
                 sw = Workspace(f"{self.ws.name}/{self.label}/step{t}", io_policy=self.ws.io_policy)
                 for name in self.refs_f:
                     sw.bind(name, self.ws.cell(name))
+                for name in self.spec.recompute:
+                    sw.bind(name, steps.shared.setdefault(name, Blob(name)))
                 ts = sw.cell(self.spec.timestep)
                 ts.value = np.array([t], np.int32)
                 # Step nets run op by op, as Caffe2 ran them without its RNN executor (exports may
@@ -204,7 +245,9 @@ class RecurrentRunner:
         slots = self.slots(steps, steps_n)
         for t, slot in enumerate(slots):
             self._views(spec.links, ext, slot, t)
-        if spec.threaded and self.threads > 1 and steps_n > 1:
+        mode = self._threaded(steps_n)
+        t0 = time.perf_counter()
+        if mode == "threaded":
             slots[0].forward.net.check_inputs()  # what Net.run checks, once: the slots share their sources
             tasks = self._tasks(slots, [slot.forward.net.ops for slot in slots], spec.links, self.written_f, ext)
             run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
@@ -214,6 +257,9 @@ class RecurrentRunner:
                 slot.forward.run()
                 for link in self.written_f:
                     self._copy_back(link, ext, slot.workspace.cell(link.internal), t)
+        if mode:
+            assert self.chooser is not None
+            self.chooser.record(mode, time.perf_counter() - t0)
         outs: list[Any] = []
         for alias in spec.aliases:
             src = ext[alias.src]
@@ -281,7 +327,9 @@ class RecurrentRunner:
             self._views(spec.links, ext, slot, t)
             self._views(spec.backward_links, ext, slot, t)
         order = list(reversed(range(steps_n)))
-        if spec.threaded and self.threads > 1 and steps_n > 1:
+        mode = self._threaded(steps_n)
+        t0 = time.perf_counter()
+        if mode == "threaded":
             nets[-1].net.check_inputs()
             tasks = self._tasks(
                 slots,
@@ -301,6 +349,9 @@ class RecurrentRunner:
                 nets[t].run()
                 for link in self.written_b:
                     self._copy_back(link, ext, slots[t].workspace.cell(link.internal), t)
+        if mode:
+            assert self.chooser is not None
+            self.chooser.record(mode, time.perf_counter() - t0)
         param_grads: list[np.ndarray] = []
         cell_names = spec.param_grads or [f"{fwd_in_names[p]}_grad" for p in spec.params]
         for p, name in zip(spec.params, cell_names):
@@ -313,6 +364,9 @@ class RecurrentRunner:
                         f"'{fwd_in_names[p]}') at timestep {t}"
                     )
                 acc += np.asarray(value).reshape(acc.shape)
+            for t in order:
+                # Summed: the per-timestep copies are dead (the next backward pass rewrites them).
+                slots[t].workspace.cell(name).value = EMPTY
             param_grads.append(acc)
         init_grads: list[np.ndarray] = []
         for state, idx in zip(spec.recurrent_states, spec.initial_ids):
@@ -345,7 +399,8 @@ class RecurrentRunner:
         for link in all_links:
             link_of.setdefault(link.internal, link)
         ext_id = {name: id(arr) for name, arr in ext.items()}
-        shared = set(self.refs_f) | set(self.refs_b)
+        # Recomputed blobs are one cell for all timesteps: their accesses are ordered like a param's.
+        shared = set(self.refs_f) | set(self.refs_b) | set(self.spec.recompute)
         copy_for = {link.internal: link for link in written}
         tasks: list[Task] = []
 

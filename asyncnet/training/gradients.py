@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +34,13 @@ __all__ = [
     "GradientMaker",
     "GradientSpec",
     "add_gradient_ops",
+    "backward_pass",
     "gradient_for_op",
     "gradient_maker",
     "has_gradient",
     "no_gradient",
     "register_gradient",
+    "register_output_renamer",
 ]
 
 
@@ -106,6 +108,29 @@ def no_gradient(*op_types: str) -> None:
 
     for t in op_types:
         register_gradient(t)(maker)
+
+
+OutputRenamer = Callable[[pb.OperatorDef, int, str], None]
+_RENAMERS: dict[str, OutputRenamer] = {}
+
+
+def register_output_renamer(op_type: str, renamer: OutputRenamer) -> None:
+    """How to rename output ``idx`` of a gradient op of ``op_type`` everywhere it is written.
+
+    The backward pass renames a gradient op's output when several ops contribute to one
+    gradient (``_<grad>_autosplit_<k>``). An op whose sub-nets write that blob by name (a
+    gradient ``If``) must rename it inside them too (Caffe2's disambiguate_grad_if_op_output).
+    """
+    with _lock:
+        _RENAMERS[op_type] = renamer
+
+
+def _rename_output(op: pb.OperatorDef, idx: int, new_name: str) -> None:
+    renamer = _RENAMERS.get(op.type)
+    if renamer is None:
+        op.output[idx] = new_name
+    else:
+        renamer(op, idx, new_name)
 
 
 def _ensure_loaded() -> None:
@@ -372,7 +397,7 @@ class _IR:
                         inputs.append(g.grad_op.output[g.idx])
                     else:
                         renamed = f"_{g.grad_op.output[g.idx]}_autosplit_{cnt}"
-                        g.grad_op.output[g.idx] = renamed
+                        _rename_output(g.grad_op, g.idx, renamed)
                         cnt += 1
                         inputs.append(renamed)
                 else:
@@ -397,18 +422,23 @@ class _IR:
         return sum_ops, grad_map
 
 
-def add_gradient_ops(net_def: pb.NetDef, losses: Sequence[str], *, skip: int = 0) -> dict[str, str]:
+def add_gradient_ops(
+    net_def: pb.NetDef, losses: Sequence[str], *, skip: int = 0, given: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Append the backward pass of ``net_def`` for ``losses`` to it, in place.
 
     Each loss is seeded with ``ConstantFill(loss) -> <loss>_autogen_grad`` (value
-    1.0, shaped like the loss), as Caffe2's ``AddGradientOperators`` does. Ops
-    whose outputs get no gradient are skipped; an op whose outputs do get one
-    but that has no registered gradient raises :class:`GradientError` naming it.
+    1.0, shaped like the loss), as Caffe2's ``AddGradientOperators`` does, unless
+    ``given`` names its gradient blob (then that blob is read and nothing is
+    seeded). Ops whose outputs get no gradient are skipped; an op whose outputs
+    do get one but that has no registered gradient raises :class:`GradientError`
+    naming it.
 
     Args:
         net_def: the forward net; gradient ops are appended to ``net_def.op``.
         losses: the blobs to differentiate (usually one scalar loss).
         skip: leave the first ``skip`` ops (e.g. data loading) out of the pass.
+        given: loss -> the blob already holding its gradient (Caffe2's dict form).
 
     Returns:
         blob name -> its gradient blob name, for every blob that got a gradient.
@@ -416,22 +446,58 @@ def add_gradient_ops(net_def: pb.NetDef, losses: Sequence[str], *, skip: int = 0
     if not losses:
         raise GradientError(f"net '{net_def.name}': add_gradient_ops needs at least one loss blob")
     fwd_ops = list(net_def.op)[skip:]
+    produced = {o for op in fwd_ops for o in op.output}
+    for y in losses:
+        if y not in produced:
+            raise GradientError(f"net '{net_def.name}': loss blob '{y}' is produced by no operator of the net")
+    given = dict(given or {})
+    seeds: dict[str, str | pb.OperatorDef] = {}
+    for y in dict.fromkeys(losses):
+        if y in given:
+            seeds[y] = given[y]
+        else:
+            seed = GradientContext.op_def("ConstantFill", [y], [f"{y}_autogen_grad"], {"value": 1.0})
+            seed.is_gradient_op = True
+            seeds[y] = seed
+    new_ops, grads = _backward(fwd_ops, seeds, skip)
+    net_def.op.extend(new_ops)
+    return grads
+
+
+def backward_pass(
+    ops: Sequence[pb.OperatorDef], initial_grads: Mapping[str, str]
+) -> tuple[list[pb.OperatorDef], dict[str, str]]:
+    """The gradient ops of ``ops`` given the gradient blob of some of their outputs (Caffe2's IR.GetBackwardPass).
+
+    Nothing is seeded: ``initial_grads`` maps each differentiated blob to the blob
+    already holding its gradient. Control-flow gradients build their sub-nets with it.
+
+    Returns:
+        (gradient ops in run order, blob name -> gradient blob name incl. the initial ones)
+    """
+    if not initial_grads:
+        raise GradientError("backward_pass needs at least one initial gradient")
+    return _backward(list(ops), dict(initial_grads), 0)
+
+
+def _backward(
+    fwd_ops: list[pb.OperatorDef], seeds: Mapping[str, str | pb.OperatorDef], skip: int
+) -> tuple[list[pb.OperatorDef], dict[str, str]]:
     ir = _IR()
     for op in fwd_ops:
         ir.play(op)
-    produced = {o for op in fwd_ops for o in op.output}
     all_grads: dict[str, str | None] = {}
     new_ops: list[pb.OperatorDef] = []
-    for y in dict.fromkeys(losses):
-        if y not in produced:
-            raise GradientError(f"net '{net_def.name}': loss blob '{y}' is produced by no operator of the net")
+    for y, seed in seeds.items():
         ir.gradient_frontier[y] = ir.frontier[y]
         ir.input_usages[y][ir.frontier[y]].append(len(ir.ssa))
-        seed = GradientContext.op_def("ConstantFill", [y], [f"{y}_autogen_grad"], {"value": 1.0})
-        seed.is_gradient_op = True
-        new_ops.append(seed)
-        all_grads[y] = seed.output[0]
-        ir.generators[y][ir.frontier[y]].append(_Generator(seed, 0, seed.output[0]))
+        if isinstance(seed, pb.OperatorDef):
+            new_ops.append(seed)
+            all_grads[y] = seed.output[0]
+            ir.generators[y][ir.frontier[y]].append(_Generator(seed, 0, seed.output[0]))
+        else:
+            all_grads[y] = seed
+            ir.generators[y][ir.frontier[y]].append(_Generator(None, 0, seed))
 
     for fwd in reversed(range(len(ir.ssa))):
         s = ir.ssa[fwd]
@@ -452,5 +518,4 @@ def add_gradient_ops(net_def: pb.NetDef, losses: Sequence[str], *, skip: int = 0
         all_grads.update(grad_map)
         new_ops.extend(sum_ops)
 
-    net_def.op.extend(new_ops)
-    return {k: v for k, v in all_grads.items() if v is not None}
+    return new_ops, {k: v for k, v in all_grads.items() if v is not None}

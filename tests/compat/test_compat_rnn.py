@@ -183,3 +183,35 @@ def test_recurrent_net_with_a_caffe2_style_cell_matches_naive_and_the_builder() 
     ws.run_net_once(ref)
     for p in ("L/layer0/gates_w", "L/layer0/i2h_w", "h0", "c0"):
         np.testing.assert_allclose(workspace.FetchBlob(grads[p]), ws.fetch(ref_grads[p]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_rnn_cell_memory_optimization_recomputes_gates_with_identical_gradients(kind: str) -> None:
+    from asyncnet.recurrent.runtime import StepWorkspaces
+
+    results = []
+    for optimise in (False, True):
+        workspace.ResetWorkspace()
+        model = model_helper.ModelHelper(name=f"{kind}_mem_{optimise}")
+        workspace.FeedBlob("seq", np.random.default_rng(0).standard_normal((T, N, D)).astype(np.float32))
+        states = ["h0", "c0"] if kind == "LSTM" else ["h0"]
+        _feed_states(states)
+        hidden_all = getattr(rnn_cell, kind)(
+            model, "seq", None, states, dim_in=D, dim_out=H, scope="m", memory_optimization=optimise
+        )[0]
+        loss = model.net.SumElements(hidden_all, "loss")
+        grads = model.AddGradientOperators([loss])
+        workspace.RunNetOnce(model.param_init_net)
+        for k, p in enumerate(sorted(str(q) for q in model.params)):  # the same weights both times
+            shape = workspace.FetchBlob(p).shape
+            workspace.FeedBlob(p, np.random.default_rng(k).standard_normal(shape).astype(np.float32))
+        workspace.RunNetOnce(model.net)
+        steps = workspace.FetchBlob("m/step_workspaces")
+        assert isinstance(steps, StepWorkspaces)
+        results.append(({str(p): workspace.FetchBlob(grads[p]) for p in model.params}, steps.retained_bytes()))
+    (plain, kept_plain), (lean, kept_lean) = results
+    for name, g in plain.items():
+        np.testing.assert_array_equal(g, lean[name], err_msg=name)
+    # LSTM: gates_h + gates (N, 4H); GRU: gates (N, 3H); float32, one value instead of T.
+    per_step = 2 * N * 4 * H * 4 if kind == "LSTM" else N * 3 * H * 4
+    assert kept_plain - kept_lean == (T - 1) * per_step

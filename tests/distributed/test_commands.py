@@ -57,3 +57,15 @@ def test_launch_rejects_unknown_targets(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["launch", "-n", "2", "no-such-command"]) == 1
     err = capsys.readouterr().err
     assert "neither a script nor an asyncnet command" in err and "run-plan" in err
+
+
+def test_bucket_kb_maps_to_bucket_caps(capsys: pytest.CaptureFixture[str]) -> None:
+    from asyncnet.distributed.buckets import DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES
+    from asyncnet.distributed.digits_command import bucket_caps
+
+    assert bucket_caps(None) == (DEFAULT_BUCKET_BYTES, DEFAULT_FIRST_BUCKET_BYTES)
+    assert bucket_caps(0)[0] == 0  # one Allreduce per gradient
+    assert bucket_caps(16) == (DEFAULT_BUCKET_BYTES, 16 << 10)
+    # Refused before any worker starts.
+    assert main(["train-digits", "--workers", "2", "--bucket-kb", "-1"]) == 1
+    assert "--bucket-kb must be >= 0, got -1" in capsys.readouterr().err

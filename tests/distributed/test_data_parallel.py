@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from asyncnet.distributed.data_parallel import Rendezvous, add_gradient_allreduce, add_rendezvous, world_blobs
+from asyncnet.distributed.buckets import gradient_bytes
+from asyncnet.distributed.data_parallel import (
+    Rendezvous,
+    add_gradient_allreduce,
+    add_rendezvous,
+    gradient_buckets,
+    world_blobs,
+)
 from asyncnet.distributed.launch import launch, world_from_env
 from asyncnet.errors import ArgumentError
 from asyncnet.proto import caffe2_pb2 as pb
@@ -35,7 +42,7 @@ def test_allreduce_follows_each_gradient_and_worlds_are_chained() -> None:
     assert types[-(3 + len(params)) :] == ["CreateCommonWorld"] + ["CloneCommonWorld"] * 2 + ["Broadcast"] * len(params)
     cw = next(op for op in init.op if op.type == "CreateCommonWorld")
     assert {a.name: a.i for a in cw.arg} == {"size": 4, "rank": 1, "timeout_ms": 30_000}
-    inserted = add_gradient_allreduce(train, {p: grads[p] for p in params}, worlds, size=4)
+    inserted = add_gradient_allreduce(train, {p: grads[p] for p in params}, worlds, size=4, bucket_bytes=0)
     ops = list(train.op)
     assert len(inserted) == len(params)
     for ar in inserted:
@@ -49,6 +56,42 @@ def test_allreduce_follows_each_gradient_and_worlds_are_chained() -> None:
     assert [ar.control_input[:] for ar in inserted[3:6]] == [[ar.output[0]] for ar in inserted[:3]]
     seed = next(op for op in ops if op.output[0] == "loss_autogen_grad")
     assert [a.f for a in seed.arg if a.name == "value"] == [0.25]
+
+
+def test_buckets_follow_the_backward_pass_and_keep_layers_together() -> None:
+    init, train, params, grads = _train_without_optimizer()
+    param_grads = {p: grads[p] for p in params}
+    sizes = gradient_bytes(init, param_grads)
+    # LeNet hidden 16: conv1 576 + 64 B, conv2 18432 + 128 B, fc1 8192 + 64 B, fc2 640 + 40 B.
+    assert sizes["conv2_w_grad"] == 32 * 16 * 3 * 3 * 4 and sizes["fc2_b_grad"] == 10 * 4
+    buckets = gradient_buckets(train, param_grads, grad_bytes=sizes, first_bucket_bytes=4096, bucket_bytes=18000)
+    # Production order (last layer first); a layer's weight and bias share a bucket; caps close buckets.
+    assert buckets == [
+        ["fc2_w_grad", "fc2_b_grad", "fc1_w_grad", "fc1_b_grad"],
+        ["conv2_w_grad", "conv2_b_grad"],
+        ["conv1_w_grad", "conv1_b_grad"],
+    ]
+    assert gradient_buckets(train, param_grads, grad_bytes=sizes) == [[g for b in buckets for g in b]]
+    # A gradient of unknown size closes its bucket rather than being merged blindly.
+    assert gradient_buckets(train, param_grads, grad_bytes={})[:2] == [
+        ["fc2_w_grad", "fc2_b_grad"],
+        ["fc1_w_grad", "fc1_b_grad"],
+    ]
+    inserted = add_gradient_allreduce(
+        train, param_grads, ["w0", "w1"], size=2, grad_bytes=sizes, first_bucket_bytes=4096, bucket_bytes=18000
+    )
+    assert [op.type for op in inserted] == ["AllreduceCoalesced"] * 3
+    assert [list(op.output) for op in inserted] == buckets
+    assert [op.input[0] for op in inserted] == ["w0", "w1", "w0"]
+    assert [list(op.control_input) for op in inserted] == [[], [], ["fc2_w_grad"]]
+    ops = list(train.op)
+    for ar in inserted:
+        k = ops.index(ar)
+        written_before = {o for op in ops[:k] for o in op.output}
+        assert set(ar.input[1:]) <= written_before, "a bucket starts after all its gradients are written"
+        assert all(not set(ar.output) & set(op.output) for op in ops[k + 1 :]), "nothing rewrites them after"
+    # The first bucket is issued while backward ops of earlier layers are still to come.
+    assert any(op.type.endswith("Gradient") for op in ops[ops.index(inserted[0]) + 1 :])
 
 
 def test_rendezvous_validation() -> None:

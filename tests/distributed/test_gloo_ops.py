@@ -81,6 +81,8 @@ def _collectives_net(rank: int) -> pb.NetDef:
     op = _op(net, "Allgather", ["cw3", "z"], ["gathered"])
     op.control_input.append("y_root1")  # one world: one collective at a time, same order everywhere
     _op(net, "ReduceScatter", ["cw2", "m"], ["m_block"]).control_input.append("a_sum")
+    # Different tensors, each summed on its own (one message per dtype); the first in place.
+    _op(net, "AllreduceCoalesced", ["cw3", "c", "d", "e"], ["c", "d_sum", "e_sum"]).control_input.append("gathered")
     _op(net, "Barrier", ["cw"], []).control_input.append("x")
     return net
 
@@ -93,9 +95,15 @@ def _run_collectives(rank: int, size: int, store: dict[str, Any]) -> dict[str, n
         ws.feed("y", np.arange(5, dtype=np.int64) * (rank + 1))
         ws.feed("z", np.array([rank, rank], np.int32))
         ws.feed("m", np.arange(2.0 * size * 3).reshape(2 * size, 3) + rank)
+        ws.feed("c", np.arange(6, dtype=np.float32).reshape(2, 3) * (rank + 1))
+        ws.feed("d", np.full(4, 0.5 + rank))
+        ws.feed("e", np.array([[rank]], np.float32))
         ws.run_net_once(_worlds_net(rank, size, store))
         ws.run_net_once(_collectives_net(rank))
-        out = {k: np.asarray(ws.fetch(k)) for k in ("x", "a_sum", "b_sum", "y_root1", "gathered", "m_block")}
+        out = {
+            k: np.asarray(ws.fetch(k))
+            for k in ("x", "a_sum", "b_sum", "y_root1", "gathered", "m_block", "c", "d_sum", "e_sum")
+        }
         destroy = pb.NetDef(name="destroy")
         for w in ("cw", "cw2", "cw3"):
             _op(destroy, "DestroyCommonWorld", [w], [w])
@@ -114,6 +122,12 @@ def _check_collectives(results: list[Any], size: int) -> None:
         np.testing.assert_array_equal(res["y_root1"], np.arange(5) * 2)
         np.testing.assert_array_equal(res["gathered"], np.repeat(np.arange(size, dtype=np.int32), 2))
         np.testing.assert_array_equal(res["m_block"], m_total[2 * rank : 2 * rank + 2])
+        # AllreduceCoalesced: each input summed over ranks on its own, shape and dtype kept.
+        c_total = sum(np.arange(6, dtype=np.float32).reshape(2, 3) * (r + 1) for r in range(size))
+        np.testing.assert_array_equal(res["c"], c_total)
+        assert res["c"].dtype == np.float32 and res["d_sum"].dtype == np.float64
+        np.testing.assert_array_equal(res["d_sum"], np.full(4, sum(0.5 + r for r in range(size))))
+        np.testing.assert_array_equal(res["e_sum"], np.array([[sum(range(size))]], np.float32))
 
 
 @pytest.mark.timeout(120)
@@ -236,3 +250,38 @@ def test_pending_allreduce_holds_no_thread(tmp_path: Path) -> None:
     start, end, relu_end = results[0]
     assert end - start > 0.3, "the all-reduce should have waited for the late peer"
     assert relu_end < end, "the independent ops should have finished while the all-reduce was pending"
+
+
+@pytest.mark.timeout(120)
+def test_descriptors_are_exchanged_only_when_the_schedule_changes(tmp_path: Path) -> None:
+    """check=1 exchanges a collective's descriptor the first time and after a change, check=2 always."""
+    require_torch()
+    from asyncnet.distributed.checking import CHECK_ALWAYS, CHECK_NONE
+
+    def rank_fn(rank: int) -> list[tuple[int, float]]:
+        with Workspace(f"rank{rank}") as ws:
+            ws.run_net_once(_worlds_net(rank, 2, {"path": str(tmp_path), "prefix": "sched"}))
+            world = ws.fetch("cw")
+            seen = []
+
+            def step(n: int, check: int = 1) -> None:
+                a = world.allreduce([np.full(n, rank + 1.0)], "a", check=check).result(timeout=30)[0]
+                b = world.allreduce_coalesced([np.ones(5), np.ones(2)], "b", check=check).result(timeout=30)
+                assert a.shape == (n,) and float(b[1][0]) == 2.0
+                seen.append((world.checks, float(a[0])))
+
+            for _ in range(4):
+                step(3)  # checks: a, b; then (b -> a) once; then none
+            step(4)  # both ranks change a's shape together: a re-checked and agreed, then b (new successor)
+            step(4)
+            step(4, CHECK_ALWAYS)  # every collective
+            step(4, CHECK_NONE)  # none
+            for w in ("cw", "cw2", "cw3"):
+                ws.fetch(w).destroy()
+            return seen
+
+    results = _on_ranks(2, rank_fn)
+    for res in results:
+        assert not isinstance(res, Exception), res
+        assert [c for c, _ in res] == [2, 3, 3, 3, 5, 5, 7, 7], res
+        assert all(total == 3.0 for _, total in res), res

@@ -146,6 +146,42 @@ def test_mismatched_shapes_fail_every_rank_clearly(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_shape_changing_on_one_rank_later_fails_every_rank_clearly(tmp_path: Path) -> None:
+    """Rank 1's input grows at step 3, after the descriptors were agreed and are no longer exchanged.
+
+    Rank 1 re-checks alone on the check group while rank 0 sends data: both must end with an
+    error naming the op and the mismatch within the timeout — not a Gloo abort (SIGABRT), not a hang.
+    """
+    require_torch()
+    result, reports = run_workers("reshape", tmp_path, 2, timeout_ms=TIMEOUT_MS)
+    assert result.returncodes == [1, 1], result
+    for r in range(2):
+        steps = json.loads((tmp_path / f"rank{r}_steps.json").read_text())
+        assert steps["sums"] == [3.0, 3.0], steps  # steps 1-2 ran
+        # Step 1 checked, step 2 once more (after-the-last-collective is new), then nothing.
+        assert steps["checks"] == 2, steps
+    err0, err1 = _survivor_error(reports, 0), _survivor_error(reports, 1)
+    for err in (err0, err1):
+        assert "Allreduce 'sum_x'" in err and "mismatch suspected" in err, err
+    assert "peer rank 1 re-checked" in err0 and "float32[5]" in err0 and "float32[4]" in err0, err0
+    assert "re-checked, but the peers did not join" in err1 and "float32[5]" in err1, err1
+
+
+@pytest.mark.timeout(180)
+def test_collectives_swapped_on_one_rank_fail_every_rank_clearly(tmp_path: Path) -> None:
+    """Both collectives were agreed before; only their order changes on rank 1 (a per-op cache would
+    send both unchecked and Gloo would abort on the different sizes)."""
+    require_torch()
+    result, reports = run_workers("swap", tmp_path, 2, timeout_ms=TIMEOUT_MS)
+    assert result.returncodes == [1, 1], result
+    for r in range(2):
+        assert json.loads((tmp_path / f"rank{r}_steps.json").read_text())["steps"] == [1, 2]
+    err0, err1 = _survivor_error(reports, 0), _survivor_error(reports, 1)
+    assert "peer rank 1 re-checked" in err0 and "second" in err0 and "mismatch suspected" in err0, err0
+    assert "AllreduceCoalesced second" in err1 and "mismatch suspected" in err1, err1
+
+
+@pytest.mark.timeout(180)
 def test_compat_parallelize_two_processes_match_one(tmp_path: Path) -> None:
     require_torch()
     from tests.distributed.worker import compat_train

@@ -31,6 +31,11 @@ def _cfg(model: str, batch: int, hidden: int = 32) -> DigitsConfig:
     return DigitsConfig(model=model, epochs=1, max_steps=STEPS, batch_size=batch, hidden=hidden, progress=False)
 
 
+# Bucket caps per model: the MLP all-reduces each gradient on its own (Caffe2's layout), LeNet in
+# two buckets (a small first one, so its all-reduce overlaps the convolutions' backward pass).
+BUCKETS = {"mlp": {"bucket_bytes": 0}, "lenet": {"first_bucket_bytes": 4096}}
+
+
 def equivalence(out: Path, rank: int, size: int) -> dict[str, Any]:
     env = world_from_env()
     assert env is not None
@@ -40,7 +45,9 @@ def equivalence(out: Path, rank: int, size: int) -> dict[str, Any]:
             np.savez(out / f"{model}_rank{rank}_step{step}.npz", **{p: np.asarray(ws.fetch(p)) for p in params})
 
         trace = str(out / f"{model}_rank{rank}_trace.json") if model == "lenet" else None
-        train_digits_data_parallel(_cfg(model, 8 * size), env.rendezvous(prefix=model), on_step=dump, trace=trace)
+        train_digits_data_parallel(
+            _cfg(model, 8 * size), env.rendezvous(prefix=model), on_step=dump, trace=trace, **BUCKETS[model]
+        )
     return {}
 
 
@@ -57,6 +64,50 @@ def fault(out: Path, rank: int, size: int, kind: str) -> dict[str, Any]:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     train_digits_data_parallel(_cfg("mlp", 8 * size, hidden), env.rendezvous(prefix=kind), on_step=misbehave)
+    return {}
+
+
+def reshape(out: Path, rank: int, size: int) -> dict[str, Any]:
+    """An Allreduce op whose input shape changes on rank 1 only, at step 3 (after the checks settled)."""
+    from asyncnet.proto import caffe2_pb2 as pb
+
+    env = world_from_env()
+    assert env is not None
+    net = pb.NetDef(name="reshape")
+    net.op.add(type="FileStoreHandlerCreate", output=["h"]).arg.add(name="path", s=env.store_path.encode())
+    cw = net.op.add(type="CreateCommonWorld", input=["h"], output=["cw"], name="w", engine="GLOO")
+    cw.arg.add(name="timeout_ms", i=env.timeout_ms)
+    step = pb.NetDef(name="step", type="async_scheduling")
+    step.op.add(type="Allreduce", input=["cw", "x"], output=["x"], name="sum_x", engine="GLOO")
+    sums = []
+    with Workspace("reshape") as ws:
+        ws.run_net_once(net)
+        for k in range(1, 5):
+            n = 5 if (k >= 3 and rank == 1) else 4
+            ws.feed("x", np.full(n, rank + 1.0, np.float32))
+            ws.run_net_once(step)
+            sums.append(float(np.asarray(ws.fetch("x"))[0]))
+            (out / f"rank{rank}_steps.json").write_text(json.dumps({"sums": sums, "checks": ws.fetch("cw").checks}))
+    return {}
+
+
+def swap(out: Path, rank: int, size: int) -> dict[str, Any]:
+    """Two collectives, checked in one order; later rank 1 issues them in the other order."""
+    from asyncnet.distributed.comm import CommonWorld
+
+    env = world_from_env()
+    assert env is not None
+    world = CommonWorld(env.store_handler(), rank, size, "swap", env.timeout_ms / 1000)
+    a, b = np.ones(3, np.float32), np.ones(7, np.float32)
+    done = []
+    for k in range(1, 5):
+        pair = [("first", [a]), ("second", [a, b])]
+        if k >= 3 and rank == 1:
+            pair.reverse()
+        for label, arrays in pair:
+            world.allreduce_coalesced(arrays, label).result(timeout=120)
+        done.append(k)
+        (out / f"rank{rank}_steps.json").write_text(json.dumps({"steps": done, "checks": world.checks}))
     return {}
 
 
@@ -87,6 +138,10 @@ def main() -> None:
             report.update(compat(out, rank, size))
         elif scenario == "reconnect":
             report.update(reconnect(out, rank, size))
+        elif scenario == "reshape":
+            report.update(reshape(out, rank, size))
+        elif scenario == "swap":
+            report.update(swap(out, rank, size))
         else:
             report.update(fault(out, rank, size, scenario))
     except Exception as e:  # the test reads the message; the exit code tells the launcher

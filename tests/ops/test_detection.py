@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asyncnet.errors import OperatorError, UnsupportedError
+from asyncnet.errors import OperatorError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.workspace import Workspace
 from tests.conftest import realnets_path
@@ -122,8 +122,9 @@ def test_bbox_transform_errors() -> None:
         run_op(
             "BBoxTransform", {"r": np.zeros((2, 4), F32), "d": np.zeros((3, 4), F32), "i": np.ones((1, 3), F32)}, ["o"]
         )
-    with pytest.raises(UnsupportedError, match="rotated"):
-        run_op("BBoxTransform", {"r": np.zeros((2, 5), F32), "d": np.zeros((2, 5), F32), "i": np.ones((1, 3), F32)},
+    # Rotated boxes need deltas of 5 values per class.
+    with pytest.raises(OperatorError, match=r"deltas \(M, 5K\)"):
+        run_op("BBoxTransform", {"r": np.zeros((2, 5), F32), "d": np.zeros((2, 4), F32), "i": np.ones((1, 3), F32)},
                ["o"], rotated=1)  # fmt: skip
 
 

@@ -135,7 +135,8 @@ def test_counters_and_atomic_fetch_add(no_thread_leak: None) -> None:
         ws.run_operator_once(make_op("CreateMutex", [], ["mu"]))
         ws.feed("a", np.array(5, np.int32))
         ws.feed("b", np.array(2, np.int32))
-        ws.run_operator_once(make_op("AtomicFetchAdd", ["mu", "a", "b"], ["old", "a"]))
+        # Caffe2's order: output 0 is the sum (written over a), output 1 the value before the add.
+        ws.run_operator_once(make_op("AtomicFetchAdd", ["mu", "a", "b"], ["a", "old"]))
         assert int(ws.fetch("old")) == 5 and int(ws.fetch("a")) == 7
         counter = ws.fetch("c")
 

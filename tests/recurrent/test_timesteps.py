@@ -69,6 +69,43 @@ def test_threaded_timesteps_are_bitwise_sequential(no_thread_leak: None) -> None
             assert np.array_equal(par[name], value), f"{name} differs with {threads} threads"
 
 
+@pytest.mark.timeout(120)
+def test_measured_policy_runs_both_modes_with_the_same_bits(no_thread_leak: None, monkeypatch: Any) -> None:
+    """enable_rnn_executor times threaded against sequential timesteps (executors/mode_choice.py):
+    every run, whichever mode it got, gives the sequential bits."""
+    from asyncnet.executors.mode_choice import ModeChooser
+
+    picked: list[str] = []
+    pick = ModeChooser.pick
+
+    def recording(self: ModeChooser) -> str:
+        mode = pick(self)
+        picked.append(mode)
+        return mode
+
+    monkeypatch.setattr(ModeChooser, "pick", recording)
+    seq = run(False)
+    layer, net, grads = build(True)
+    for op in net.op:
+        if op.type.startswith("RecurrentNetwork"):
+            op.arg.append(make_argument("rnn_executor.num_threads", 2))
+    rng = np.random.default_rng(7)
+    ws = Workspace()
+    ws.feed("x", rng.standard_normal((T, N, D)).astype(np.float32))
+    ws.feed("lens", np.array([8, 5, 1, 7], np.int32))
+    ws.feed("w", rng.standard_normal((T, N, H)).astype(np.float32))
+    for s in layer.initial_states:
+        ws.feed(s, rng.standard_normal((1, N, H)).astype(np.float32))
+    for p, shape in layer.params.items():
+        ws.feed(p, (0.3 * rng.standard_normal(shape)).astype(np.float32))
+    with ws.create_net(net) as n:
+        for _ in range(10):
+            n.run(timeout=60)
+            for name, value in seq.items():
+                assert np.array_equal(ws.fetch(name), value), name
+    assert {"threaded", "sequential"} <= set(picked)
+
+
 def test_layer_two_at_t_is_independent_of_layer_one_at_t_plus_one() -> None:
     """The dependency graph of the unrolled step net allows the cross-timestep overlap."""
     layer, _net, _grads = build(True)
