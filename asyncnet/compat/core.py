@@ -35,6 +35,7 @@ from asyncnet.serde import make_argument
 
 __all__ = [
     "C",
+    "output_to_list",
     "BlobReference",
     "CompatError",
     "CreateOperator",
@@ -562,6 +563,17 @@ from asyncnet.compat.core_extra import (  # noqa: E402
     SetOpEnginePref,
     device_option_equal,
     get_ssa,
+    output_to_list,
     remap_op,
 )
 from asyncnet.compat.plan import ExecutionStep, Plan, execution_step  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    # Caffe2's core imported workspace at module level; scripts reach it as ``core.workspace``.
+    # Imported on first use here (workspace imports this module).
+    if name == "workspace":
+        from asyncnet.compat import workspace
+
+        return workspace
+    raise AttributeError(f"module 'asyncnet.compat.core' has no attribute '{name}'")

@@ -157,3 +157,14 @@ def reroute_tensor(
                 op.input[k] = new_tensor
                 count += 1
     return count
+
+
+def output_to_list(op_output: Any) -> list[Any]:
+    """An op's output as a list, whether it returned one BlobReference or several (Caffe2's helper)."""
+    from asyncnet.compat.blob_reference import BlobReference
+
+    if isinstance(op_output, BlobReference):
+        return [op_output]
+    if isinstance(op_output, (list, tuple)):
+        return list(op_output)
+    raise TypeError(f"output_to_list takes a BlobReference, list or tuple, got {type(op_output).__name__}")

@@ -135,3 +135,13 @@ def test_run_functions_take_serialized_protos() -> None:
     np.testing.assert_array_equal(workspace.FetchBlob("z"), [-1.0])
     workspace.CreateNet(net.Proto().SerializeToString(), overwrite=True)  # RunPlan created it
     assert workspace.RunNet("neg")
+
+
+def test_core_output_to_list_workspace_and_build_flags() -> None:
+    a, b = core.BlobReference("a"), core.BlobReference("b")
+    assert core.output_to_list(a) == [a] and core.output_to_list((a, b)) == [a, b]
+    with pytest.raises(TypeError, match="BlobReference, list or tuple"):
+        core.output_to_list("a")
+    assert core.workspace is workspace
+    assert workspace.C.define_caffe2_no_operator_schema is False
+    assert workspace.C.get_build_options()["USE_CUDA"] == "OFF"
