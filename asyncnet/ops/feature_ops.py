@@ -114,8 +114,9 @@ def index_hash(op: OpInfo) -> Callable[..., Any]:
             h = start
             for b in raw[i].tolist():
                 h = _wrap(h * 65537 + b, bits)
-            m = int(math.fmod(h, modulo))
-            out[i] = m if m >= 0 else m + modulo
+            # Exact integer arithmetic (a float fmod loses the low digits of 64-bit hashes):
+            # (modulo + h % modulo) % modulo with C++'s truncating %, i.e. Python's floor %.
+            out[i] = h % modulo
         return (out.reshape(a.shape),)
 
     return run
