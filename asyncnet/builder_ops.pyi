@@ -1336,7 +1336,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32."""
+        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32. The bucket is (number of boundaries < x + number <= x) // 2, so a value on repeated boundaries lands between them."""
         ...
 
     def BatchBucketize(

@@ -50,11 +50,24 @@ def test_bucketize_and_bucket_one_hot_naive(data: Any) -> None:
         base = 0
         for j in range(d):
             b = bisect.bisect_left(bounds[j], float(x[i, j]))  # boundaries strictly below the value
+            # BatchBucketOneHot puts a value sitting on repeated boundaries between them (Caffe2).
+            mid = (b + bisect.bisect_right(bounds[j], float(x[i, j]))) // 2
             row = [0.0] * (len(bounds[j]) + 1)
-            row[b] = 1.0
+            row[mid] = 1.0
             assert y[i, base : base + len(row)].tolist() == row
             assert buckets[i, j] == b
             base += len(row)
+
+
+def test_bucket_one_hot_repeated_boundaries() -> None:
+    # Boundaries [-1, 0, 0, 2]: 0 lies on the repeated pair -> bucket (1 + 3) // 2 = 2 of 5.
+    y = run1(
+        "BatchBucketOneHot",
+        np.array([[0.0], [1.0], [-1.0]], np.float32),
+        np.array([4], np.int32),
+        np.array([-1, 0, 0, 2], np.float32),
+    )
+    assert y.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
 
 
 @SETTINGS
