@@ -14812,10 +14812,10 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         max_length: int = ...,
     ) -> Blob:
-        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment.
+        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment (at most max_length rows when it is given, as PackSegments truncated them).
 
         Args:
-            max_length: the padded length used when packing (informational)
+            max_length: the max_length given to PackSegments: longer segments were truncated to it
         """
         ...
 

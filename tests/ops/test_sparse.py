@@ -203,6 +203,17 @@ def test_pack_unpack_segments_naive(data: Any) -> None:
     assert np.all(np.isneginf(minf[~mask[:, : minf.shape[1]]])) if minf.size else True
 
 
+def test_unpack_segments_with_max_length_undoes_truncation() -> None:
+    lengths = np.array([1, 4, 2], np.int32)
+    x = np.arange(7, dtype=np.float32).reshape(7, 1)
+    packed = run1("PackSegments", lengths, x, max_length=3)
+    assert packed.shape == (3, 3, 1)
+    got = run1("UnpackSegments", lengths, packed, max_length=3)
+    # Each segment keeps its first min(length, 3) rows.
+    want = np.concatenate([x[0:1], x[1:4], x[5:7]])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_negate_gradient_forward_is_identity() -> None:
     x = np.array([1.0, -2.0], np.float32)
     np.testing.assert_array_equal(run1("NegateGradient", x), x)
