@@ -13475,7 +13475,7 @@ class OpNamespace:
 
         Args:
             mask: the ids kept, in output column order
-            return_presence_mask: also output a bool mask of the filled positions
+            return_presence_mask: also output a bool mask of the filled positions (output 1)
             max_skipped_indices: how many negative (invalid) ids may be skipped
         """
         ...
