@@ -26,6 +26,11 @@ __all__ = ["TORCH_OPS", "register_torch_ops"]
 # name -> (schema, number of outputs; a callable computes it from the arguments for Tensor[] results)
 TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
     "Gelu": ("(Tensor X, bool? fast_gelu=None) -> Tensor", 1),
+    "LayerNorm": (
+        "(Tensor input, Tensor? gamma=None, Tensor? beta=None, int? axis=None, float? epsilon=None, "
+        "bool? elementwise_affine=None) -> (Tensor, Tensor, Tensor)",
+        3,
+    ),
     "LengthsSum": ("(Tensor data, Tensor lengths) -> Tensor", 1),
     "LengthsMean": ("(Tensor data, Tensor lengths) -> Tensor", 1),
     "LengthsMax": ("(Tensor data, Tensor lengths) -> Tensor", 1),

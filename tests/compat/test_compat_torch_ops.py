@@ -54,3 +54,21 @@ def test_tensor_lists_optional_tensors_and_variable_outputs() -> None:
 def test_errors_are_runtime_errors() -> None:
     with pytest.raises(RuntimeError, match="LengthsSum"):
         torch.ops._caffe2.LengthsSum(torch.ones(3), torch.tensor([5], dtype=torch.int32))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_layer_norm_with_and_without_affine_and_from_torchscript() -> None:
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    norm, mean, std = torch.ops._caffe2.LayerNorm(torch.tensor(x), None, None, 2, 1e-5)
+    want = run_op("LayerNorm", [x], 3, axis=2, epsilon=1e-5)
+    for got, w in zip((norm, mean, std), want):
+        np.testing.assert_allclose(got.numpy(), w, rtol=1e-5)
+    g, b = np.full((4,), 2.0, np.float32), np.full((4,), 0.5, np.float32)
+    norm2, _, _ = torch.ops._caffe2.LayerNorm(torch.tensor(x), torch.tensor(g), torch.tensor(b), 2, 1e-5, True)
+    np.testing.assert_allclose(norm2.numpy(), want[0] * 2.0 + 0.5, rtol=1e-5, atol=1e-6)
+
+    @torch.jit.script
+    def scripted(t: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.ops._caffe2.LayerNorm(t, None, None, axis, 1e-5)[0]
+
+    np.testing.assert_allclose(scripted(torch.tensor(x), 2).numpy(), want[0], rtol=1e-5)
