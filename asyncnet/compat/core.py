@@ -347,6 +347,25 @@ class Net:
             return BlobReference(op.output[0], self)
         return tuple(BlobReference(o, self) for o in op.output)
 
+    def Python(
+        self,
+        f: Callable[..., Any],
+        grad_f: Callable[..., Any] | None = None,
+        python_func_type: Any = None,
+        pass_workspace: bool = False,
+        grad_output_indices: Any = None,
+        grad_input_indices: Any = None,
+    ) -> Callable[..., Any]:
+        """Caffe2's ``net.Python(f)(inputs, outputs, **kwargs)``: add an op calling ``f(inputs, outputs)``
+        (an in-process ``InProcessPython`` op, see CreatePythonOperator)."""
+        from asyncnet.compat.core_extra import python_op_arguments
+
+        def make(inputs: Any, outputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+            op_args = python_op_arguments(f, grad_f, pass_workspace, python_func_type, args, kwargs)
+            return self._CreateAndAddToSelf("InProcessPython", inputs, outputs, **op_args)
+
+        return make
+
     def __getattr__(self, op_type: str) -> Callable[..., Any]:
         if op_type.startswith("_"):
             raise AttributeError(op_type)

@@ -114,6 +114,25 @@ def test_create_python_operator_forward_and_gradient() -> None:
         workspace.RunOperatorOnce(bad)
 
 
+def test_net_python_adds_an_in_process_op() -> None:
+    seen: list[list[float]] = []
+
+    def record(inputs: list[Any], outputs: list[Any]) -> None:
+        seen.append(inputs[0].data.tolist())
+
+    def double(inputs: list[Any], outputs: list[Any]) -> None:
+        outputs[0].feed(inputs[0].data * 2)
+
+    net = core.Net("py")
+    net.Python(record)(["x"], 0)  # no outputs, as Caffe2's net.Python(f)([blobs], 0)
+    y = net.Python(double)(["x"], ["y"])
+    workspace.FeedBlob("x", np.array([1.5, 2.0], np.float32))
+    workspace.RunNetOnce(net)
+    assert seen == [[1.5, 2.0]] and str(y) == "y"
+    assert workspace.FetchBlob("y").tolist() == [3.0, 4.0]
+    assert [o.type for o in net.Proto().op] == ["InProcessPython", "InProcessPython"]
+
+
 def test_reroute_tensor() -> None:
     net = core.Net("reroute")
     net.Relu(["x"], ["a"])
