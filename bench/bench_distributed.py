@@ -44,7 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name -> (hidden, global batch, steps, steps with --quick)
-    "latency-bound LeNet h256 b128": (256, 128, 40, 25),
+    "latency-bound LeNet h256 b128": (256, 128, 60, 40),
     "compute-bound LeNet h2048 b1024": (2048, 1024, 12, 8),
 }
 
@@ -77,7 +77,7 @@ def worker_bandwidth(out: Path, quick: bool) -> None:
     )
     world = CommonWorld(handler, env.rank, env.size, "bench", 60)
     sizes = [1 << 16, 1 << 18, 1 << 20, 1 << 22] if quick else [1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24]
-    reps = 7 if quick else 15
+    reps = 11 if quick else 21
     results = []
     with Workspace("bench") as ws:
         ws.feed("cw", world)
