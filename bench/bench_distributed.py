@@ -288,6 +288,11 @@ def main() -> None:
                 f"default BLAS; the machine's ceiling {r['1p_1t'] / r['2p_independent']:.2f}x; buckets vs one "
                 f"Allreduce per gradient {r['2p_per_param'] / r['2p_bucketed']:.2f}x"
             )
+            print(
+                "    share of the ceiling reached (independent / data-parallel step; 1.00 = communication free): "
+                f"default buckets {r['2p_independent'] / r['2p_bucketed']:.2f}, one bucket "
+                f"{r['2p_independent'] / r['2p_one_bucket']:.2f}, per gradient {r['2p_independent'] / r['2p_per_param']:.2f}"
+            )
         n, share, hidden = _overlap(out / "trace.json")
         print(f"# overlap in rank 0's trace (compute-bound model, default buckets; {_load()})")
         print(
