@@ -1363,7 +1363,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32."""
+        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32. The bucket is (number of boundaries < x + number <= x) // 2, so a value on repeated boundaries lands between them."""
         ...
 
     def BatchBucketize(
@@ -5405,13 +5405,13 @@ class OpNamespace:
         max_mismatched_ratio: float = ...,
         max_empty_ratio: float = ...,
     ) -> tuple[Blob, ...]:
-        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros.
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than max_mismatched_ratio have a length that is neither 0 nor their feature's.
 
         Args:
             lengths: the expected range length of each feature (one output per feature)
-            min_observation: accepted for compatibility
-            max_mismatched_ratio: accepted for compatibility
-            max_empty_ratio: accepted for compatibility
+            min_observation: check max_mismatched_ratio only from this many examples on
+            max_mismatched_ratio: the most ranges per feature whose length is neither 0 nor expected
+            max_empty_ratio: the most empty ranges per feature
         """
         ...
 
@@ -8888,8 +8888,9 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
-        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).
+        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0); with global_pooling one window covers each (H, W) plane.
 
         Args:
             kernel: square kernel size
@@ -8909,6 +8910,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the norm's exponent
+            global_pooling: one window over the whole plane
         """
         ...
 
@@ -8941,6 +8943,7 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
         """Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).
 
@@ -8962,6 +8965,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the forward p
+            global_pooling: the forward global_pooling
         """
         ...
 
@@ -12040,6 +12044,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -12049,12 +12054,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
         weight_decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
@@ -12388,7 +12395,7 @@ class OpNamespace:
         batch: int = ...,
         repeat_from_axis: int = ...,
     ) -> Blob:
-        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row.
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row. With `batch` >= 0 the view is (batches, rows, cols), batches = dims up to `batch`, rows = dims from batch+1 to axis (lengths has one value per row, shared by the batches). With `repeat_from_axis` given (negative counts from the end), the columns stop before that axis and each masked column covers the remaining dims.
 
         Args:
             mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
@@ -12396,8 +12403,8 @@ class OpNamespace:
             radius: window mode: half-width of the kept window
             grad: fill with 0 (the gradient form)
             fill_val: the value of the masked positions
-            batch: unsupported here (must be -1)
-            repeat_from_axis: unsupported here (must be -1)
+            batch: when >= 0: dims up to and including it form independent batches, each masked alike
+            repeat_from_axis: when given: dims from it on are not split into columns; the mask repeats
         """
         ...
 
@@ -13239,6 +13246,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -13249,13 +13257,15 @@ class OpNamespace:
         epsilon: float = ...,
         weight_decay: float = ...,
         decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
             decay: moment decay
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
@@ -14202,7 +14212,7 @@ class OpNamespace:
 
         Args:
             mask: the ids kept, in output column order
-            return_presence_mask: also output a bool mask of the filled positions
+            return_presence_mask: also output a bool mask of the filled positions (output 1)
             max_skipped_indices: how many negative (invalid) ids may be skipped
         """
         ...
@@ -15573,10 +15583,10 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         max_length: int = ...,
     ) -> Blob:
-        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment.
+        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment (at most max_length rows when it is given, as PackSegments truncated them).
 
         Args:
-            max_length: the padded length used when packing (informational)
+            max_length: the max_length given to PackSegments: longer segments were truncated to it
         """
         ...
 

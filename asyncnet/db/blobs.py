@@ -20,6 +20,7 @@ Facts from Caffe2 (``caffe2/core/blob_serialization.{h,cc}``, ``caffe2/operators
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,27 @@ def blob_name_from_key(key: str, strip_prefix: str = "", add_prefix: str = "") -
         if at >= 0:
             name = name[at + len(strip_prefix) :]
     return add_prefix + name
+
+
+@dataclass(frozen=True)
+class BlobCodec:
+    """How a non-tensor blob type (counters, indexes, ...) is saved: Caffe2's BlobProto ``type`` name,
+    ``encode(value, proto)`` filling the proto's tensor / content, ``decode(proto) -> value``."""
+
+    cls: type[Any]
+    type_name: str
+    encode: Callable[[Any, pb.BlobProto], None]
+    decode: Callable[[pb.BlobProto], Any]
+
+
+_CODECS_BY_CLASS: dict[type[Any], BlobCodec] = {}
+_CODECS_BY_TYPE: dict[str, BlobCodec] = {}
+
+
+def register_blob_codec(codec: BlobCodec) -> None:
+    """Make values of ``codec.cls`` savable by Save / checkpoints (ops modules register their handles)."""
+    _CODECS_BY_CLASS[codec.cls] = codec
+    _CODECS_BY_TYPE[codec.type_name] = codec
 
 
 def serialize_blob(name: str, value: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[tuple[str, bytes]]:
@@ -85,8 +107,14 @@ def serialize_blob(name: str, value: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) 
             if begin >= total:
                 break
         return records
+    codec = _CODECS_BY_CLASS.get(type(value))
+    if codec is not None:
+        proto = pb.BlobProto(name=name, type=codec.type_name)
+        codec.encode(value, proto)
+        return [(name, proto.SerializeToString())]
+    kinds = ", ".join(sorted(c.__name__ for c in _CODECS_BY_CLASS))
     raise CheckpointError(
-        f"blob '{name}': cannot save a value of type {type(value).__name__} (arrays and strings only)"
+        f"blob '{name}': cannot save a value of type {type(value).__name__} (arrays, strings and {kinds} only)"
     )
 
 
@@ -134,6 +162,14 @@ class BlobAssembler:
             if blob in self._tensors:
                 raise self._fail(where, blob, "is both a tensor and a string")
             self._others[blob] = bytes(proto.content)
+            self.order.append(blob)
+        elif proto.type in _CODECS_BY_TYPE:
+            if blob in self._tensors:
+                raise self._fail(where, blob, f"is both a tensor and a {proto.type}")
+            try:
+                self._others[blob] = _CODECS_BY_TYPE[proto.type].decode(proto)
+            except (AsyncNetError, ValueError) as e:
+                raise self._fail(where, blob, f"bad {proto.type}: {e}") from e
             self.order.append(blob)
         else:
             raise self._fail(where, blob, f"unsupported blob type '{proto.type}'")

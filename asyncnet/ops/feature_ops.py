@@ -21,36 +21,62 @@ from asyncnet.schema import Arg, TensorInfo
     outputs=(1, -1),
     args=(
         Arg("lengths", [], "the expected range length of each feature (one output per feature)"),
-        Arg("min_observation", 10000, "accepted for compatibility"),
-        Arg("max_mismatched_ratio", 0.01, "accepted for compatibility"),
-        Arg("max_empty_ratio", 1.0, "accepted for compatibility"),
+        Arg("min_observation", 10000, "check max_mismatched_ratio only from this many examples on"),
+        Arg("max_mismatched_ratio", 0.01, "the most ranges per feature whose length is neither 0 nor expected"),
+        Arg("max_empty_ratio", 1.0, "the most empty ranges per feature"),
     ),
     infer=lambda op, ins: [
         TensorInfo((None if ins[1].shape is None else ins[1].shape[0], n), ins[0].dtype) for n in op.ints_arg("lengths")
     ],
     doc="For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each "
-    "example's range of feature k; empty or mismatched ranges give zeros.",
+    "example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), "
+    "each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when "
+    "more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than "
+    "max_mismatched_ratio have a length that is neither 0 nor their feature's.",
     input_names=("DATA", "RANGES", "KEY"),
 )
 def gather_ranges_to_dense(op: OpInfo) -> Callable[..., Any]:
     lens = op.ints_arg("lengths")
     if len(lens) != len(op.outputs):
         raise ArgumentError(f"{op.label()}: `lengths` has {len(lens)} values for {len(op.outputs)} outputs")
-    if len(op.inputs) == 3:
-        raise ArgumentError(f"{op.label()}: the KEY (sorting) input is not supported")
+    min_obs = op.int_arg("min_observation")
+    max_mismatched, max_empty = op.float_arg("max_mismatched_ratio"), op.float_arg("max_empty_ratio")
 
-    def run(data: Any, ranges: Any) -> list[np.ndarray]:
+    def run(data: Any, ranges: Any, key: Any = None) -> list[np.ndarray]:
         d, r = np.asarray(data).reshape(-1), np.asarray(ranges)
+        keys = None if key is None else np.asarray(key).reshape(-1)
         if r.ndim != 3 or r.shape[1] != len(lens) or r.shape[2] != 2:
             raise ArgumentError(f"{op.label()}: RANGES must be (N, {len(lens)}, 2), got {r.shape}")
+        if keys is not None and keys.size != d.size:
+            raise ArgumentError(f"{op.label()}: KEY has {keys.size} values for DATA of {d.size}")
         outs = [np.zeros((r.shape[0], n), d.dtype) for n in lens]
+        empty, mismatched = [0] * len(lens), [0] * len(lens)
         for i in range(r.shape[0]):
             for k, n in enumerate(lens):
                 start, length = int(r[i, k, 0]), int(r[i, k, 1])
-                if length == n and n > 0:
+                if length == 0:
+                    empty[k] += 1
+                elif length != n:
+                    mismatched[k] += 1
+                else:
                     if start < 0 or start + n > d.size:
                         raise ArgumentError(f"{op.label()}: range ({start}, {n}) is outside DATA of size {d.size}")
-                    outs[k][i] = d[start : start + n]
+                    piece = d[start : start + n]
+                    if keys is not None:
+                        piece = piece[np.argsort(keys[start : start + n], kind="stable")]
+                    outs[k][i] = piece
+        # The ratios are over every (example, feature) range of the call, as Caffe2 counted them.
+        total = r.shape[0] * len(lens)
+        n_empty, n_mismatched = sum(empty), sum(mismatched)
+        if n_empty > total * max_empty:
+            raise ArgumentError(
+                f"{op.label()}: {n_empty} of {total} ranges are empty, above max_empty_ratio {max_empty}"
+            )
+        if total >= min_obs and n_mismatched > total * max_mismatched:
+            raise ArgumentError(
+                f"{op.label()}: {n_mismatched} of {total} ranges do not have their feature's length {lens}, "
+                f"above max_mismatched_ratio {max_mismatched}"
+            )
         return outs
 
     return run
@@ -88,8 +114,9 @@ def index_hash(op: OpInfo) -> Callable[..., Any]:
             h = start
             for b in raw[i].tolist():
                 h = _wrap(h * 65537 + b, bits)
-            m = int(math.fmod(h, modulo))
-            out[i] = m if m >= 0 else m + modulo
+            # Exact integer arithmetic (a float fmod loses the low digits of 64-bit hashes):
+            # (modulo + h % modulo) % modulo with C++'s truncating %, i.e. Python's floor %.
+            out[i] = h % modulo
         return (out.reshape(a.shape),)
 
     return run

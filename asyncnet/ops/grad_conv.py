@@ -122,6 +122,19 @@ def _conv_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     return out[: len(op.outputs)]
 
 
+def _conv_transpose_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    # The bias gradient has one value per output channel: dY's channel dim (the filter holds
+    # Cout / group in NCHW and sits last in NHWC, so it cannot give it directly).
+    x, w, dy = ins[0], ins[1], ins[2]
+    no_bias = op.bool_arg("no_bias", 0)
+    ch: int | None = None
+    if dy.shape:
+        ch = dy.shape[-1] if op.str_arg("order", "NCHW") == "NHWC" else dy.shape[1] if len(dy.shape) > 1 else None
+    db = TensorInfo((ch,), w.dtype)
+    out = [w] + ([] if no_bias else [db]) + [x]
+    return out[: len(op.outputs)]
+
+
 @register_op(
     "ConvGradient",
     inputs=3,
@@ -331,7 +344,7 @@ def conv_transpose_backward(
     dcols = im2col(dy, win, "NCHW", group)  # (N, G, Cout/G * K, P)
     xg = x.reshape(n, group, cin // group, p)
     dw = np.einsum("ngip,ngkp->gik", xg, dcols, optimize=True).reshape(w.shape)
-    db = dy.reshape(n, cout, -1).sum(axis=(0, 2))
+    db = dy.reshape(n, cout, int(np.prod(dy.shape[2:], dtype=np.int64))).sum(axis=(0, 2))  # n may be 0
     if not want_dx:
         return dw, db, None
     wg = w.reshape(group, cin // group, -1)
@@ -344,7 +357,7 @@ def conv_transpose_backward(
     inputs=3,
     outputs=(1, 3),
     args=(*CONV_TRANSPOSE_ARGS, Arg("no_bias", 0, "the forward op had no bias: outputs are dW, [dX]")),
-    infer=_conv_grad_infer,
+    infer=_conv_transpose_grad_infer,
     doc="ConvTranspose gradient: inputs X, filter, dY; outputs dfilter, dbias (unless no_bias), [dX].",
     input_names=("X", "filter", "dY"),
     output_names=("dfilter", "dbias", "dX"),

@@ -42,11 +42,24 @@ def _segments(op: OpInfo, data: np.ndarray, lengths: Any) -> np.ndarray:
     return ln
 
 
-def _rows_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    d = ins[0]
-    out = TensorInfo(None if d.shape is None or not d.shape else (None, *d.shape[1:]), d.dtype)
-    lens = TensorInfo((None,), ins[1].dtype if len(ins) > 1 else INT32)
-    return [out, lens][: len(op.outputs)]
+def _padding_infer(sign: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+    """Add/RemovePadding: rows change by +-(padding_width + end_padding_width) per segment (one
+    segment without lengths); lengths_out has one entry per segment."""
+
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        d = ins[0]
+        start, end = _widths(op)
+        n_seg: int | None = 1
+        if len(ins) > 1:
+            n_seg = ins[1].shape[0] if ins[1].shape else None
+        rows: int | None = None
+        if d.shape and d.shape[0] is not None and n_seg is not None:
+            rows = d.shape[0] + sign * n_seg * (start + end)
+        out = TensorInfo(None if d.shape is None or not d.shape else (rows, *d.shape[1:]), d.dtype)
+        lens = TensorInfo((n_seg,), ins[1].dtype if len(ins) > 1 else INT32)
+        return [out, lens][: len(op.outputs)]
+
+    return infer
 
 
 @register_op(
@@ -54,7 +67,7 @@ def _rows_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     inputs=(1, 4),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer,
+    infer=_padding_infer(+1),
     doc="Add padding_width rows of start_padding (default zeros) before and end_padding_width rows of "
     "end_padding (default start_padding) after each segment of data (cut by lengths; one segment "
     "without it). Optional output 1: the new lengths.",
@@ -86,7 +99,7 @@ def add_padding(op: OpInfo) -> Callable[..., Any]:
     inputs=(1, 2),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer,
+    infer=_padding_infer(-1),
     doc="Remove padding_width rows from the start and end_padding_width rows from the end of each segment.",
     input_names=("data", "lengths"),
     output_names=("data_out", "lengths_out"),
@@ -226,13 +239,16 @@ _MODES = ("sequence", "window", "upper", "lower", "upperdiag", "lowerdiag")
         Arg("radius", 10, "window mode: half-width of the kept window"),
         Arg("grad", 0, "fill with 0 (the gradient form)"),
         Arg("fill_val", float("-inf"), "the value of the masked positions"),
-        Arg("batch", -1, "unsupported here (must be -1)"),
-        Arg("repeat_from_axis", -1, "unsupported here (must be -1)"),
+        Arg("batch", -1, "when >= 0: dims up to and including it form independent batches, each masked alike"),
+        Arg("repeat_from_axis", -1, "when given: dims from it on are not split into columns; the mask repeats"),
     ),
     infer=lambda op, ins: [ins[0]],
     doc="View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: "
     "col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; "
-    "upperdiag: col >= row; lowerdiag: col <= row.",
+    "upperdiag: col >= row; lowerdiag: col <= row. With `batch` >= 0 the view is (batches, rows, cols), "
+    "batches = dims up to `batch`, rows = dims from batch+1 to axis (lengths has one value per row, "
+    "shared by the batches). With `repeat_from_axis` given (negative counts from the end), the "
+    "columns stop before that axis and each masked column covers the remaining dims.",
     input_names=("input", "sequence_lengths"),
     output_names=("output",),
 )
@@ -241,16 +257,24 @@ def sequence_mask(op: OpInfo) -> Callable[..., Any]:
     fill = 0.0 if op.bool_arg("grad") else op.float_arg("fill_val")
     if mode not in _MODES:
         raise ArgumentError(f"{op.label()}: unknown mode '{mode}'; known: {', '.join(_MODES)}")
-    if op.int_arg("batch") != -1 or op.int_arg("repeat_from_axis") != -1:
-        raise ArgumentError(f"{op.label()}: the batch / repeat_from_axis forms are not supported")
+    batch = op.int_arg("batch")
+    repeat_from = op.int_arg("repeat_from_axis") if op.has("repeat_from_axis") else None
     if mode in ("sequence", "window") and len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: mode '{mode}' needs input 1")
 
     def run(x: Any, aux: Any = None) -> tuple[np.ndarray]:
         a = np.asarray(x)
         ax = axis + a.ndim if axis < 0 else axis
-        rows = int(np.prod(a.shape[:ax], dtype=np.int64))
-        cols = int(np.prod(a.shape[ax:], dtype=np.int64))
+        end = a.ndim if repeat_from is None else (repeat_from + a.ndim if repeat_from < 0 else repeat_from)
+        first = batch + 1 if batch >= 0 else 0
+        if not 0 <= first <= ax <= end <= a.ndim:
+            raise ArgumentError(
+                f"{op.label()}: need batch < axis <= repeat_from_axis within {a.ndim} dims, "
+                f"got batch={batch}, axis={axis}, repeat_from_axis={repeat_from}"
+            )
+        batches = int(np.prod(a.shape[:first], dtype=np.int64))
+        rows = int(np.prod(a.shape[first:ax], dtype=np.int64))
+        cols = int(np.prod(a.shape[ax:end], dtype=np.int64))
         r = np.arange(rows)[:, None]
         c = np.arange(cols)[None, :]
         if mode in ("sequence", "window"):
@@ -260,7 +284,8 @@ def sequence_mask(op: OpInfo) -> Callable[..., Any]:
             mask = c >= v[:, None] if mode == "sequence" else np.abs(c - v[:, None]) > radius
         else:
             mask = {"upper": c > r, "lower": c < r, "upperdiag": c >= r, "lowerdiag": c <= r}[mode]
-        out = np.where(mask, np.asarray(fill, a.dtype), a.reshape(rows, cols))
+        view = a.reshape(batches, rows, cols, int(np.prod(a.shape[end:], dtype=np.int64)))
+        out = np.where(mask[None, :, :, None], np.asarray(fill, a.dtype), view)
         return (out.reshape(a.shape).astype(a.dtype, copy=False),)
 
     return run

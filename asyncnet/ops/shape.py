@@ -21,26 +21,32 @@ def copy(op: OpInfo) -> Callable[..., Any]:
 
 
 def resolve_reshape(op: OpInfo, old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
-    """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred."""
-    out: list[int] = []
+    """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred.
+
+    For an empty input (Caffe2's rules since it supported them) a 0 is a literal 0 and a -1
+    becomes 0.
+    """
+    total = prod(old)
+    if any(d < -1 for d in new):
+        raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {min(new)}")
+    if new.count(-1) > 1:
+        raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
+    if total == 0:
+        out = [0 if d == -1 else d for d in new]
+        if prod(out) != 0:
+            raise ArgumentError(f"{op.label()}: cannot reshape the empty {old} to {new} (a non-empty shape)")
+        return tuple(out)
+    out = []
     for i, d in enumerate(new):
         if d == 0:
             if i >= len(old):
                 raise ArgumentError(f"{op.label()}: shape {new} copies dim {i} (0) but the input has rank {len(old)}")
             out.append(old[i])
-        elif d < -1:
-            raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {d}")
         else:
             out.append(d)
-    total = prod(old)
-    if out.count(-1) > 1:
-        raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
     if -1 in out:
         known = prod(d for d in out if d != -1)
-        if known == 0 and total == 0:
-            # Caffe2 infers 0 for the -1 of an empty tensor reshaped with a zero dim.
-            known = 1
-        elif known == 0 or total % known:
+        if known == 0 or total % known:
             raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
         out[out.index(-1)] = total // known
     if prod(out) != total:

@@ -155,3 +155,14 @@ def test_conv_transpose_gradient(
     op = make_op("ConvTranspose", list(ins), ["y"], **args)
     res = check_gradient(op, ins, threshold=1e-6, stepsize=1e-6)
     assert res.ok, res.describe()
+
+
+def test_conv_transpose_gradient_of_an_empty_batch() -> None:
+    # N = 0: the weight and bias gradients are zeros of their shapes, dX is empty.
+    op = make_op("ConvTranspose", ["X", "W", "b"], ["Y"], kernel=3, stride=2)
+    x, w, b = np.zeros((0, 2, 4, 4)), np.ones((2, 3, 3, 3)), np.zeros(3)
+    (y,) = run_op("ConvTranspose", [x, w, b], kernel=3, stride=2)
+    (g,) = gradient_for_op(op, ["Y_grad"]).ops
+    dw, db, dx = run_op("ConvTransposeGradient", [x, w, y], 3, kernel=3, stride=2)
+    assert g.type == "ConvTransposeGradient"
+    assert dw.shape == w.shape and not dw.any() and db.shape == (3,) and not db.any() and dx.shape == x.shape

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncnet.errors import ArgumentError, OperatorError
+from asyncnet.errors import ArgumentError, AsyncNetError, OperatorError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import floats, ints, make_op, ort_run, run1, run_op, shapes
@@ -243,3 +243,22 @@ def test_squeeze_and_expand_dims_need_dims() -> None:
     for op in ("Squeeze", "ExpandDims"):
         with pytest.raises(ArgumentError, match="dims"):
             run1(op, x)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "want"),
+    [
+        ((0, 0), [0, 0, 0], (0, 0, 0)),  # empty input: a 0 is a literal 0, even past the input's rank
+        ((2, 0), [-1, 0], (0, 0)),  # and a -1 becomes 0
+        ((1, 0), [0], (0,)),  # the gradient of (0,) -> [1, -1]: dY (1, 0) back to (0,)
+        ((4, 2, 1), [0, 0, 0], (4, 2, 1)),  # non-empty: 0 copies the input dim
+    ],
+)
+def test_reshape_zero_dims_follow_caffe2(old: tuple[int, ...], new: list[int], want: tuple[int, ...]) -> None:
+    (y, old_shape) = run_op("Reshape", [np.zeros(old, np.float32)], 2, shape=new)
+    assert y.shape == want and old_shape.tolist() == list(old)
+
+
+def test_reshape_empty_to_non_empty_is_refused() -> None:
+    with pytest.raises(AsyncNetError, match="non-empty shape"):
+        run_op("Reshape", [np.zeros((0,), np.float32)], 2, shape=[1, 2])
