@@ -71,6 +71,7 @@ def test_collect_tensor_reservoir() -> None:
         net = pb.NetDef(name="collect")
         # The count of runs lives in the prepared op, so the op runs inside one net, many times.
         net.op.append(make_op("CollectTensor", ["va", "vb", "a", "b"], ["va", "vb"], num_to_collect=cap))
+        net.op[0].device_option.random_seed = 1234  # deterministic draws
         with ws.create_net(net) as n:
             for t in range(runs):
                 ws.feed("a", np.array([[float(t)]]))
