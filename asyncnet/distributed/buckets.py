@@ -4,10 +4,11 @@ Each collective costs a fixed latency (an op dispatch, a Gloo round trip), which
 the many small gradients of a typical net. As PyTorch's DistributedDataParallel does, gradients
 are grouped into buckets in the order the backward pass produces them (last layers first); each
 bucket is all-reduced by one ``AllreduceCoalesced`` op placed right after its last gradient is
-written, so the last layers' bucket travels while the backward pass of earlier layers still runs.
+written, so an early (last layers') bucket travels while the backward pass of earlier layers still runs.
 
-Caps (DDP's idea, sizes chosen for Gloo on CPU): the first bucket closes once it holds
-``first_bucket_bytes`` (small, so communication starts early), the others at ``bucket_bytes``.
+Caps: the first bucket closes once it holds ``first_bucket_bytes``, the others at ``bucket_bytes``.
+DDP uses 1 MB / 25 MB; here both default to 25 MB (see below). Pass a small ``first_bucket_bytes``
+(e.g. DDP's 1 MB) to split off the last layers' gradients so they overlap the backward pass.
 Gradients written by one op (a layer's weight and bias) always share a bucket. A gradient of
 unknown size closes its bucket (so nothing unknown is ever merged blindly).
 """
@@ -23,12 +24,14 @@ from asyncnet.errors import AsyncNetError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.shapes import infer_shapes
 
-# DDP's defaults. A collective through an op costs ~0.3-0.5 ms of latency on loopback, about what
-# 0.5-1 MB take to move, so splitting off a first bucket smaller than ~1 MB costs more than its
-# overlap can hide (measured: LeNet's 160 KB of gradients step fastest as one bucket, ~1.8x faster
-# than one Allreduce per gradient; bench/bench_distributed.py).
-DEFAULT_FIRST_BUCKET_BYTES = 1 << 20
+# DDP's 25 MB cap; the first bucket is not made smaller by default. On CPU, Gloo's all-reduce and
+# its completion callbacks (which need the GIL) compete with the backward pass for the same cores,
+# unlike NCCL on a GPU, so the overlap a small first bucket buys cost more than it hid in most
+# runs of bench/bench_distributed.py on the shared 2-core machine (compute-bound LeNet, 2.4 MB of
+# gradients: a 1 MB first bucket was 0.94-2.0x slower than one bucket in 6 of 7 runs, 6% faster in
+# the quietest). One collective costs ~0.5-1 ms here, so small nets gain most from one bucket.
 DEFAULT_BUCKET_BYTES = 25 << 20
+DEFAULT_FIRST_BUCKET_BYTES = DEFAULT_BUCKET_BYTES
 
 
 def gradient_bytes(init_net: pb.NetDef, grads: Mapping[str, str]) -> dict[str, int]:
