@@ -7,8 +7,8 @@ bucket is all-reduced by one ``AllreduceCoalesced`` op placed right after its la
 written, so an early (last layers') bucket travels while the backward pass of earlier layers still runs.
 
 Caps: the first bucket closes once it holds ``first_bucket_bytes``, the others at ``bucket_bytes``.
-DDP uses 1 MB / 25 MB; here both default to 25 MB (see below). Pass a small ``first_bucket_bytes``
-(e.g. DDP's 1 MB) to split off the last layers' gradients so they overlap the backward pass.
+Defaults are DDP's, 1 MB / 25 MB: nets with less than 1 MB of gradients get one bucket; pass a
+smaller ``first_bucket_bytes`` to split off their last layers so those overlap the backward pass.
 Gradients written by one op (a layer's weight and bias) always share a bucket. A gradient of
 unknown size closes its bucket (so nothing unknown is ever merged blindly).
 """
@@ -24,14 +24,13 @@ from asyncnet.errors import AsyncNetError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.shapes import infer_shapes
 
-# DDP's 25 MB cap; the first bucket is not made smaller by default. On CPU, Gloo's all-reduce and
-# its completion callbacks (which need the GIL) compete with the backward pass for the same cores,
-# unlike NCCL on a GPU, so the overlap a small first bucket buys cost more than it hid in most
-# runs of bench/bench_distributed.py on the shared 2-core machine (compute-bound LeNet, 2.4 MB of
-# gradients: a 1 MB first bucket was 0.94-2.0x slower than one bucket in 6 of 7 runs, 6% faster in
-# the quietest). One collective costs ~0.5-1 ms here, so small nets gain most from one bucket.
+# DDP's defaults (it uses them for Gloo on CPU too). On the shared 2-core machine the bench could
+# not tell a 1 MB first bucket from one bucket: the differences stayed inside the run-to-run noise
+# (identical layouts differed up to 2x at load 3-6; the quietest run favoured the 1 MB first bucket
+# by 6%). There, Gloo's all-reduce competes with the backward pass for the same two cores; with
+# spare cores the overlap hides communication, which is the point of a small first bucket.
 DEFAULT_BUCKET_BYTES = 25 << 20
-DEFAULT_FIRST_BUCKET_BYTES = DEFAULT_BUCKET_BYTES
+DEFAULT_FIRST_BUCKET_BYTES = 1 << 20
 
 
 def gradient_bytes(init_net: pb.NetDef, grads: Mapping[str, str]) -> dict[str, int]:
