@@ -56,7 +56,7 @@ def test_flexible_top_k_gradient() -> None:
     want = np.zeros((3, 4))
     pos = 0
     for r, n in enumerate(k.tolist()):
-        for j in range(n):
+        for _ in range(n):
             want[r, idx[pos]] = pos + 1
             pos += 1
     np.testing.assert_array_equal(dx, want)
