@@ -168,6 +168,7 @@ _ENVIRONMENT = [
     ("numpy 2: array-to-scalar conversion", "only length-1 arrays can be converted"),
     ("numpy 2: removed alias", "was removed in the NumPy"),
     ("numpy 2: np.sum(generator)", "Calling np.sum(generator)"),
+    ("numpy 2: Python int out of bounds for the dtype (NEP 50)", "out of bounds for int"),
     ("scipy: interp2d removed", "has been removed in SciPy"),
     ("python 3.11: inspect.getargspec removed", "has no attribute 'getargspec'"),
     ("hypothesis: arrays() signature", "arrays() takes"),
