@@ -429,6 +429,21 @@ class OpNamespace:
         """
         ...
 
+    def Append(
+        self,
+        A: BlobLike,
+        B: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Append B's rows to A (in place); an empty A becomes a copy of B."""
+        ...
+
     def ArgMax(
         self,
         in0: BlobLike,
@@ -599,6 +614,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Atan: dX = dY / (1 + X^2)."""
+        ...
+
+    def AtomicAppend(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0), append tensor k + i to tensor i for every field i (all checked first)."""
         ...
 
     def AtomicFetchAdd(
@@ -1793,6 +1820,31 @@ class OpNamespace:
         """
         ...
 
+    def C10LayerNorm_DontUseThisOpYet(
+        self,
+        X: BlobLike,
+        gamma: BlobLike = ...,
+        beta: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        epsilon: float = ...,
+        elementwise_affine: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
+
+        Args:
+            axis: dims from `axis` on are normalized together
+            epsilon: added to the variance
+            elementwise_affine: 1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])
+        """
+        ...
+
     def CTCBeamSearchDecoder(
         self,
         INPUTS: BlobLike,
@@ -1991,6 +2043,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Whether the counter is <= 0 (bool)."""
+        ...
+
+    def CheckDatasetConsistency(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Fail unless the fields form a consistent dataset: fields of one domain have equal row counts and every lengths field sums to the rows of the domain it opens.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+        """
         ...
 
     def Checkpoint(
@@ -2280,6 +2349,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of ColwiseMax: inputs X, Y, dY; positions equal to their column maximum get dY."""
+        ...
+
+    def ComputeOffset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Offsets matrix (records + 1, domains): row k holds every domain's offset before record k. Resets the cursor to the start."""
         ...
 
     def Concat(
@@ -3691,6 +3772,23 @@ class OpNamespace:
         """
         ...
 
+    def CreateTreeCursor(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Create a cursor over a dataset with the schema `fields` (offsets start at 0).
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+        """
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -3814,6 +3912,200 @@ class OpNamespace:
             weight_decay: added as weight_decay * param to the step
             bias_correction_first: divide the first moment by 1 - beta1^t
         """
+        ...
+
+    def DeformConv(
+        self,
+        X: BlobLike,
+        OFFSET: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        deformable_group: int = ...,
+        no_bias: int = ...,
+        no_gradient_to_input: int = ...,
+    ) -> Blob:
+        """Deformable 2-D convolution: tap (i, j) of the window at each output position reads X at its regular place shifted by OFFSET's (dy, dx) for that tap, output position and deformable group, with bilinear interpolation (0 outside X); then the taps are combined with W (and bias) as in Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            deformable_group: channel groups sharing one set of offsets
+            no_bias: the gradient op's forward had no bias
+            no_gradient_to_input: skip dX in the gradient
+        """
+        ...
+
+    def DeformConvGradient(
+        self,
+        X: BlobLike,
+        OFFSET: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        deformable_group: int = ...,
+        no_bias: int = ...,
+        no_gradient_to_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of DeformConv: inputs X, OFFSET, W, dY; outputs dOFFSET, dW, db (unless no_bias), dX (unless no_gradient_to_input).
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            deformable_group: channel groups sharing one set of offsets
+            no_bias: the gradient op's forward had no bias
+            no_gradient_to_input: skip dX in the gradient
+        """
+        ...
+
+    def DenseVectorToIdList(
+        self,
+        values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of the 2-D input: its nonzero positions (int64), concatenated, and their count per row (int32)."""
         ...
 
     def DequeueBlobs(
@@ -4034,6 +4326,51 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Gradient of the row-wise DotProduct: inputs X, Y, dDot (N,); dX = dDot * Y, dY = dDot * X per row."""
+        ...
+
+    def DotProductWithPadding(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> Blob:
+        """Dot product of each row of X (N, DX) and Y (N, DY); the shorter row is padded with pad_value or, with replicate, tiled to the longer width. Output (N,).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
+        ...
+
+    def DotProductWithPaddingGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of DotProductWithPadding: inputs X, Y, dZ; outputs dX, dY (a tiled row collects the gradient of every copy).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
         ...
 
     def Dropout(
@@ -4307,6 +4644,25 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Erf: dX = dY * 2 / sqrt(pi) * exp(-X^2)."""
+        ...
+
+    def EstimateAllBlobSizes(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        include_shared: int = ...,
+        options: Any = ...,
+    ) -> tuple[Blob, ...]:
+        """Names (strings) and estimated serialized sizes (int64 bytes) of every blob in the workspace, this op's outputs included: per chunk the name plus 50 bytes, per element 4 (float32), 8 (int64/double), ~3 (16-bit types), ~2 (8-bit), 1 (bool), 50 (string).
+
+        Args:
+            include_shared: also list the blobs of parent workspaces
+            options: SerializationOptions: per blob-name regex, the chunk_size Save would use
+        """
         ...
 
     def Exp(
@@ -4613,6 +4969,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of FlexibleTopK: inputs X, K, dValues, Indices; dX is zero except row r's picked positions Indices[off_r : off_r + K[r]], which get dValues of the same range."""
+        ...
+
+    def Float16SparseNormalize(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_max_norm: int = ...,
+        norm: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
+
+        Args:
+            use_max_norm: only shrink rows whose norm exceeds `norm`
+            norm: the target L2 norm
+        """
         ...
 
     def Float16UniformFill(
@@ -4964,6 +5343,33 @@ class OpNamespace:
         """
         ...
 
+    def GatherByKey(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of Partition for 1-D keys: output row i is the next unused row of shard (KEYS[i] mod number of shards), shards given as inputs 1..."""
+        ...
+
+    def GatherFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gather on fused 8-bit rows: output[i] is row DATA[INDICES[i]] restored to float32 (code * scale + bias); DATA (rows, cols + 8), INDICES 1-D."""
+        ...
+
     def GatherPadding(
         self,
         data: BlobLike,
@@ -5182,6 +5588,20 @@ class OpNamespace:
             angle_bound_hi: rotated boxes only (unsupported)
             clip_angle_thresh: rotated boxes only (unsupported)
         """
+        ...
+
+    def GetCursorOffset(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The cursor's offsets, one per domain (int32; empty right after a reset)."""
         ...
 
     def GivenTensorBoolFill(
@@ -5853,6 +6273,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The index's keys in id order (id 1 first)."""
+        ...
+
+    def InferenceLSTM(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_layers: int = ...,
+        has_biases: int = ...,
+        batch_first: int = ...,
+        bidirectional: int = ...,
+    ) -> tuple[Blob, ...]:
+        """LSTM inference with PyTorch's layout: X (T, B, D) (or batch-first), h0 and c0 (layers * directions, B, H), then w_ih (4H, in), w_hh (4H, H)[, b_ih, b_hh] per layer and direction, gates ordered i, f, g, o. Outputs: the last layer's outputs (T, B, directions * H), the final h and the final c of every layer and direction.
+
+        Args:
+            num_layers: stacked layers
+            has_biases: each layer and direction has b_ih and b_hh
+            batch_first: X and the output are (batch, time, features)
+            bidirectional: a second, time-reversed direction per layer (outputs concatenated)
+        """
         ...
 
     def InstanceNorm(
@@ -7737,7 +8180,7 @@ class OpNamespace:
         epsilon: float = ...,
         elementwise_affine: int = ...,
     ) -> tuple[Blob, ...]:
-        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1.
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
 
         Args:
             axis: dims from `axis` on are normalized together
@@ -8336,6 +8779,45 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Log1p: dX = dY / (1 + X)."""
+        ...
+
+    def Logit(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Y = log(x / (1 - x)) elementwise, x = X clamped to [eps, 1 - eps].
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
+        ...
+
+    def LogitGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Gradient of Logit: dX = dY / (X (1 - X)) inside [eps, 1 - eps], 0 where X was clamped.
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
         ...
 
     def LongIndexCreate(
@@ -9642,6 +10124,31 @@ class OpNamespace:
         """
         ...
 
+    def NGramFromCategorical(
+        self,
+        floats: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        col_ids: Sequence[Any] = ...,
+        categorical_limits: Sequence[Any] = ...,
+        vals: Sequence[Any] = ...,
+        max_categorical_limit: int = ...,
+    ) -> Blob:
+        """For every row of FLOATS (N, D): id = sum_k base_k * c_k, where c_k is the position of round(FLOATS[row, col_ids[k]]) among column k's `vals` (0 when it is not one of them) and base_k = prod(categorical_limits[:k]).
+
+        Args:
+            col_ids: the columns of FLOATS holding categorical values
+            categorical_limits: number of categories of each column
+            vals: the category values of every column, concatenated (categorical_limits[k] each)
+            max_categorical_limit: accepted for compatibility
+        """
+        ...
+
     def NHWC2NCHW(
         self,
         in0: BlobLike,
@@ -9783,6 +10290,31 @@ class OpNamespace:
         """numpy.tile(X, repeats) with one repeat count (int64 input 1) per dim of X."""
         ...
 
+    def ONNXWhile(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        body: Any = ...,
+        has_trip_count: int = ...,
+        has_cond: int = ...,
+        save_scopes: int = ...,
+        disable_scopes: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan output concatenated over the iterations along dim 0 (empty int32 when no iteration ran).
+
+        Args:
+            body: NetDef: external inputs (iteration, condition, carried...), external outputs (new condition, new carried..., scan outputs...)
+            has_trip_count: input 0 bounds the iterations
+            has_cond: input 1 (then the body's new condition) must hold for an iteration to run
+            save_scopes: accepted (Caffe2 kept the per-iteration workspaces for the gradient)
+            disable_scopes: accepted (the body always runs in its own child workspace here)
+        """
+        ...
+
     def OneHot(
         self,
         indices: BlobLike,
@@ -9891,6 +10423,21 @@ class OpNamespace:
         Args:
             order: storage order: NCHW (channels first) or NHWC (channels last)
         """
+        ...
+
+    def PackRNNSequence(
+        self,
+        values: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Pad concatenated sequences VALUES (sum(LENGTHS), ...) into a time-major batch (max(LENGTHS), N, ...), zeros after each sequence's end."""
         ...
 
     def PackRecords(
@@ -10305,6 +10852,46 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """A 1-D range from scalar inputs: (stop), (start, stop) or (start, stop, step), in their dtype."""
+        ...
+
+    def ReadNextBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size top-level records: output i is field i's rows that belong to them. Thread-safe; at the end of the data the fields are empty.
+
+        Args:
+            batch_size: top-level records read
+            enforce_batch_size: return empty fields instead of a short last batch
+        """
+        ...
+
+    def ReadRandomBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+        loop_over: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size records in the given order (from SortAndShuffle), using the offsets matrix (from ComputeOffset) to find each record's rows in every field.
+
+        Args:
+            batch_size: records read
+            enforce_batch_size: skip a short last batch
+            loop_over: start over at the end of the order
+        """
         ...
 
     def Reciprocal(
@@ -11193,6 +11780,20 @@ class OpNamespace:
         """
         ...
 
+    def ResetCursor(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Move the cursor back to the start."""
+        ...
+
     def Reshape(
         self,
         data: BlobLike,
@@ -11394,6 +11995,86 @@ class OpNamespace:
             sampling_ratio: samples per bin side (<= 0: adaptive, ceil(roi size / pooled))
             aligned: shift the RoI by -0.5 pixel and allow sizes below 1
             order: NCHW or NHWC
+        """
+        ...
+
+    def RoIPool(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Max pooling of each RoI (R, 5) [batch, x1, y1, x2, y2] (corners scaled and rounded) into pooled_h x pooled_w bins; an empty bin gives 0. Output 1 (training): the flat h * W + w index of each max (-1 for an empty bin).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
+        """
+        ...
+
+    def RoIPoolGradient(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        argmaxes: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of RoIPool: inputs X, RoIs, argmaxes, dY; each bin's gradient goes to its max.
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
+        """
+        ...
+
+    def RowWiseCounter(
+        self,
+        prev_iter: BlobLike,
+        update_counter: BlobLike,
+        indices: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        counter_halflife: int = ...,
+    ) -> tuple[Blob, ...]:
+        """For every index i: counter[i] = 1 + exp(-(iter - prev_iter[i]) * ln 2 / halflife) * counter[i] (the gap clamped at 0), then prev_iter[i] = max(iter, prev_iter[i]).
+
+        Args:
+            counter_halflife: iterations for a count to halve (<= 0: the op does nothing)
         """
         ...
 
@@ -12248,6 +12929,27 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
+        ...
+
+    def SortAndShuffle(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sort_by_field_idx: int = ...,
+        batch_size: int = ...,
+        shuffle_size: int = ...,
+    ) -> Blob:
+        """Record order for ReadRandomBatch: sort by a top-level field (optional), shuffle within chunks of batch_size * shuffle_size records, then shuffle whole batches (a short last batch stays last).
+
+        Args:
+            sort_by_field_idx: top-level field to sort the records by first (-1: no sort)
+            batch_size: records per batch
+            shuffle_size: batches per shuffled chunk
+        """
         ...
 
     def SortedSegmentMean(
@@ -13334,7 +14036,7 @@ class OpNamespace:
         use_max_norm: int = ...,
         norm: float = ...,
     ) -> Blob:
-        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
 
         Args:
             use_max_norm: only shrink rows whose norm exceeds `norm`
@@ -14758,6 +15460,25 @@ class OpNamespace:
         """
         ...
 
+    def TrimDataset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+        multiple_of: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Trim the dataset (in place) to the largest multiple of `multiple_of` top-level records.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+            multiple_of: keep the largest number of top-level records that is a multiple of this
+        """
+        ...
+
     def UnPackRecords(
         self,
         *inputs: BlobLike,
@@ -14873,6 +15594,21 @@ class OpNamespace:
             extra_shape: dims appended to the input's shape
             input_as_shape: read the output shape from the values of input 0
         """
+        ...
+
+    def UnpackRNNSequence(
+        self,
+        packed: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of PackRNNSequence: the first LENGTHS[n] steps of every sequence n of a time-major batch (T, N, ...), concatenated."""
         ...
 
     def UnpackSegments(
@@ -15128,6 +15864,41 @@ class OpNamespace:
             upper_bound_iter: never scale from this iteration on
             scale: the factor
         """
+        ...
+
+    def WeightedMultiSampling(
+        self,
+        weights: BlobLike,
+        shape_tensor: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_samples: int = ...,
+    ) -> Blob:
+        """Draw num_samples indices (int32) from the 1-D WEIGHTS, each with probability weight / sum; empty weights give no samples.
+
+        Args:
+            num_samples: how many indices to draw (or give input 1, whose size is used)
+        """
+        ...
+
+    def WeightedSample(
+        self,
+        weights: BlobLike,
+        values: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of WEIGHTS (batch, n), draw one index with probability weight / row sum (int32); with VALUES (batch, n) also output the value at that index."""
         ...
 
     def WeightedSigmoidCrossEntropyWithLogits(

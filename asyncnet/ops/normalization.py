@@ -264,9 +264,11 @@ def _layer_stat_shape(op: OpInfo, shape: tuple[Any, ...]) -> tuple[Any, ...]:
         Arg("elementwise_affine", 0, "1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])"),
     ),
     infer=_moments_infer(_layer_stat_shape),
-    doc="Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1.",
+    doc="Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. "
+    "C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.",
     input_names=("X", "gamma", "beta"),
     output_names=("Y", "mean", "std"),
+    aliases=("C10LayerNorm_DontUseThisOpYet",),
 )
 def layer_norm(op: OpInfo) -> Callable[..., Any]:
     axis_arg = op.int_arg("axis")

@@ -98,9 +98,11 @@ def sparse_to_dense_mask(op: OpInfo) -> Callable[..., Any]:
     ),
     infer=lambda op, ins: [ins[0]],
     doc="For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with "
-    "use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.",
+    "use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. "
+    "Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).",
     input_names=("param", "indices", "grad"),
     output_names=("output_param",),
+    aliases=("Float16SparseNormalize",),
 )
 def sparse_normalize(op: OpInfo) -> Callable[..., Any]:
     use_max, target = op.bool_arg("use_max_norm"), op.float_arg("norm")

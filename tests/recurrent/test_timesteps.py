@@ -36,12 +36,8 @@ def build(threaded: bool, layers: int = 2) -> tuple[RecurrentLayer, pb.NetDef, d
     return layer, net, grads
 
 
-def run(threaded: bool, threads: int | None = None) -> dict[str, np.ndarray]:
-    layer, net, grads = build(threaded)
-    if threads is not None:
-        for op in net.op:
-            if op.type.startswith("RecurrentNetwork"):
-                op.arg.append(make_argument("rnn_executor.num_threads", threads))
+def fed_workspace(layer: RecurrentLayer) -> Workspace:
+    """A workspace holding seeded inputs, lengths, loss weights, initial states and params for ``layer``."""
     rng = np.random.default_rng(7)
     ws = Workspace()
     ws.feed("x", rng.standard_normal((T, N, D)).astype(np.float32))
@@ -51,6 +47,16 @@ def run(threaded: bool, threads: int | None = None) -> dict[str, np.ndarray]:
         ws.feed(s, rng.standard_normal((1, N, H)).astype(np.float32))
     for p, shape in layer.params.items():
         ws.feed(p, (0.3 * rng.standard_normal(shape)).astype(np.float32))
+    return ws
+
+
+def run(threaded: bool, threads: int | None = None) -> dict[str, np.ndarray]:
+    layer, net, grads = build(threaded)
+    if threads is not None:
+        for op in net.op:
+            if op.type.startswith("RecurrentNetwork"):
+                op.arg.append(make_argument("rnn_executor.num_threads", threads))
+    ws = fed_workspace(layer)
     with ws.create_net(net) as n:
         n.run(timeout=60)
         n.run(timeout=60)  # step workspaces are reused across runs
@@ -89,15 +95,7 @@ def test_measured_policy_runs_both_modes_with_the_same_bits(no_thread_leak: None
     for op in net.op:
         if op.type.startswith("RecurrentNetwork"):
             op.arg.append(make_argument("rnn_executor.num_threads", 2))
-    rng = np.random.default_rng(7)
-    ws = Workspace()
-    ws.feed("x", rng.standard_normal((T, N, D)).astype(np.float32))
-    ws.feed("lens", np.array([8, 5, 1, 7], np.int32))
-    ws.feed("w", rng.standard_normal((T, N, H)).astype(np.float32))
-    for s in layer.initial_states:
-        ws.feed(s, rng.standard_normal((1, N, H)).astype(np.float32))
-    for p, shape in layer.params.items():
-        ws.feed(p, (0.3 * rng.standard_normal(shape)).astype(np.float32))
+    ws = fed_workspace(layer)
     with ws.create_net(net) as n:
         for _ in range(10):
             n.run(timeout=60)
