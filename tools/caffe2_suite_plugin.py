@@ -343,6 +343,14 @@ def pytest_collection_finish(session: Any) -> None:
     _adjust_profile()
 
 
+def pytest_runtest_setup(item: Any) -> None:
+    """Each test starts in the default workspace, as in a fresh process: upstream's temp_workspace()
+    does not switch back when its body raises, which would leak one failure into later tests."""
+    ws = sys.modules.get("caffe2.python.workspace")
+    if ws is not None and ws.CurrentWorkspace() != "default":
+        ws.SwitchWorkspace("default", True)
+
+
 def pytest_collectreport(report: Any) -> None:
     if report.failed:
         _write(

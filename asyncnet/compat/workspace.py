@@ -169,7 +169,7 @@ def Workspaces() -> list[str]:
 def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
     """Make workspace ``name`` current (created when missing and ``create_if_missing``)."""
     global _current
-    name = str(name)
+    name = _name(name)  # bytes names (Caffe2's own helpers pass b"temp_ws") decode as UTF-8
     with _lock:
         if name not in _workspaces:
             if not create_if_missing:
