@@ -60,3 +60,19 @@ def test_flexible_top_k_gradient() -> None:
             want[r, idx[pos]] = pos + 1
             pos += 1
     np.testing.assert_array_equal(dx, want)
+
+
+def test_gradient_op_types_and_wiring_are_caffe2s() -> None:
+    cases = {
+        "CosineEmbeddingCriterion": (["S", "Y"], ["L"], "CosineEmbeddingCriterionGradient", ["S", "Y", "L_grad"]),
+        "MarginRankingCriterion": (
+            ["X1", "X2", "Y"],
+            ["L"],
+            "MarginRankingCriterionGradient",
+            ["X1", "X2", "Y", "L_grad"],
+        ),
+        "BernoulliJSD": (["P", "Q"], ["L"], "BernoulliJSDGradient", ["L_grad", "P", "Q"]),
+    }
+    for fwd, (ins, outs, grad_type, grad_ins) in cases.items():
+        (g,) = gradient_for_op(make_op(fwd, ins, outs), [o + "_grad" for o in outs]).ops
+        assert (g.type, list(g.input)) == (grad_type, grad_ins), fwd
