@@ -23,6 +23,14 @@ from asyncnet.serde import make_argument
 
 __all__ = ["TORCH_OPS", "register_torch_ops"]
 
+
+def _levels(args: dict[str, Any]) -> int:
+    """FPN levels roi_min_level .. roi_max_level (Caffe2's defaults 2 and 5)."""
+    hi = 5 if args.get("roi_max_level") is None else int(args["roi_max_level"])
+    lo = 2 if args.get("roi_min_level") is None else int(args["roi_min_level"])
+    return hi - lo + 1
+
+
 # name -> (schema, number of outputs; a callable computes it from the arguments for Tensor[] results)
 TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
     "Gelu": ("(Tensor X, bool? fast_gelu=None) -> Tensor", 1),
@@ -63,6 +71,29 @@ TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
         "(Tensor data, Tensor ranges, Tensor? key=None, int[] lengths=[], int? min_observation=None, "
         "float? max_mismatched_ratio=None, float? max_empty_ratio=None) -> Tensor[]",
         lambda a: len(a["lengths"]),
+    ),
+    "Logit": ("(Tensor X, float? eps=None) -> Tensor", 1),
+    "InferenceLSTM": (
+        "(Tensor[] input_list, int? num_layers=None, bool? has_biases=None, bool? batch_first=None, "
+        "bool? bidirectional=None) -> (Tensor, Tensor, Tensor)",
+        3,
+    ),
+    "CollectRpnProposals": (
+        "(Tensor[] input_list, int? rpn_max_level=None, int? rpn_min_level=None, "
+        "int? rpn_post_nms_topN=None) -> Tensor",
+        1,
+    ),
+    # RoIs per level (roi_min_level .. roi_max_level, Caffe2's defaults 2 .. 5) and the restore index.
+    "DistributeFpnProposals": (
+        "(Tensor rois, int? roi_canonical_scale=None, int? roi_canonical_level=None, int? roi_max_level=None, "
+        "int? roi_min_level=None, bool? legacy_plus_one=None) -> Tensor[]",
+        lambda a: _levels(a) + 1,
+    ),
+    "CollectAndDistributeFpnRpnProposals": (
+        "(Tensor[] input_list, int? roi_canonical_scale=None, int? roi_canonical_level=None, "
+        "int? roi_max_level=None, int? roi_min_level=None, int? rpn_max_level=None, int? rpn_min_level=None, "
+        "int? rpn_post_nms_topN=None, bool? legacy_plus_one=None) -> Tensor[]",
+        lambda a: _levels(a) + 2,
     ),
     "Fused8BitRowwiseQuantizedToFloat": ("(Tensor scale_bias_quantized_input) -> Tensor", 1),
     "SparseToDenseMask": (
