@@ -126,6 +126,12 @@ TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
     ),
 }
 
+# Ops whose export is a plain tensor operation: AliasWithName returns its input itself (an alias
+# that sees later in-place changes, as Caffe2's export).
+_DIRECT: dict[str, tuple[str, Callable[..., Any]]] = {
+    "AliasWithName": ("(Tensor(a) input, str name, bool is_backward=False) -> Tensor(a)", lambda *a: a[0]),
+}
+
 # Outputs that exist only when an argument asks for them (the export always returns them, empty).
 _OPTIONAL_LAST_OUTPUT = {"PackSegments": "return_presence_mask", "SparseToDenseMask": "return_presence_mask"}
 
@@ -187,7 +193,8 @@ def _run(op_type: str, params: list[tuple[str, str, Any]], n_out: Any, args: Seq
 
 
 def register_torch_ops(names: Sequence[str] | None = None) -> list[str]:
-    """Define ``torch.ops._caffe2.<name>`` for the operators of :data:`TORCH_OPS` (all by default).
+    """Define ``torch.ops._caffe2.<name>`` for the operators of :data:`TORCH_OPS` and AliasWithName
+    (all by default).
 
     Idempotent; returns the names defined by this call. Raises UnsupportedError without torch.
     """
@@ -202,8 +209,15 @@ def register_torch_ops(names: Sequence[str] | None = None) -> list[str]:
     with _lock:
         if _library is None:
             _library = torch.library.Library("_caffe2", "FRAGMENT")  # type: ignore[no-untyped-call]
-        for name in names or list(TORCH_OPS):
+        for name in names or [*TORCH_OPS, *_DIRECT]:
             if name in _defined:
+                continue
+            if name in _DIRECT:
+                schema, direct = _DIRECT[name]
+                _library.define(name + schema)
+                _library.impl(name, direct, "CPU")
+                _defined.add(name)
+                done.append(name)
                 continue
             schema, n_out = TORCH_OPS[name]
             _library.define(name + schema)

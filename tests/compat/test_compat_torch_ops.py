@@ -89,3 +89,10 @@ def test_logit_and_fpn_level_outputs() -> None:
     )  # fmt: skip
     for got_t, w in zip(outs, want):
         np.testing.assert_array_equal(got_t.numpy(), w)
+
+
+def test_alias_with_name_is_an_alias() -> None:
+    x = torch.tensor([3.0, 4.0])
+    y = torch.ops._caffe2.AliasWithName(x, "renamed")
+    x[1] = 6.0
+    assert y.tolist() == [3.0, 6.0]
