@@ -1574,6 +1574,22 @@ class OpNamespace:
         """Jensen-Shannon divergence between Bernoulli distributions with probabilities p and q, elementwise."""
         ...
 
+    def BernoulliJSDGradient(
+        self,
+        dL: BlobLike,
+        X: BlobLike,
+        T: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of BernoulliJSD with respect to the prediction: inputs dL, X (p), T (q); dp = dL * (logit(p) - logit((p + q) / 2)) / 2, p clamped to [1e-20, 1 - 1e-20]."""
+        ...
+
     def BisectPercentile(
         self,
         raw_values: BlobLike,
@@ -3456,6 +3472,27 @@ class OpNamespace:
         """
         ...
 
+    def CosineEmbeddingCriterionGradient(
+        self,
+        S: BlobLike,
+        Y: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> Blob:
+        """Gradient of CosineEmbeddingCriterion: inputs S, Y, dloss; dS = -dloss where Y is 1, else dloss where S >= margin (0 elsewhere).
+
+        Args:
+            margin: the forward margin
+        """
+        ...
+
     def CosineSimilarity(
         self,
         X: BlobLike,
@@ -4915,6 +4952,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
+        ...
+
+    def FlexibleTopKGradient(
+        self,
+        X: BlobLike,
+        K: BlobLike,
+        dValues: BlobLike,
+        Indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of FlexibleTopK: inputs X, K, dValues, Indices; dX is zero except row r's picked positions Indices[off_r : off_r + K[r]], which get dValues of the same range."""
         ...
 
     def Float16SparseNormalize(
@@ -8991,6 +9045,28 @@ class OpNamespace:
 
         Args:
             margin: the required gap between the ranked scores
+        """
+        ...
+
+    def MarginRankingCriterionGradient(
+        self,
+        X1: BlobLike,
+        X2: BlobLike,
+        Y: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of MarginRankingCriterion: inputs X1, X2, Y, dloss; where -Y * (X1 - X2) + margin > 0, dX1 = -Y * dloss and dX2 = Y * dloss, else 0.
+
+        Args:
+            margin: the forward margin
         """
         ...
 

@@ -169,7 +169,7 @@ def Workspaces() -> list[str]:
 def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
     """Make workspace ``name`` current (created when missing and ``create_if_missing``)."""
     global _current
-    name = str(name)
+    name = _name(name)  # bytes names (Caffe2's own helpers pass b"temp_ws") decode as UTF-8
     with _lock:
         if name not in _workspaces:
             if not create_if_missing:
@@ -226,15 +226,16 @@ def FetchBlob(name: Any) -> Any:
 
 
 def as_caffe2_fetch(value: Any) -> Any:
-    """A fetched value as Caffe2 returned it: string tensors hold ``bytes`` items (Caffe2 stored
-    std::string, so text fed as ``str`` came back encoded as UTF-8)."""
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size:
-        flat = value.reshape(-1)
-        if any(isinstance(v, str) for v in flat):
-            enc = np.empty(flat.shape, dtype=object)
-            enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
-            return enc.reshape(value.shape)
-    return value
+    """A fetched value as Caffe2 returned it: a copy (changing it leaves the blob alone), string
+    tensors with ``bytes`` items (Caffe2 stored std::string: text fed as ``str`` comes back UTF-8)."""
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype != object or not any(isinstance(v, str) for v in value.reshape(-1)):
+        return value.copy()
+    flat = value.reshape(-1)
+    enc = np.empty(flat.shape, dtype=object)
+    enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
+    return enc.reshape(value.shape)
 
 
 def CreateBlob(name: Any) -> BlobReference:
