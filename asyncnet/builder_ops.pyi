@@ -5091,6 +5091,27 @@ class OpNamespace:
         """Quantize each row of the float32 input to 8 bits (codes = round((x - min) / scale), scale = (max - min) / 255) with a float32 scale and bias appended to the row."""
         ...
 
+    def FloatToFusedRandRowwiseQuantized(
+        self,
+        input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        bitwidth: int = ...,
+        random: int = ...,
+    ) -> Blob:
+        """Quantize each row of a float32 matrix to `bitwidth` bits on the uniform grid between its min and max, rounding each value up with probability equal to its fractional position (an unbiased estimate); rows are [bitwidth][tail][min f32][max f32][codes packed by segments].
+
+        Args:
+            bitwidth: bits per value: 1, 2, 4 or 8
+            random: stochastic rounding (0: nearest)
+        """
+        ...
+
     def FloatToHalf(
         self,
         X: BlobLike,
@@ -5215,6 +5236,20 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Restore float16 rows from fused 8-bit rows: x = code * scale + bias."""
+        ...
+
+    def FusedRandRowwiseQuantizedToFloat(
+        self,
+        quantized_input: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Restore float32 rows from FloatToFusedRandRowwiseQuantized: code * (max - min) / (2^bitwidth - 1) + min."""
         ...
 
     def GE(
