@@ -79,6 +79,10 @@ def spatial_bn_gradient(op: OpInfo) -> Callable[..., Any]:
             else np.asarray(stat, dtype=dt).reshape(-1)
         )
         s = np.asarray(scale, dtype=dt).reshape(-1)
+        if x.size == 0:
+            # An empty batch contributes nothing, even when aggregated sums are given (Caffe2).
+            zeros = np.zeros(s.shape, np.asarray(scale).dtype)
+            return np.zeros(x.shape, x.dtype), zeros, zeros.copy()
         xhat = (xf - _per_channel(m, x.ndim, order)) * _per_channel(inv_std, x.ndim, order)
         if agg:
             # Sums over every batch: the normalization spanned num_batches * N * HxW elements.

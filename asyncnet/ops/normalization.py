@@ -115,12 +115,13 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
             y += per_channel(beta, x.ndim, order)
             return (y,)
         axes = tuple(a for a in range(x.ndim) if a != ax)
-        if x.size == 0 and not sums:
-            # Caffe2 leaves the running statistics alone on an empty batch; saved stats are 0.
+        if x.size == 0:
+            # Caffe2 leaves the running statistics alone on an empty batch (even with batch sums,
+            # which would divide by a zero count); saved stats are 0.
             zeros = np.zeros(c, dt)
             return (x.astype(dt), mean.copy(), var.copy(), zeros, zeros.copy())
+        count = (num_batches if sums else 1) * (x.size // max(c, 1))
         if sums:
-            count = num_batches * (x.size // max(c, 1))
             _check_vec("sums", sums[0], c)
             _check_vec("sumsq", sums[1], c)
             bmean = sums[0].astype(dt) / dt.type(count)
@@ -136,7 +137,11 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
         y += per_channel(beta, x.ndim, order)
         a, b = dt.type(1.0 - momentum), dt.type(momentum)
         run_mean = (a * bmean + b * mean.astype(dt).reshape(bmean.shape)).reshape(mean.shape)
-        run_var = (a * bvar + b * var.astype(dt).reshape(bvar.shape)).reshape(var.shape)
+        # The running variance is the unbiased estimate, n / (n - 1) times the batch variance;
+        # Caffe2 uses an infinite factor when one element is reduced.
+        unbias = dt.type(np.inf) if count == 1 else dt.type(count / (count - 1))
+        with np.errstate(invalid="ignore"):
+            run_var = (a * unbias * bvar + b * var.astype(dt).reshape(bvar.shape)).reshape(var.shape)
         return (y, run_mean, run_var, bmean, rstd)
 
     return run

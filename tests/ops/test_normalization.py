@@ -80,7 +80,9 @@ def test_spatial_bn_training_against_float64_formulas(order: str) -> None:
     want = (x64 - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-4) * s.reshape(shape) + b.reshape(shape)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(rm, 0.2 * mean + 0.8 * m, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rv, 0.2 * var + 0.8 * v, rtol=1e-5, atol=1e-6)
+    # Caffe2 keeps the unbiased (n / (n - 1)) batch variance in the running variance.
+    n = x.size // c
+    np.testing.assert_allclose(rv, 0.2 * var * n / (n - 1) + 0.8 * v, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sm, mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(siv, 1 / np.sqrt(var + 1e-4), rtol=1e-5)
     # The seven-input form takes per-channel sums of X and X^2 over `num_batches` batches instead.
@@ -88,6 +90,78 @@ def test_spatial_bn_training_against_float64_formulas(order: str) -> None:
     outs = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, epsilon=1e-4, order=order)
     np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(outs[3], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_bn_running_stats_match_torch() -> None:
+    # torch's batch_norm also tracks the unbiased variance; its momentum is Caffe2's 1 - momentum.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
+    s, b, m, v = vec(rng, 3), vec(rng, 3), vec(rng, 3), vec(rng, 3, 0.5, 2.0)
+    feeds = {"x": x, "s": s, "b": b, "rm": m, "rv": v}
+    y, rm, rv, _, _ = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, momentum=0.7)
+    t_rm, t_rv = torch.tensor(m), torch.tensor(v)
+    t_y = torch.nn.functional.batch_norm(
+        torch.tensor(x), t_rm, t_rv, torch.tensor(s), torch.tensor(b), training=True, momentum=0.3, eps=1e-5
+    )
+    np.testing.assert_allclose(y, t_y.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rm, t_rm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, t_rv.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_bn_batch_sums_form_against_naive_loop() -> None:
+    # Seven inputs: per-channel sums of X and X^2 over num_batches equal batches.
+    rng = np.random.default_rng(5)
+    nb, x = 3, rng.standard_normal((2, 2, 3, 1)).astype(np.float32)
+    sums = rng.uniform(-1, 1, 2).astype(np.float32)
+    sumsq = rng.uniform(20, 30, 2).astype(np.float32)
+    m, v = vec(rng, 2), vec(rng, 2, 0.5, 2.0)
+    s, b = vec(rng, 2), vec(rng, 2)
+    feeds = {"x": x, "s": s, "b": b, "rm": m, "rv": v, "sums": sums, "sumsq": sumsq}
+    y, rm, rv, sm, siv = _run_named(
+        "SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, momentum=0.9, num_batches=nb, epsilon=1e-3
+    )
+    size = nb * 2 * 3 * 1
+    for ch in range(2):
+        mu = float(sums[ch]) / size
+        var = float(sumsq[ch]) / size - mu * mu
+        assert rm[ch] == pytest.approx(0.9 * float(m[ch]) + 0.1 * mu, rel=1e-5)
+        assert rv[ch] == pytest.approx(0.9 * float(v[ch]) + 0.1 * var * size / (size - 1), rel=1e-5)
+        assert sm[ch] == pytest.approx(mu, rel=1e-5)
+        assert siv[ch] == pytest.approx(1 / (var + 1e-3) ** 0.5, rel=1e-5)
+        for i in range(2):
+            for h in range(3):
+                want = (float(x[i, ch, h, 0]) - mu) / (var + 1e-3) ** 0.5 * float(s[ch]) + float(b[ch])
+                assert y[i, ch, h, 0] == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+def test_spatial_bn_empty_batch_with_sums_keeps_running_stats() -> None:
+    z = np.zeros(2, np.float32)
+    feeds = {
+        "x": np.zeros((0, 2, 2, 2), np.float32),
+        "s": np.ones(2, np.float32),
+        "b": z,
+        "rm": np.array([1, 2], np.float32),
+        "rv": np.array([3, 4], np.float32),
+        "sums": np.array([5, 6], np.float32),
+        "sumsq": np.array([7, 8], np.float32),
+    }
+    y, rm, rv, sm, siv = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, num_batches=2)
+    assert y.shape == (0, 2, 2, 2)
+    assert rm.tolist() == [1, 2] and rv.tolist() == [3, 4]
+    assert sm.tolist() == [0, 0] and siv.tolist() == [0, 0]
+    # The gradient of an empty batch is zero even when aggregated dscale / dbias are given.
+    g_feeds = {
+        "x": feeds["x"],
+        "s": feeds["s"],
+        "dy": feeds["x"],
+        "sm": z,
+        "siv": z,
+        "ds": np.array([1, 2], np.float32),
+        "db": np.array([3, 4], np.float32),
+    }
+    dx, ds, db = _run_named("SpatialBNGradient", g_feeds, ["dx", "dscale", "dbias"], num_batches=2)
+    assert dx.shape == (0, 2, 2, 2) and ds.tolist() == [0, 0] and db.tolist() == [0, 0]
 
 
 def test_spatial_bn_schema_rules() -> None:
