@@ -325,13 +325,13 @@ def conv_transpose_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(dW, db, dX) of an NCHW transposed convolution whose scatter window is ``win`` (out = X's grid)."""
     n, cin = x.shape[:2]
-    cout = dy.shape[1]
     p = int(np.prod(win.out, dtype=np.int64))
     # The transposed conv scatters columns into Y; its adjoint gathers them back: im2col of dY.
     dcols = im2col(dy, win, "NCHW", group)  # (N, G, Cout/G * K, P)
     xg = x.reshape(n, group, cin // group, p)
     dw = np.einsum("ngip,ngkp->gik", xg, dcols, optimize=True).reshape(w.shape)
-    db = dy.reshape(n, cout, -1).sum(axis=(0, 2))
+    # Explicit axes rather than reshape(n, cout, -1): -1 is ambiguous for an empty batch.
+    db = dy.sum(axis=(0, *range(2, dy.ndim)))
     if not want_dx:
         return dw, db, None
     wg = w.reshape(group, cin // group, -1)
@@ -339,12 +339,22 @@ def conv_transpose_backward(
     return dw, db, dx
 
 
+def _conv_transpose_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    x, w = ins[0], ins[1]
+    # The filter is (Cin, Cout/G, k...) in NCHW and (Cin, k..., Cout/G) in NHWC; dbias has Cout.
+    per_group = None if w.shape is None else w.shape[-1 if op.str_arg("order", "NCHW") == "NHWC" else 1]
+    cout = per_group * op.int_arg("group", 1) if isinstance(per_group, int) else None
+    db = TensorInfo(None if w.shape is None else (cout,), w.dtype)
+    out = [w] + ([] if op.bool_arg("no_bias", 0) else [db]) + [x]
+    return out[: len(op.outputs)]
+
+
 @register_op(
     "ConvTransposeGradient",
     inputs=3,
     outputs=(1, 3),
     args=(*CONV_TRANSPOSE_ARGS, Arg("no_bias", 0, "the forward op had no bias: outputs are dW, [dX]")),
-    infer=_conv_grad_infer,
+    infer=_conv_transpose_grad_infer,
     doc="ConvTranspose gradient: inputs X, filter, dY; outputs dfilter, dbias (unless no_bias), [dX].",
     input_names=("X", "filter", "dY"),
     output_names=("dfilter", "dbias", "dX"),
