@@ -11672,7 +11672,7 @@ class OpNamespace:
         batch: int = ...,
         repeat_from_axis: int = ...,
     ) -> Blob:
-        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row.
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row. With `batch` set, dims 0..batch form a batch and the rows are the dims between batch and axis (the mask is the same for every batch entry). With `repeat_from_axis` set (sequence mode), the columns are the dims axis..repeat_from_axis and each column's mask covers all the trailing dims.
 
         Args:
             mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
@@ -11680,8 +11680,8 @@ class OpNamespace:
             radius: window mode: half-width of the kept window
             grad: fill with 0 (the gradient form)
             fill_val: the value of the masked positions
-            batch: unsupported here (must be -1)
-            repeat_from_axis: unsupported here (must be -1)
+            batch: when set: dims up to and including it are a batch, each (rows, cols) block masked alike
+            repeat_from_axis: sequence mode, when set: dims from it on are repeated (one mask per row of the dims axis..it)
         """
         ...
 

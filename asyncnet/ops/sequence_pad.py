@@ -217,6 +217,13 @@ def _remove_padding_grad(op: pb.OperatorDef, g_out: list[str | None]) -> Gradien
 _MODES = ("sequence", "window", "upper", "lower", "upperdiag", "lowerdiag")
 
 
+def _canonical(op: OpInfo, name: str, value: int, ndim: int) -> int:
+    ax = value + ndim if value < 0 else value
+    if not 0 <= ax < max(ndim, 1):
+        raise ArgumentError(f"{op.label()}: {name}={value} is out of range for a rank-{ndim} input")
+    return ax
+
+
 @register_op(
     "SequenceMask",
     inputs=(1, 2),
@@ -226,31 +233,51 @@ _MODES = ("sequence", "window", "upper", "lower", "upperdiag", "lowerdiag")
         Arg("radius", 10, "window mode: half-width of the kept window"),
         Arg("grad", 0, "fill with 0 (the gradient form)"),
         Arg("fill_val", float("-inf"), "the value of the masked positions"),
-        Arg("batch", -1, "unsupported here (must be -1)"),
-        Arg("repeat_from_axis", -1, "unsupported here (must be -1)"),
+        Arg("batch", -1, "when set: dims up to and including it are a batch, each (rows, cols) block masked alike"),
+        Arg(
+            "repeat_from_axis",
+            -1,
+            "sequence mode, when set: dims from it on are repeated (one mask per row of the dims axis..it)",
+        ),
     ),
     infer=lambda op, ins: [ins[0]],
     doc="View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: "
     "col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; "
-    "upperdiag: col >= row; lowerdiag: col <= row.",
+    "upperdiag: col >= row; lowerdiag: col <= row. With `batch` set, dims 0..batch form a batch and the "
+    "rows are the dims between batch and axis (the mask is the same for every batch entry). With "
+    "`repeat_from_axis` set (sequence mode), the columns are the dims axis..repeat_from_axis and each "
+    "column's mask covers all the trailing dims.",
     input_names=("input", "sequence_lengths"),
     output_names=("output",),
 )
 def sequence_mask(op: OpInfo) -> Callable[..., Any]:
     mode, axis, radius = op.str_arg("mode"), op.int_arg("axis"), op.int_arg("radius")
     fill = 0.0 if op.bool_arg("grad") else op.float_arg("fill_val")
+    # Caffe2 switches these forms on by the argument's presence, whatever its value (-1 included).
+    has_batch, has_repeat = op.has("batch"), op.has("repeat_from_axis")
     if mode not in _MODES:
         raise ArgumentError(f"{op.label()}: unknown mode '{mode}'; known: {', '.join(_MODES)}")
-    if op.int_arg("batch") != -1 or op.int_arg("repeat_from_axis") != -1:
-        raise ArgumentError(f"{op.label()}: the batch / repeat_from_axis forms are not supported")
+    if has_repeat and (mode != "sequence" or has_batch):
+        raise ArgumentError(f"{op.label()}: repeat_from_axis needs mode 'sequence' and no batch argument")
     if mode in ("sequence", "window") and len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: mode '{mode}' needs input 1")
 
     def run(x: Any, aux: Any = None) -> tuple[np.ndarray]:
         a = np.asarray(x)
-        ax = axis + a.ndim if axis < 0 else axis
-        rows = int(np.prod(a.shape[:ax], dtype=np.int64))
+        ax = _canonical(op, "axis", axis, a.ndim)
+        lead, rep = 1, 1
+        if has_batch:
+            b = _canonical(op, "batch", op.int_arg("batch"), a.ndim)
+            if b >= ax:
+                raise ArgumentError(f"{op.label()}: batch ({b}) must come before axis ({ax})")
+            lead = int(np.prod(a.shape[: b + 1], dtype=np.int64))
+            rows = int(np.prod(a.shape[b + 1 : ax], dtype=np.int64))
+        else:
+            rows = int(np.prod(a.shape[:ax], dtype=np.int64))
         cols = int(np.prod(a.shape[ax:], dtype=np.int64))
+        if has_repeat:
+            rep = int(np.prod(a.shape[_canonical(op, "repeat_from_axis", op.int_arg("repeat_from_axis"), a.ndim) :]))
+            cols = cols // max(rep, 1)
         r = np.arange(rows)[:, None]
         c = np.arange(cols)[None, :]
         if mode in ("sequence", "window"):
@@ -260,7 +287,8 @@ def sequence_mask(op: OpInfo) -> Callable[..., Any]:
             mask = c >= v[:, None] if mode == "sequence" else np.abs(c - v[:, None]) > radius
         else:
             mask = {"upper": c > r, "lower": c < r, "upperdiag": c >= r, "lowerdiag": c <= r}[mode]
-        out = np.where(mask, np.asarray(fill, a.dtype), a.reshape(rows, cols))
+        view = a.reshape(lead, rows, cols, rep)
+        out = np.where(mask[None, :, :, None], np.asarray(fill, a.dtype), view)
         return (out.reshape(a.shape).astype(a.dtype, copy=False),)
 
     return run
