@@ -4964,13 +4964,13 @@ class OpNamespace:
         max_mismatched_ratio: float = ...,
         max_empty_ratio: float = ...,
     ) -> tuple[Blob, ...]:
-        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros.
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With the int64 KEY input (1-D, DATA's size) each gathered range is ordered by its keys. Over the op's lifetime it counts the examples T and, per feature, the empty and the mismatched ranges; with max_mismatched_ratio < 1 it fails once mismatched > max(T, min_observation) * max_mismatched_ratio, likewise for max_empty_ratio.
 
         Args:
             lengths: the expected range length of each feature (one output per feature)
-            min_observation: accepted for compatibility
-            max_mismatched_ratio: accepted for compatibility
-            max_empty_ratio: accepted for compatibility
+            min_observation: the ratio checks count at least this many examples
+            max_mismatched_ratio: fail when a feature's mismatched ranges exceed this share (< 1)
+            max_empty_ratio: fail when a feature's empty ranges exceed this share (< 1)
         """
         ...
 

@@ -187,7 +187,10 @@ def boolean_unmask(op: OpInfo) -> Callable[..., Any]:
     "GatherRanges",
     inputs=2,
     outputs=2,
-    infer=lambda op, ins: [TensorInfo((None,), ins[0].dtype), TensorInfo((None,), INT32)],
+    infer=lambda op, ins: [
+        TensorInfo((None,), ins[0].dtype),
+        TensorInfo((None,) if ins[1].shape is None else ins[1].shape[:1], INT32),
+    ],
     doc="For RANGES (N, M, 2) of (start, length) pairs into the 1-D DATA: output 0 concatenates every "
     "range, output 1 gives each example's total length (int32).",
     input_names=("DATA", "RANGES"),
