@@ -21,28 +21,26 @@ def copy(op: OpInfo) -> Callable[..., Any]:
 
 
 def resolve_reshape(op: OpInfo, old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
-    """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred."""
+    """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred.
+
+    As in Caffe2, an empty input keeps its 0s as 0 (nothing is copied) and its -1 becomes 0; a 0 past
+    the input's rank stays 0.
+    """
+    total = prod(old)
     out: list[int] = []
     for i, d in enumerate(new):
-        if d == 0:
-            if i >= len(old):
-                raise ArgumentError(f"{op.label()}: shape {new} copies dim {i} (0) but the input has rank {len(old)}")
-            out.append(old[i])
-        elif d < -1:
+        if d < -1:
             raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {d}")
-        else:
-            out.append(d)
-    total = prod(old)
+        out.append(old[i] if d == 0 and total != 0 and i < len(old) else d)
     if out.count(-1) > 1:
         raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
+    known = prod(d for d in out if d != -1)
+    if total != 0 and known == 0:
+        raise ArgumentError(f"{op.label()}: cannot reshape a non-empty {old} ({total} elements) to zero size {new}")
     if -1 in out:
-        known = prod(d for d in out if d != -1)
-        if known == 0 and total == 0:
-            # Caffe2 infers 0 for the -1 of an empty tensor reshaped with a zero dim.
-            known = 1
-        elif known == 0 or total % known:
+        if total and total % known:
             raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
-        out[out.index(-1)] = total // known
+        out[out.index(-1)] = total // known if total else 0
     if prod(out) != total:
         raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
     return tuple(out)
