@@ -42,11 +42,25 @@ def _segments(op: OpInfo, data: np.ndarray, lengths: Any) -> np.ndarray:
     return ln
 
 
-def _rows_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    d = ins[0]
-    out = TensorInfo(None if d.shape is None or not d.shape else (None, *d.shape[1:]), d.dtype)
-    lens = TensorInfo((None,), ins[1].dtype if len(ins) > 1 else INT32)
-    return [out, lens][: len(op.outputs)]
+def _rows_infer(sign: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+    """Rows change by sign * segments * (padding_width + end_padding_width); one segment without lengths."""
+
+    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+        d = ins[0]
+        start, end = _widths(op)
+        if len(ins) > 1:
+            shape = ins[1].shape
+            segments = None if shape is None or len(shape) != 1 else shape[0]
+        else:
+            segments = 1
+        rows = None
+        if d.shape and isinstance(d.shape[0], int) and isinstance(segments, int):
+            rows = d.shape[0] + sign * segments * (start + end)
+        out = TensorInfo(None if d.shape is None or not d.shape else (rows, *d.shape[1:]), d.dtype)
+        lens = TensorInfo((segments,), ins[1].dtype if len(ins) > 1 else INT32)
+        return [out, lens][: len(op.outputs)]
+
+    return infer
 
 
 @register_op(
@@ -54,7 +68,7 @@ def _rows_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     inputs=(1, 4),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer,
+    infer=_rows_infer(1),
     doc="Add padding_width rows of start_padding (default zeros) before and end_padding_width rows of "
     "end_padding (default start_padding) after each segment of data (cut by lengths; one segment "
     "without it). Optional output 1: the new lengths.",
@@ -86,7 +100,7 @@ def add_padding(op: OpInfo) -> Callable[..., Any]:
     inputs=(1, 2),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer,
+    infer=_rows_infer(-1),
     doc="Remove padding_width rows from the start and end_padding_width rows from the end of each segment.",
     input_names=("data", "lengths"),
     output_names=("data_out", "lengths_out"),

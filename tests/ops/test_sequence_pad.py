@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import AsyncNetError
+from asyncnet.net import op_info
+from asyncnet.schema import TensorInfo
 from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
@@ -89,6 +91,31 @@ def test_sequence_mask_axis_and_gradient() -> None:
     np.testing.assert_array_equal(y.reshape(2, 6), np.where(np.arange(6)[None, :] < lengths[:, None], flat, 0.0))
     res = check_gradient(make_op("SequenceMask", ["X", "L"], ["Y"], axis=1, fill_val=-3.0), {"X": x, "L": lengths})
     assert res.ok, res.describe()
+
+
+@pytest.mark.parametrize("with_lengths", [True, False])
+@pytest.mark.parametrize("widths", [(0, 0), (1, -1), (2, 1)])
+def test_padding_shape_inference_is_exact(with_lengths: bool, widths: tuple[int, int]) -> None:
+    # Rows grow (AddPadding) or shrink (RemovePadding) by segments * (start + end) widths; the new lengths
+    # have one entry per segment (1 without lengths).
+    start, end_arg = widths
+    end = start if end_arg < 0 else end_arg
+    data = RNG.normal(size=(5, 2)).astype(np.float32)
+    lengths = np.array([2, 0, 3], np.int32)
+    ins = [data, lengths] if with_lengths else [data]
+    segs = 3 if with_lengths else 1
+    args = {"padding_width": start, "end_padding_width": end_arg}
+    padded, new_len = run_op("AddPadding", ins, 2, **args)  # run_op also checks inference against the kernel
+    info = op_info(make_op("AddPadding", [f"in{i}" for i in range(len(ins))], ["y", "l"], **args))
+    assert info.schema.infer is not None
+    y_info, l_info = info.schema.infer(info, [TensorInfo(x.shape, x.dtype) for x in ins])
+    assert y_info.shape == (5 + segs * (start + end), 2) == padded.shape
+    assert l_info.shape == (segs,) == new_len.shape and l_info.dtype == np.int32
+    back_ins = [padded, new_len] if with_lengths else [padded]
+    info = op_info(make_op("RemovePadding", [f"in{i}" for i in range(len(back_ins))], ["z", "l2"], **args))
+    assert info.schema.infer is not None
+    z_info, _ = info.schema.infer(info, [TensorInfo(x.shape, x.dtype) for x in back_ins])
+    assert z_info.shape == (5, 2)
 
 
 @pytest.mark.parametrize("mode", ["sequence", "window", "upper", "lowerdiag"])
