@@ -208,8 +208,7 @@ def nearest_source(out_size: int, in_size: int, scale: float) -> np.ndarray:
     so the quotient is rounded to float32 before truncation: for scale 0.3 (0.30000001f), row 3 reads
     10 (3 / 0.30000001f rounds to 10.0f), and for 1/3 (0.33333334f), row 1 reads 3.
     """
-    s = np.float32(scale)
-    q = np.arange(out_size, dtype=np.float32) / s
+    q: np.ndarray = np.arange(out_size, dtype=np.float32) / np.float32(scale)
     return np.minimum(q.astype(np.int64), in_size - 1)
 
 
