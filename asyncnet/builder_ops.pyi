@@ -13826,11 +13826,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         axis: int = ...,
+        use_scaling_lengths: int = ...,
     ) -> tuple[Blob, ...]:
-        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k.
+        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k. With use_scaling_lengths every length is multiplied by K, where sum(LENGTHS) * K is the axis' size (K may be 0 for an empty axis).
 
         Args:
             axis: the axis to split
+            use_scaling_lengths: scale LENGTHS by K = dim / sum(LENGTHS), which must be a whole number
         """
         ...
 
