@@ -429,6 +429,21 @@ class OpNamespace:
         """
         ...
 
+    def Append(
+        self,
+        A: BlobLike,
+        B: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Append B's rows to A (in place); an empty A becomes a copy of B."""
+        ...
+
     def ArgMax(
         self,
         in0: BlobLike,
@@ -599,6 +614,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Atan: dX = dY / (1 + X^2)."""
+        ...
+
+    def AtomicAppend(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """Under the mutex (input 0), append tensor k + i to tensor i for every field i (all checked first)."""
         ...
 
     def AtomicFetchAdd(
@@ -1336,7 +1363,7 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
-        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32."""
+        """Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32. The bucket is (number of boundaries < x + number <= x) // 2, so a value on repeated boundaries lands between them."""
         ...
 
     def BatchBucketize(
@@ -1777,6 +1804,31 @@ class OpNamespace:
         """
         ...
 
+    def C10LayerNorm_DontUseThisOpYet(
+        self,
+        X: BlobLike,
+        gamma: BlobLike = ...,
+        beta: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        axis: int = ...,
+        epsilon: float = ...,
+        elementwise_affine: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
+
+        Args:
+            axis: dims from `axis` on are normalized together
+            epsilon: added to the variance
+            elementwise_affine: 1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])
+        """
+        ...
+
     def CTCBeamSearchDecoder(
         self,
         INPUTS: BlobLike,
@@ -1975,6 +2027,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Whether the counter is <= 0 (bool)."""
+        ...
+
+    def CheckDatasetConsistency(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Fail unless the fields form a consistent dataset: fields of one domain have equal row counts and every lengths field sums to the rows of the domain it opens.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+        """
         ...
 
     def Checkpoint(
@@ -2264,6 +2333,18 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of ColwiseMax: inputs X, Y, dY; positions equal to their column maximum get dY."""
+        ...
+
+    def ComputeOffset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Offsets matrix (records + 1, domains): row k holds every domain's offset before record k. Resets the cursor to the start."""
         ...
 
     def Concat(
@@ -3654,6 +3735,23 @@ class OpNamespace:
         """
         ...
 
+    def CreateTreeCursor(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+    ) -> Blob:
+        """Create a cursor over a dataset with the schema `fields` (offsets start at 0).
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+        """
+        ...
+
     def CrossEntropy(
         self,
         X: BlobLike,
@@ -3777,6 +3875,200 @@ class OpNamespace:
             weight_decay: added as weight_decay * param to the step
             bias_correction_first: divide the first moment by 1 - beta1^t
         """
+        ...
+
+    def DeformConv(
+        self,
+        X: BlobLike,
+        OFFSET: BlobLike,
+        W: BlobLike,
+        b: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        deformable_group: int = ...,
+        no_bias: int = ...,
+        no_gradient_to_input: int = ...,
+    ) -> Blob:
+        """Deformable 2-D convolution: tap (i, j) of the window at each output position reads X at its regular place shifted by OFFSET's (dy, dx) for that tap, output position and deformable group, with bilinear interpolation (0 outside X); then the taps are combined with W (and bias) as in Conv.
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            deformable_group: channel groups sharing one set of offsets
+            no_bias: the gradient op's forward had no bias
+            no_gradient_to_input: skip dX in the gradient
+        """
+        ...
+
+    def DeformConvGradient(
+        self,
+        X: BlobLike,
+        OFFSET: BlobLike,
+        W: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        kernel: Any = ...,
+        kernels: Any = ...,
+        kernel_h: Any = ...,
+        kernel_w: Any = ...,
+        stride: Any = ...,
+        strides: Any = ...,
+        stride_h: Any = ...,
+        stride_w: Any = ...,
+        pad: Any = ...,
+        pads: Any = ...,
+        pad_t: Any = ...,
+        pad_l: Any = ...,
+        pad_b: Any = ...,
+        pad_r: Any = ...,
+        dilation: Any = ...,
+        dilations: Any = ...,
+        dilation_h: Any = ...,
+        dilation_w: Any = ...,
+        legacy_pad: int = ...,
+        order: str = ...,
+        group: int = ...,
+        shared_buffer: int = ...,
+        exhaustive_search: int = ...,
+        cudnn_exhaustive_search: int = ...,
+        ws_nbytes_limit: int = ...,
+        force_algo_fwd: int = ...,
+        force_algo_dgrad: int = ...,
+        force_algo_wgrad: int = ...,
+        deterministic: int = ...,
+        float16_compute: int = ...,
+        algo: str = ...,
+        convolution_transform_strategy: str = ...,
+        deformable_group: int = ...,
+        no_bias: int = ...,
+        no_gradient_to_input: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of DeformConv: inputs X, OFFSET, W, dY; outputs dOFFSET, dW, db (unless no_bias), dX (unless no_gradient_to_input).
+
+        Args:
+            kernel: kernel size of every spatial dim
+            kernels: kernel size per spatial dim
+            kernel_h: kernel height (2-D; with kernel_w)
+            kernel_w: kernel width (2-D; with kernel_h)
+            stride: stride of every spatial dim (default 1)
+            strides: stride per spatial dim
+            stride_h: vertical stride (2-D; with stride_w)
+            stride_w: horizontal stride (2-D; with stride_h)
+            pad: padding at both ends of every spatial dim (default 0)
+            pads: padding: the heads of every spatial dim, then the tails
+            pad_t: top padding (2-D; with pad_l, pad_b, pad_r)
+            pad_l: left padding
+            pad_b: bottom padding
+            pad_r: right padding
+            dilation: dilation of every spatial dim (default 1)
+            dilations: dilation per spatial dim
+            dilation_h: vertical dilation (2-D; with dilation_w)
+            dilation_w: horizontal dilation (2-D; with dilation_h)
+            legacy_pad: 0 NOTSET (explicit pads), 1 VALID, 2 SAME, 3 CAFFE_LEGACY_POOLING (ceil output size)
+            order: storage order: NCHW (channels first) or NHWC (channels last)
+            group: number of channel groups
+            shared_buffer: ignored (Caffe2 col-buffer sharing)
+            exhaustive_search: ignored (cuDNN algorithm search)
+            cudnn_exhaustive_search: ignored (cuDNN algorithm search)
+            ws_nbytes_limit: ignored (cuDNN workspace limit)
+            force_algo_fwd: ignored (cuDNN forced algorithm)
+            force_algo_dgrad: ignored (cuDNN forced algorithm)
+            force_algo_wgrad: ignored (cuDNN forced algorithm)
+            deterministic: ignored (cuDNN determinism)
+            float16_compute: ignored (numpy computes in the input precision)
+            algo: ignored (NNPACK algorithm)
+            convolution_transform_strategy: ignored (NNPACK transform caching)
+            deformable_group: channel groups sharing one set of offsets
+            no_bias: the gradient op's forward had no bias
+            no_gradient_to_input: skip dX in the gradient
+        """
+        ...
+
+    def DenseVectorToIdList(
+        self,
+        values: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of the 2-D input: its nonzero positions (int64), concatenated, and their count per row (int32)."""
         ...
 
     def DequeueBlobs(
@@ -3997,6 +4289,51 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """Gradient of the row-wise DotProduct: inputs X, Y, dDot (N,); dX = dDot * Y, dY = dDot * X per row."""
+        ...
+
+    def DotProductWithPadding(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> Blob:
+        """Dot product of each row of X (N, DX) and Y (N, DY); the shorter row is padded with pad_value or, with replicate, tiled to the longer width. Output (N,).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
+        ...
+
+    def DotProductWithPaddingGradient(
+        self,
+        X: BlobLike,
+        Y: BlobLike,
+        dZ: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        pad_value: float = ...,
+        replicate: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of DotProductWithPadding: inputs X, Y, dZ; outputs dX, dY (a tiled row collects the gradient of every copy).
+
+        Args:
+            pad_value: value the shorter row is padded with
+            replicate: tile the shorter row instead of padding (the widths must divide)
+        """
         ...
 
     def Dropout(
@@ -4270,6 +4607,25 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """Gradient of Erf: dX = dY * 2 / sqrt(pi) * exp(-X^2)."""
+        ...
+
+    def EstimateAllBlobSizes(
+        self,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        include_shared: int = ...,
+        options: Any = ...,
+    ) -> tuple[Blob, ...]:
+        """Names (strings) and estimated serialized sizes (int64 bytes) of every blob in the workspace, this op's outputs included: per chunk the name plus 50 bytes, per element 4 (float32), 8 (int64/double), ~3 (16-bit types), ~2 (8-bit), 1 (bool), 50 (string).
+
+        Args:
+            include_shared: also list the blobs of parent workspaces
+            options: SerializationOptions: per blob-name regex, the chunk_size Save would use
+        """
         ...
 
     def Exp(
@@ -4559,6 +4915,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
+        ...
+
+    def Float16SparseNormalize(
+        self,
+        param: BlobLike,
+        indices: BlobLike,
+        grad: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        use_max_norm: int = ...,
+        norm: float = ...,
+    ) -> Blob:
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
+
+        Args:
+            use_max_norm: only shrink rows whose norm exceeds `norm`
+            norm: the target L2 norm
+        """
         ...
 
     def Float16UniformFill(
@@ -4910,6 +5289,33 @@ class OpNamespace:
         """
         ...
 
+    def GatherByKey(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of Partition for 1-D keys: output row i is the next unused row of shard (KEYS[i] mod number of shards), shards given as inputs 1..."""
+        ...
+
+    def GatherFused8BitRowwise(
+        self,
+        DATA: BlobLike,
+        INDICES: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gather on fused 8-bit rows: output[i] is row DATA[INDICES[i]] restored to float32 (code * scale + bias); DATA (rows, cols + 8), INDICES 1-D."""
+        ...
+
     def GatherPadding(
         self,
         data: BlobLike,
@@ -4964,13 +5370,13 @@ class OpNamespace:
         max_mismatched_ratio: float = ...,
         max_empty_ratio: float = ...,
     ) -> tuple[Blob, ...]:
-        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With the int64 KEY input (1-D, DATA's size) each gathered range is ordered by its keys. Over the op's lifetime it counts the examples T and, per feature, the empty and the mismatched ranges; with max_mismatched_ratio < 1 it fails once mismatched > max(T, min_observation) * max_mismatched_ratio, likewise for max_empty_ratio.
+        """For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than max_mismatched_ratio have a length that is neither 0 nor their feature's.
 
         Args:
             lengths: the expected range length of each feature (one output per feature)
-            min_observation: the ratio checks count at least this many examples
-            max_mismatched_ratio: fail when a feature's mismatched ranges exceed this share (< 1)
-            max_empty_ratio: fail when a feature's empty ranges exceed this share (< 1)
+            min_observation: check max_mismatched_ratio only from this many examples on
+            max_mismatched_ratio: the most ranges per feature whose length is neither 0 nor expected
+            max_empty_ratio: the most empty ranges per feature
         """
         ...
 
@@ -5128,6 +5534,20 @@ class OpNamespace:
             angle_bound_hi: rotated boxes only (unsupported)
             clip_angle_thresh: rotated boxes only (unsupported)
         """
+        ...
+
+    def GetCursorOffset(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The cursor's offsets, one per domain (int32; empty right after a reset)."""
         ...
 
     def GivenTensorBoolFill(
@@ -5799,6 +6219,29 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """The index's keys in id order (id 1 first)."""
+        ...
+
+    def InferenceLSTM(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_layers: int = ...,
+        has_biases: int = ...,
+        batch_first: int = ...,
+        bidirectional: int = ...,
+    ) -> tuple[Blob, ...]:
+        """LSTM inference with PyTorch's layout: X (T, B, D) (or batch-first), h0 and c0 (layers * directions, B, H), then w_ih (4H, in), w_hh (4H, H)[, b_ih, b_hh] per layer and direction, gates ordered i, f, g, o. Outputs: the last layer's outputs (T, B, directions * H), the final h and the final c of every layer and direction.
+
+        Args:
+            num_layers: stacked layers
+            has_biases: each layer and direction has b_ih and b_hh
+            batch_first: X and the output are (batch, time, features)
+            bidirectional: a second, time-reversed direction per layer (outputs concatenated)
+        """
         ...
 
     def InstanceNorm(
@@ -7683,7 +8126,7 @@ class OpNamespace:
         epsilon: float = ...,
         elementwise_affine: int = ...,
     ) -> tuple[Blob, ...]:
-        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1.
+        """Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.
 
         Args:
             axis: dims from `axis` on are normalized together
@@ -8284,6 +8727,45 @@ class OpNamespace:
         """Gradient of Log1p: dX = dY / (1 + X)."""
         ...
 
+    def Logit(
+        self,
+        X: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Y = log(x / (1 - x)) elementwise, x = X clamped to [eps, 1 - eps].
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
+        ...
+
+    def LogitGradient(
+        self,
+        X: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        eps: float = ...,
+    ) -> Blob:
+        """Gradient of Logit: dX = dY / (X (1 - X)) inside [eps, 1 - eps], 0 where X was clamped.
+
+        Args:
+            eps: inputs are clamped to [eps, 1 - eps]
+        """
+        ...
+
     def LongIndexCreate(
         self,
         *,
@@ -8371,8 +8853,9 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
-        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).
+        """Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0); with global_pooling one window covers each (H, W) plane.
 
         Args:
             kernel: square kernel size
@@ -8392,6 +8875,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the norm's exponent
+            global_pooling: one window over the whole plane
         """
         ...
 
@@ -8424,6 +8908,7 @@ class OpNamespace:
         pad_r: int = ...,
         order: str = ...,
         p: float = ...,
+        global_pooling: int = ...,
     ) -> Blob:
         """Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).
 
@@ -8445,6 +8930,7 @@ class OpNamespace:
             pad_r: right padding
             order: storage order
             p: the forward p
+            global_pooling: the forward global_pooling
         """
         ...
 
@@ -9562,6 +10048,31 @@ class OpNamespace:
         """
         ...
 
+    def NGramFromCategorical(
+        self,
+        floats: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        col_ids: Sequence[Any] = ...,
+        categorical_limits: Sequence[Any] = ...,
+        vals: Sequence[Any] = ...,
+        max_categorical_limit: int = ...,
+    ) -> Blob:
+        """For every row of FLOATS (N, D): id = sum_k base_k * c_k, where c_k is the position of round(FLOATS[row, col_ids[k]]) among column k's `vals` (0 when it is not one of them) and base_k = prod(categorical_limits[:k]).
+
+        Args:
+            col_ids: the columns of FLOATS holding categorical values
+            categorical_limits: number of categories of each column
+            vals: the category values of every column, concatenated (categorical_limits[k] each)
+            max_categorical_limit: accepted for compatibility
+        """
+        ...
+
     def NHWC2NCHW(
         self,
         in0: BlobLike,
@@ -9703,6 +10214,31 @@ class OpNamespace:
         """numpy.tile(X, repeats) with one repeat count (int64 input 1) per dim of X."""
         ...
 
+    def ONNXWhile(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        body: Any = ...,
+        has_trip_count: int = ...,
+        has_cond: int = ...,
+        save_scopes: int = ...,
+        disable_scopes: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Loop over `body`: inputs are max_trip_count (int64), the first condition (bool) and the initial loop-carried values; each iteration feeds (iteration number, condition, carried values) to the body and takes back (condition, carried values, scan values). Outputs: the final carried values, then each scan output concatenated over the iterations along dim 0 (empty int32 when no iteration ran).
+
+        Args:
+            body: NetDef: external inputs (iteration, condition, carried...), external outputs (new condition, new carried..., scan outputs...)
+            has_trip_count: input 0 bounds the iterations
+            has_cond: input 1 (then the body's new condition) must hold for an iteration to run
+            save_scopes: accepted (Caffe2 kept the per-iteration workspaces for the gradient)
+            disable_scopes: accepted (the body always runs in its own child workspace here)
+        """
+        ...
+
     def OneHot(
         self,
         indices: BlobLike,
@@ -9811,6 +10347,21 @@ class OpNamespace:
         Args:
             order: storage order: NCHW (channels first) or NHWC (channels last)
         """
+        ...
+
+    def PackRNNSequence(
+        self,
+        values: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Pad concatenated sequences VALUES (sum(LENGTHS), ...) into a time-major batch (max(LENGTHS), N, ...), zeros after each sequence's end."""
         ...
 
     def PackRecords(
@@ -10225,6 +10776,46 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> Blob:
         """A 1-D range from scalar inputs: (stop), (start, stop) or (start, stop, step), in their dtype."""
+        ...
+
+    def ReadNextBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size top-level records: output i is field i's rows that belong to them. Thread-safe; at the end of the data the fields are empty.
+
+        Args:
+            batch_size: top-level records read
+            enforce_batch_size: return empty fields instead of a short last batch
+        """
+        ...
+
+    def ReadRandomBatch(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        batch_size: int = ...,
+        enforce_batch_size: int = ...,
+        loop_over: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Read the next batch_size records in the given order (from SortAndShuffle), using the offsets matrix (from ComputeOffset) to find each record's rows in every field.
+
+        Args:
+            batch_size: records read
+            enforce_batch_size: skip a short last batch
+            loop_over: start over at the end of the order
+        """
         ...
 
     def Reciprocal(
@@ -11113,6 +11704,20 @@ class OpNamespace:
         """
         ...
 
+    def ResetCursor(
+        self,
+        in0: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Move the cursor back to the start."""
+        ...
+
     def Reshape(
         self,
         data: BlobLike,
@@ -11317,6 +11922,86 @@ class OpNamespace:
         """
         ...
 
+    def RoIPool(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> tuple[Blob, ...]:
+        """Max pooling of each RoI (R, 5) [batch, x1, y1, x2, y2] (corners scaled and rounded) into pooled_h x pooled_w bins; an empty bin gives 0. Output 1 (training): the flat h * W + w index of each max (-1 for an empty bin).
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
+        """
+        ...
+
+    def RoIPoolGradient(
+        self,
+        X: BlobLike,
+        RoIs: BlobLike,
+        argmaxes: BlobLike,
+        dY: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        spatial_scale: float = ...,
+        pooled_h: int = ...,
+        pooled_w: int = ...,
+        is_test: int = ...,
+        order: str = ...,
+    ) -> Blob:
+        """Gradient of RoIPool: inputs X, RoIs, argmaxes, dY; each bin's gradient goes to its max.
+
+        Args:
+            spatial_scale: feature-map scale relative to the RoI coordinates
+            pooled_h: output height
+            pooled_w: output width
+            is_test: inference: no argmax output
+            order: only NCHW
+        """
+        ...
+
+    def RowWiseCounter(
+        self,
+        prev_iter: BlobLike,
+        update_counter: BlobLike,
+        indices: BlobLike,
+        iter: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        counter_halflife: int = ...,
+    ) -> tuple[Blob, ...]:
+        """For every index i: counter[i] = 1 + exp(-(iter - prev_iter[i]) * ln 2 / halflife) * counter[i] (the gap clamped at 0), then prev_iter[i] = max(iter, prev_iter[i]).
+
+        Args:
+            counter_halflife: iterations for a count to halve (<= 0: the op does nothing)
+        """
+        ...
+
     def RowWiseSparseAdagrad(
         self,
         param: BlobLike,
@@ -11324,6 +12009,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -11333,12 +12019,14 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         epsilon: float = ...,
         weight_decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
@@ -11672,7 +12360,7 @@ class OpNamespace:
         batch: int = ...,
         repeat_from_axis: int = ...,
     ) -> Blob:
-        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row. With `batch` set, dims 0..batch form a batch and the rows are the dims between batch and axis (the mask is the same for every batch entry). With `repeat_from_axis` set (sequence mode), the columns are the dims axis..repeat_from_axis and each column's mask covers all the trailing dims.
+        """View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; upperdiag: col >= row; lowerdiag: col <= row. With `batch` >= 0 the view is (batches, rows, cols), batches = dims up to `batch`, rows = dims from batch+1 to axis (lengths has one value per row, shared by the batches). With `repeat_from_axis` given (negative counts from the end), the columns stop before that axis and each masked column covers the remaining dims.
 
         Args:
             mode: one of sequence, window, upper, lower, upperdiag, lowerdiag
@@ -11680,8 +12368,8 @@ class OpNamespace:
             radius: window mode: half-width of the kept window
             grad: fill with 0 (the gradient form)
             fill_val: the value of the masked positions
-            batch: when set: dims up to and including it are a batch, each (rows, cols) block masked alike
-            repeat_from_axis: sequence mode, when set: dims from it on are repeated (one mask per row of the dims axis..it)
+            batch: when >= 0: dims up to and including it form independent batches, each masked alike
+            repeat_from_axis: when given: dims from it on are not split into columns; the mask repeats
         """
         ...
 
@@ -12167,6 +12855,27 @@ class OpNamespace:
         """Gradient of Softsign: dX = dY / (1 + |X|)^2."""
         ...
 
+    def SortAndShuffle(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        sort_by_field_idx: int = ...,
+        batch_size: int = ...,
+        shuffle_size: int = ...,
+    ) -> Blob:
+        """Record order for ReadRandomBatch: sort by a top-level field (optional), shuffle within chunks of batch_size * shuffle_size records, then shuffle whole batches (a short last batch stays last).
+
+        Args:
+            sort_by_field_idx: top-level field to sort the records by first (-1: no sort)
+            batch_size: records per batch
+            shuffle_size: batches per shuffled chunk
+        """
+        ...
+
     def SortedSegmentMean(
         self,
         DATA: BlobLike,
@@ -12502,6 +13211,7 @@ class OpNamespace:
         indices: BlobLike,
         grad: BlobLike,
         lr: BlobLike,
+        counter: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -12512,13 +13222,15 @@ class OpNamespace:
         epsilon: float = ...,
         weight_decay: float = ...,
         decay: float = ...,
+        counter_halflife: int = ...,
     ) -> tuple[Blob, ...]:
-        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).
+        """Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.
 
         Args:
             epsilon: added to the root
             weight_decay: L2 penalty: the gradient used is g + weight_decay * param
             decay: moment decay
+            counter_halflife: with a counter input: scale weight_decay by halflife / count per row
         """
         ...
 
@@ -13248,7 +13960,7 @@ class OpNamespace:
         use_max_norm: int = ...,
         norm: float = ...,
     ) -> Blob:
-        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.
+        """For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).
 
         Args:
             use_max_norm: only shrink rows whose norm exceeds `norm`
@@ -13465,7 +14177,7 @@ class OpNamespace:
 
         Args:
             mask: the ids kept, in output column order
-            return_presence_mask: also output a bool mask of the filled positions
+            return_presence_mask: also output a bool mask of the filled positions (output 1)
             max_skipped_indices: how many negative (invalid) ids may be skipped
         """
         ...
@@ -14674,6 +15386,25 @@ class OpNamespace:
         """
         ...
 
+    def TrimDataset(
+        self,
+        *inputs: BlobLike,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        fields: Sequence[Any] = ...,
+        multiple_of: int = ...,
+    ) -> tuple[Blob, ...]:
+        """Trim the dataset (in place) to the largest multiple of `multiple_of` top-level records.
+
+        Args:
+            fields: the dataset's field names, nested with ':' ('<prefix>:lengths' opens a domain)
+            multiple_of: keep the largest number of top-level records that is a multiple of this
+        """
+        ...
+
     def UnPackRecords(
         self,
         *inputs: BlobLike,
@@ -14791,6 +15522,21 @@ class OpNamespace:
         """
         ...
 
+    def UnpackRNNSequence(
+        self,
+        packed: BlobLike,
+        lengths: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """The inverse of PackRNNSequence: the first LENGTHS[n] steps of every sequence n of a time-major batch (T, N, ...), concatenated."""
+        ...
+
     def UnpackSegments(
         self,
         lengths: BlobLike,
@@ -14804,10 +15550,10 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
         max_length: int = ...,
     ) -> Blob:
-        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment.
+        """Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment (at most max_length rows when it is given, as PackSegments truncated them).
 
         Args:
-            max_length: the padded length used when packing (informational)
+            max_length: the max_length given to PackSegments: longer segments were truncated to it
         """
         ...
 
@@ -15044,6 +15790,41 @@ class OpNamespace:
             upper_bound_iter: never scale from this iteration on
             scale: the factor
         """
+        ...
+
+    def WeightedMultiSampling(
+        self,
+        weights: BlobLike,
+        shape_tensor: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        num_samples: int = ...,
+    ) -> Blob:
+        """Draw num_samples indices (int32) from the 1-D WEIGHTS, each with probability weight / sum; empty weights give no samples.
+
+        Args:
+            num_samples: how many indices to draw (or give input 1, whose size is used)
+        """
+        ...
+
+    def WeightedSample(
+        self,
+        weights: BlobLike,
+        values: BlobLike = ...,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> tuple[Blob, ...]:
+        """For every row of WEIGHTS (batch, n), draw one index with probability weight / row sum (int32); with VALUES (batch, n) also output the value at that index."""
         ...
 
     def WeightedSigmoidCrossEntropyWithLogits(

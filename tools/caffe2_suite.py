@@ -186,12 +186,18 @@ def _normalize(message: str) -> str:
     return first[:110]
 
 
-def classify(rec: dict[str, Any]) -> tuple[str, str]:
+def _not_shipped(module: str, shipped: frozenset[str] | None) -> bool:
+    """Whether a caffe2 module is missing from the wheel itself (so no Caffe2 install had it)."""
+    return shipped is not None and module.startswith("caffe2.") and module not in shipped
+
+
+def classify(rec: dict[str, Any], shipped: frozenset[str] | None = None) -> tuple[str, str]:
     """(category, key) of one failed phase record.
 
     Categories: missing-op, missing-grad, compat-api, timeout, wrong-result, asyncnet-error,
     environment (upstream code that needs the older numpy / scipy / hypothesis / Python it was
-    written for, or a module not installed), collection, crashed, other.
+    written for, a module not installed, or a caffe2 module the wheel itself lacks), collection,
+    crashed, other. ``shipped``: the wheel's caffe2 module names (packages included).
     """
     msg = rec.get("message", "") or ""
     exc = rec.get("exc_type", "") or ""
@@ -202,6 +208,8 @@ def classify(rec: dict[str, Any]) -> tuple[str, str]:
             return "missing-op", m.group(1)
         m2 = _CANNOT_IMPORT.search(msg)
         if m2:
+            if _not_shipped(f"{m2.group(2)}.{m2.group(1)}", shipped):
+                return "environment", f"not in the wheel: {m2.group(2)}.{m2.group(1)}"
             return "compat-api", f"{_short_module(m2.group(2))}.{m2.group(1)}"
         m3 = _NO_ATTR_MODULE.search(msg)
         if m3:
@@ -235,9 +243,13 @@ def classify(rec: dict[str, Any]) -> tuple[str, str]:
     if exc in {"ImportError", "ModuleNotFoundError"}:
         m = _CANNOT_IMPORT.search(msg)
         if m:
+            if _not_shipped(f"{m.group(2)}.{m.group(1)}", shipped):
+                return "environment", f"not in the wheel: {m.group(2)}.{m.group(1)}"
             return "compat-api", f"{_short_module(m.group(2))}.{m.group(1)}"
         m = _NO_MODULE.search(msg)
         if m:
+            if _not_shipped(m.group(1), shipped):
+                return "environment", f"not in the wheel: {m.group(1)}"
             return ("compat-api" if m.group(1).startswith("caffe2") else "environment"), f"module {m.group(1)}"
     if exc == "TypeError" and frame.startswith("compat/"):
         m = _BAD_KWARG.search(msg)
@@ -258,7 +270,22 @@ def _file_of(nodeid: str) -> str:
     return nodeid.split("::")[0].rsplit("/", 1)[-1]
 
 
-def summarize(records: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
+def shipped_modules(upstream: Path | None) -> frozenset[str] | None:
+    """Dotted names of every caffe2 module and package in the extracted tree."""
+    if upstream is None or not (upstream / "caffe2").is_dir():
+        return None
+    names = set()
+    for p in (upstream / "caffe2").rglob("*.py"):
+        parts = list(p.relative_to(upstream).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names.add(".".join(parts))
+    return frozenset(names)
+
+
+def summarize(
+    records: list[dict[str, Any]], files: list[Path], shipped: frozenset[str] | None = None
+) -> dict[str, Any]:
     """Per-test outcomes, per-file counts, failure classes and the metric from the plugin's records."""
     collected: list[str] = []
     phases: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -283,7 +310,7 @@ def summarize(records: list[dict[str, Any]], files: list[Path]) -> dict[str, Any
         if failed:
             first = failed[0]
             status = "failed" if first["when"] == "call" else "error"
-            cat, key = classify(first)
+            cat, key = classify(first, shipped)
             tests[nodeid] = {"status": status, "category": cat, "key": key, "message": first.get("message", "")[:300]}
         elif skipped:
             reason = skipped[0].get("reason", "")
@@ -306,7 +333,7 @@ def summarize(records: list[dict[str, Any]], files: list[Path]) -> dict[str, Any
         n = max(static_counts.get(fname, 1), 1)
         uncollected += n
         per_file[fname]["uncollected"] += n
-        cat, key = classify(rec)
+        cat, key = classify(rec, shipped)
         classes[(cat, key)] += n
 
     status_counts = Counter(t["status"] for t in tests.values())
@@ -421,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk = files[i : i + args.chunk]
             rc = run_chunk(chunk, upstream, results, args.timeout, args.chunk_timeout, args.profile)
             print(f"[{time.time() - start:6.0f}s] {i + len(chunk)}/{len(files)} files (rc {rc})", flush=True)
-    summary = summarize(read_records(results), files)
+    summary = summarize(read_records(results), files, shipped_modules(upstream))
     meta = {
         "command": " ".join(["python tools/caffe2_suite.py", *(argv if argv is not None else sys.argv[1:])]),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -160,6 +160,7 @@ def install(upstream: Path) -> Caffe2Finder:
     _numpy_aliases()
     _py2_compat_modules()
     _hypothesis_arrays_positional_elements()
+    _torch_ops()
     return finder
 
 
@@ -210,6 +211,18 @@ def _hypothesis_arrays_positional_elements() -> None:
 
     arrays._caffe2_suite = True  # type: ignore[attr-defined]
     hnp.arrays = arrays
+
+
+def _torch_ops() -> None:
+    """Caffe2-enabled torch builds had ``torch.ops._caffe2.*`` once caffe2 was loaded: define
+    asyncnet's (asyncnet.compat.torch_ops) when torch is installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    from asyncnet.compat.torch_ops import register_torch_ops
+
+    register_torch_ops()
 
 
 def _numpy_aliases() -> None:

@@ -25,6 +25,13 @@ has_mkldnn = False
 has_fbgemm = False
 is_asan = False
 use_mkldnn = False
+# Build flags Caffe2's caffe2.python.build read: operator schemas are always present here.
+define_caffe2_no_operator_schema = False
+
+
+def get_build_options() -> dict[str, str]:
+    """Caffe2's build options as strings (asyncnet is pure Python: no native backends)."""
+    return {"BLAS": "numpy", "USE_CUDA": "OFF", "USE_MKLDNN": "OFF", "USE_GLOO": "OFF", "USE_MPI": "OFF"}
 
 
 def builtin_cpu_supports_avx() -> bool:

@@ -35,6 +35,7 @@ from asyncnet.serde import make_argument
 
 __all__ = [
     "C",
+    "output_to_list",
     "BlobReference",
     "CompatError",
     "CreateOperator",
@@ -346,6 +347,25 @@ class Net:
             return BlobReference(op.output[0], self)
         return tuple(BlobReference(o, self) for o in op.output)
 
+    def Python(
+        self,
+        f: Callable[..., Any],
+        grad_f: Callable[..., Any] | None = None,
+        python_func_type: Any = None,
+        pass_workspace: bool = False,
+        grad_output_indices: Any = None,
+        grad_input_indices: Any = None,
+    ) -> Callable[..., Any]:
+        """Caffe2's ``net.Python(f)(inputs, outputs, **kwargs)``: add an op calling ``f(inputs, outputs)``
+        (an in-process ``InProcessPython`` op, see CreatePythonOperator)."""
+        from asyncnet.compat.core_extra import python_op_arguments
+
+        def make(inputs: Any, outputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+            op_args = python_op_arguments(f, grad_f, pass_workspace, python_func_type, args, kwargs)
+            return self._CreateAndAddToSelf("InProcessPython", inputs, outputs, **op_args)
+
+        return make
+
     def __getattr__(self, op_type: str) -> Callable[..., Any]:
         if op_type.startswith("_"):
             raise AttributeError(op_type)
@@ -562,6 +582,17 @@ from asyncnet.compat.core_extra import (  # noqa: E402
     SetOpEnginePref,
     device_option_equal,
     get_ssa,
+    output_to_list,
     remap_op,
 )
 from asyncnet.compat.plan import ExecutionStep, Plan, execution_step  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    # Caffe2's core imported workspace at module level; scripts reach it as ``core.workspace``.
+    # Imported on first use here (workspace imports this module).
+    if name == "workspace":
+        from asyncnet.compat import workspace
+
+        return workspace
+    raise AttributeError(f"module 'asyncnet.compat.core' has no attribute '{name}'")

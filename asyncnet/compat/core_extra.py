@@ -81,18 +81,36 @@ def CreatePythonOperator(
     """An op calling ``f(inputs, outputs)`` as Caffe2's ``Python`` op did; the function lives in this process
     only (the op type is ``InProcessPython``: net files naming ``Python`` stay refused)."""
     from asyncnet.compat.core import CreateOperator
+
+    return CreateOperator(
+        "InProcessPython",
+        inputs,
+        outputs,
+        **python_op_arguments(f, grad_f, pass_workspace, python_func_type, args, kwargs),
+    )
+
+
+def python_op_arguments(
+    f: Callable[..., Any],
+    grad_f: Callable[..., Any] | None,
+    pass_workspace: bool,
+    python_func_type: Any,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The InProcessPython op's arguments for ``f`` (registered in this process) and its options."""
     from asyncnet.ops.python_op import register_python_function
 
     if python_func_type is not None:
         f = python_func_type(*args, **kwargs).forward  # Caffe2's class-based form
-        args, kwargs = (), {}
-    kwargs = dict(kwargs)
-    kwargs["token"] = register_python_function(f)
+        kwargs = {}
+    out = dict(kwargs)
+    out["token"] = register_python_function(f)
     if grad_f is not None:
-        kwargs["grad_token"] = register_python_function(grad_f)
+        out["grad_token"] = register_python_function(grad_f)
     if pass_workspace:
-        kwargs["pass_workspace"] = 1
-    return CreateOperator("InProcessPython", inputs, outputs, **kwargs)
+        out["pass_workspace"] = 1
+    return out
 
 
 _ENGINE_PREF: dict[str, Any] = {"per_op": {}, "global": {}}
@@ -157,3 +175,14 @@ def reroute_tensor(
                 op.input[k] = new_tensor
                 count += 1
     return count
+
+
+def output_to_list(op_output: Any) -> list[Any]:
+    """An op's output as a list, whether it returned one BlobReference or several (Caffe2's helper)."""
+    from asyncnet.compat.blob_reference import BlobReference
+
+    if isinstance(op_output, BlobReference):
+        return [op_output]
+    if isinstance(op_output, (list, tuple)):
+        return list(op_output)
+    raise TypeError(f"output_to_list takes a BlobReference, list or tuple, got {type(op_output).__name__}")

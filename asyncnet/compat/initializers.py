@@ -43,7 +43,8 @@ def update_initializer(
     if isinstance(initializer_class, Initializer):
         return initializer_class
     spec = operator_name_and_kwargs if operator_name_and_kwargs is not None else default_operator_name_and_kwargs
-    if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)):
+    # Caffe2 read items 0 and 1 only: a longer tuple's extra items are ignored.
+    if not (isinstance(spec, (tuple, list)) and len(spec) >= 2 and isinstance(spec[0], str)):
         raise ArgumentError(f"an initializer must be a ('FillOp', {{kwargs}}) pair, got {spec!r}")
     cls = initializer_class if initializer_class is not None else Initializer
     init: Initializer = cls(spec[0], **dict(spec[1]))

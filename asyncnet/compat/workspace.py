@@ -282,18 +282,26 @@ def InferShapesAndTypes(
         known[b] = TensorInfo(tuple(int(d) for d in dims), dt if dt is not None else np.dtype(np.float32))
     shapes: dict[str, list[int]] = {}
     types: dict[str, int] = {}
+
+    def record(b: str, info: TensorInfo) -> None:
+        if info.shape is not None and all(d is not None for d in info.shape):
+            shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
+        if info.dtype is not None:
+            try:
+                types[b] = caffe2_data_type(info.dtype)
+            except AsyncNetError:
+                pass  # no TensorProto type (e.g. handles)
+
+    # As Caffe2's inference from the workspace: every existing blob is described, and an op whose
+    # inference cannot size an output leaves that blob's existing description in place.
+    for b, info in known.items():
+        record(b, info)
     for net in nets:
         nd = net if isinstance(net, pb.NetDef) else _net_def(net)
         result = infer_shapes(nd, known)
         for b, info in result.blobs.items():
             known[b] = info
-            if info.shape is not None and all(d is not None for d in info.shape):
-                shapes[b] = [int(d) for d in info.shape]  # type: ignore[arg-type]
-            if info.dtype is not None:
-                try:
-                    types[b] = caffe2_data_type(info.dtype)
-                except AsyncNetError:
-                    pass  # no TensorProto type (e.g. handles)
+            record(b, info)
     return shapes, types
 
 
@@ -319,7 +327,18 @@ def RemoveBlob(name: Any) -> bool:
     return True
 
 
-def _net_def(net: Net | pb.NetDef) -> pb.NetDef:
+def _parsed(value: Any, cls: type[Any]) -> Any:
+    """``value`` parsed as a ``cls`` message when it is a serialized one (Caffe2's functions took
+    StringifyProto'd bytes as well as messages)."""
+    if isinstance(value, bytes):
+        msg = cls()
+        msg.ParseFromString(value)
+        return msg
+    return value
+
+
+def _net_def(net: Net | pb.NetDef | bytes) -> pb.NetDef:
+    net = _parsed(net, pb.NetDef)
     if isinstance(net, Net):
         return net.ToNetDef()
     if isinstance(net, pb.NetDef):
@@ -335,7 +354,7 @@ def _net_name(net: Any) -> str:
     return _name(net)
 
 
-def CreateNet(net: Net | pb.NetDef, overwrite: bool = False, input_blobs: Sequence[Any] | None = None) -> bool:
+def CreateNet(net: Net | pb.NetDef | bytes, overwrite: bool = False, input_blobs: Sequence[Any] | None = None) -> bool:
     """Prepare ``net`` in the current workspace under its name.
 
     As in Caffe2, an existing net of the same name is replaced only with ``overwrite``.
@@ -382,16 +401,16 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
     return True
 
 
-def RunNetOnce(net: Net | pb.NetDef) -> bool:
+def RunNetOnce(net: Net | pb.NetDef | bytes) -> bool:
     """Prepare, run and discard ``net``."""
     with _caffe2_errors():
         CurrentWorkspaceObject().run_net_once(_net_def(net))
     return True
 
 
-def RunOperatorOnce(operator: pb.OperatorDef) -> bool:
+def RunOperatorOnce(operator: pb.OperatorDef | bytes) -> bool:
     with _caffe2_errors():
-        CurrentWorkspaceObject().run_operator_once(operator)
+        CurrentWorkspaceObject().run_operator_once(_parsed(operator, pb.OperatorDef))
     return True
 
 
@@ -401,12 +420,13 @@ def RunOperatorsOnce(operators: Sequence[pb.OperatorDef]) -> bool:
     return True
 
 
-def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef) -> bool:
+def RunPlan(plan_or_step: Plan | ExecutionStep | pb.PlanDef | bytes) -> bool:
     """Run a plan (a core.Plan, a PlanDef, or one ExecutionStep wrapped in a plan) in the current workspace.
 
     As in Caffe2 the plan's nets are created in the workspace (replacing nets of
     the same name) and stay there afterwards.
     """
+    plan_or_step = _parsed(plan_or_step, pb.PlanDef)
     if isinstance(plan_or_step, ExecutionStep):
         plan_or_step = Plan(plan_or_step)
     if isinstance(plan_or_step, Plan):

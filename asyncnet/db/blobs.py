@@ -12,8 +12,6 @@ Facts from Caffe2 (``caffe2/core/blob_serialization.{h,cc}``, ``caffe2/operators
 * The default chunk size is 1,000,000 elements (``caffe2_tensor_chunk_size``).
 * A ``std::string`` blob becomes ``BlobProto{name, type: "std::string", content}``
   under the key ``name`` (no chunk suffix).
-* Other blob types (counters, indices, maps) had their own registered serializers; the op modules
-  that own those types register a :class:`BlobCodec` here. They are keyed by the bare name too.
 * On load the blob name is the key up to the first ``"#%"``, then
   ``strip_prefix`` (everything up to and including its first occurrence is
   dropped) and ``add_prefix`` apply. Every tensor must end up fully covered by
@@ -39,59 +37,6 @@ TENSOR_TYPE = "Tensor"
 STRING_TYPE = "std::string"
 
 
-@dataclass(frozen=True)
-class BlobCodec:
-    """How one non-tensor blob type is saved, as Caffe2's registered blob serializers did.
-
-    ``encode(name, value)`` fills a ``BlobProto`` (its ``type`` is set by the codec); ``decode(proto)``
-    rebuilds the value. ``kind`` is the Python class the codec saves (instances of subclasses too).
-    """
-
-    kind: type
-    type_name: str | Callable[[str], bool]
-    encode: Callable[[str, Any], pb.BlobProto]
-    decode: Callable[[pb.BlobProto], Any]
-
-    def reads(self, type_name: str) -> bool:
-        """Whether this codec decodes BlobProto records of ``type_name``."""
-        return self.type_name(type_name) if callable(self.type_name) else self.type_name == type_name
-
-
-_CODECS: list[BlobCodec] = []
-
-
-def register_blob_codec(codec: BlobCodec) -> None:
-    """Make :func:`serialize_blob` and :class:`BlobAssembler` handle ``codec.kind`` values."""
-    _CODECS[:] = [c for c in _CODECS if c.kind is not codec.kind]
-    _CODECS.append(codec)
-
-
-def tensor_record(name: str, value: Any) -> pb.TensorProto:
-    """One whole-tensor ``TensorProto`` (segment [0, n), CPU device), as Caffe2's TensorSerializer."""
-    arr = np.asarray(value)
-    if arr.dtype.kind in "SU":
-        arr = arr.astype(object)
-    try:
-        tensor = numpy_to_tensor(arr.reshape(-1), name=name)
-    except AsyncNetError as e:
-        raise CheckpointError(f"blob '{name}': cannot save: {e}") from e
-    del tensor.dims[:]
-    tensor.dims.extend(int(d) for d in arr.shape)
-    tensor.segment.begin, tensor.segment.end = 0, int(arr.size)
-    tensor.device_detail.device_type = 0
-    return tensor
-
-
-def tensor_from_record(t: pb.TensorProto, what: str) -> np.ndarray:
-    """The array one whole-tensor ``TensorProto`` holds."""
-    try:
-        dims = tuple(int(d) for d in t.dims)
-        checked_numel(dims, what)
-        return tensor_data(t).reshape(dims)
-    except (AsyncNetError, ValueError) as e:
-        raise CheckpointError(f"{what}: {e}") from e
-
-
 def blob_name_from_key(key: str, strip_prefix: str = "", add_prefix: str = "") -> str:
     """The blob a db key belongs to (Caffe2's ``buildBlobNameFromDbKey``)."""
     name = key.split(CHUNK_SEPARATOR, 1)[0]
@@ -100,6 +45,27 @@ def blob_name_from_key(key: str, strip_prefix: str = "", add_prefix: str = "") -
         if at >= 0:
             name = name[at + len(strip_prefix) :]
     return add_prefix + name
+
+
+@dataclass(frozen=True)
+class BlobCodec:
+    """How a non-tensor blob type (counters, indexes, ...) is saved: Caffe2's BlobProto ``type`` name,
+    ``encode(value, proto)`` filling the proto's tensor / content, ``decode(proto) -> value``."""
+
+    cls: type[Any]
+    type_name: str
+    encode: Callable[[Any, pb.BlobProto], None]
+    decode: Callable[[pb.BlobProto], Any]
+
+
+_CODECS_BY_CLASS: dict[type[Any], BlobCodec] = {}
+_CODECS_BY_TYPE: dict[str, BlobCodec] = {}
+
+
+def register_blob_codec(codec: BlobCodec) -> None:
+    """Make values of ``codec.cls`` savable by Save / checkpoints (ops modules register their handles)."""
+    _CODECS_BY_CLASS[codec.cls] = codec
+    _CODECS_BY_TYPE[codec.type_name] = codec
 
 
 def serialize_blob(name: str, value: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[tuple[str, bytes]]:
@@ -141,17 +107,14 @@ def serialize_blob(name: str, value: Any, chunk_size: int = DEFAULT_CHUNK_SIZE) 
             if begin >= total:
                 break
         return records
-    for codec in _CODECS:
-        if isinstance(value, codec.kind):
-            proto = codec.encode(name, value)
-            proto.name = name
-            # Caffe2 keys custom-type blobs by the bare name (no chunk suffix).
-            return [(name, proto.SerializeToString())]
-    kinds = ", ".join(sorted(c.kind.__name__ for c in _CODECS))
+    codec = _CODECS_BY_CLASS.get(type(value))
+    if codec is not None:
+        proto = pb.BlobProto(name=name, type=codec.type_name)
+        codec.encode(value, proto)
+        return [(name, proto.SerializeToString())]
+    kinds = ", ".join(sorted(c.__name__ for c in _CODECS_BY_CLASS))
     raise CheckpointError(
-        f"blob '{name}': cannot save a value of type {type(value).__name__} (arrays, strings"
-        + (f" and {kinds}" if kinds else "")
-        + " only)"
+        f"blob '{name}': cannot save a value of type {type(value).__name__} (arrays, strings and {kinds} only)"
     )
 
 
@@ -200,18 +163,16 @@ class BlobAssembler:
                 raise self._fail(where, blob, "is both a tensor and a string")
             self._others[blob] = bytes(proto.content)
             self.order.append(blob)
-        else:
-            codec = next((c for c in _CODECS if c.reads(proto.type)), None)
-            if codec is None:
-                known = [TENSOR_TYPE, STRING_TYPE] + [c.type_name for c in _CODECS if isinstance(c.type_name, str)]
-                raise self._fail(where, blob, f"unsupported blob type '{proto.type}' (known: {', '.join(known)})")
+        elif proto.type in _CODECS_BY_TYPE:
             if blob in self._tensors:
                 raise self._fail(where, blob, f"is both a tensor and a {proto.type}")
             try:
-                self._others[blob] = codec.decode(proto)
-            except AsyncNetError as e:
-                raise self._fail(where, blob, str(e)) from e
+                self._others[blob] = _CODECS_BY_TYPE[proto.type].decode(proto)
+            except (AsyncNetError, ValueError) as e:
+                raise self._fail(where, blob, f"bad {proto.type}: {e}") from e
             self.order.append(blob)
+        else:
+            raise self._fail(where, blob, f"unsupported blob type '{proto.type}'")
 
     def add_tensor(self, blob: str, t: pb.TensorProto, where: str) -> None:
         """Add one (possibly partial) TensorProto of ``blob``."""

@@ -4,7 +4,6 @@ LearningRateAdaption."""
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,89 +15,68 @@ from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 
 
-def _gather_ranges_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    n = None if ins[1].shape is None else ins[1].shape[0]
-    return [TensorInfo((n, k), ins[0].dtype) for k in op.ints_arg("lengths")]
-
-
 @register_op(
     "GatherRangesToDense",
     inputs=(2, 3),
     outputs=(1, -1),
     args=(
         Arg("lengths", [], "the expected range length of each feature (one output per feature)"),
-        Arg("min_observation", 10000, "the ratio checks count at least this many examples"),
-        Arg("max_mismatched_ratio", 0.01, "fail when a feature's mismatched ranges exceed this share (< 1)"),
-        Arg("max_empty_ratio", 1.0, "fail when a feature's empty ranges exceed this share (< 1)"),
+        Arg("min_observation", 10000, "check max_mismatched_ratio only from this many examples on"),
+        Arg("max_mismatched_ratio", 0.01, "the most ranges per feature whose length is neither 0 nor expected"),
+        Arg("max_empty_ratio", 1.0, "the most empty ranges per feature"),
     ),
-    infer=_gather_ranges_infer,
+    infer=lambda op, ins: [
+        TensorInfo((None if ins[1].shape is None else ins[1].shape[0], n), ins[0].dtype) for n in op.ints_arg("lengths")
+    ],
     doc="For RANGES (N, F, 2) of (start, length) into the 1-D DATA: output k is (N, lengths[k]) with each "
-    "example's range of feature k; empty or mismatched ranges give zeros. With the int64 KEY input (1-D, "
-    "DATA's size) each gathered range is ordered by its keys. Over the op's lifetime it counts the examples "
-    "T and, per feature, the empty and the mismatched ranges; with max_mismatched_ratio < 1 it fails once "
-    "mismatched > max(T, min_observation) * max_mismatched_ratio, likewise for max_empty_ratio.",
+    "example's range of feature k; empty or mismatched ranges give zeros. With KEY (as long as DATA), "
+    "each range's values are ordered by their keys. Counting all N * F ranges of the call, fails when "
+    "more than max_empty_ratio of them are empty, or (once N * F >= min_observation) more than "
+    "max_mismatched_ratio have a length that is neither 0 nor their feature's.",
     input_names=("DATA", "RANGES", "KEY"),
 )
 def gather_ranges_to_dense(op: OpInfo) -> Callable[..., Any]:
     lens = op.ints_arg("lengths")
     if len(lens) != len(op.outputs):
         raise ArgumentError(f"{op.label()}: `lengths` has {len(lens)} values for {len(op.outputs)} outputs")
-    if any(n <= 0 for n in lens):
-        raise ArgumentError(f"{op.label()}: every length must be positive, got {lens}")
     min_obs = op.int_arg("min_observation")
-    if min_obs < 1:
-        raise ArgumentError(f"{op.label()}: min_observation must be at least 1, got {min_obs}")
     max_mismatched, max_empty = op.float_arg("max_mismatched_ratio"), op.float_arg("max_empty_ratio")
-    # Lifetime counters of this op instance, as Caffe2 keeps them on the operator object.
-    lock = threading.Lock()
-    seen = {"total": 0}
-    empty, mismatched = [0] * len(lens), [0] * len(lens)
-
-    def check(kind: str, counts: list[int], ratio: float, total: int) -> None:
-        if ratio >= 1.0:
-            return
-        for k, c in enumerate(counts):
-            if c > max(total, min_obs) * ratio:
-                raise ArgumentError(
-                    f"{op.label()}: ratio of {kind} ranges for feature {k} is {c / total:g} ({c}/{total}), "
-                    f"which exceeds {ratio:g}"
-                )
 
     def run(data: Any, ranges: Any, key: Any = None) -> list[np.ndarray]:
-        d, r = np.asarray(data), np.asarray(ranges)
-        if d.ndim != 1:
-            raise ArgumentError(f"{op.label()}: DATA must be 1-D, got shape {d.shape}")
+        d, r = np.asarray(data).reshape(-1), np.asarray(ranges)
+        keys = None if key is None else np.asarray(key).reshape(-1)
         if r.ndim != 3 or r.shape[1] != len(lens) or r.shape[2] != 2:
             raise ArgumentError(f"{op.label()}: RANGES must be (N, {len(lens)}, 2), got {r.shape}")
-        k_arr = None
-        if key is not None:
-            k_arr = np.asarray(key)
-            if k_arr.ndim != 1 or k_arr.dtype != np.int64:
-                raise ArgumentError(f"{op.label()}: KEY must be a 1-D int64 tensor, got {k_arr.dtype} {k_arr.shape}")
+        if keys is not None and keys.size != d.size:
+            raise ArgumentError(f"{op.label()}: KEY has {keys.size} values for DATA of {d.size}")
         outs = [np.zeros((r.shape[0], n), d.dtype) for n in lens]
-        n_empty, n_mismatched = [0] * len(lens), [0] * len(lens)
+        empty, mismatched = [0] * len(lens), [0] * len(lens)
         for i in range(r.shape[0]):
             for k, n in enumerate(lens):
                 start, length = int(r[i, k, 0]), int(r[i, k, 1])
                 if length == 0:
-                    n_empty[k] += 1
-                    continue
-                if length != n:
-                    n_mismatched[k] += 1
-                    continue
-                if start < 0 or start + n > d.size or (k_arr is not None and start + n > k_arr.size):
-                    raise ArgumentError(f"{op.label()}: range ({start}, {n}) is outside DATA of size {d.size}")
-                piece = d[start : start + n]
-                if k_arr is not None:
-                    piece = piece[np.argsort(k_arr[start : start + n], kind="stable")]
-                outs[k][i] = piece
-        with lock:
-            seen["total"] += r.shape[0]
-            for k in range(len(lens)):
-                empty[k] += n_empty[k]
-                mismatched[k] += n_mismatched[k]
-            check("mismatched", mismatched, max_mismatched, seen["total"])
-            check("empty", empty, max_empty, seen["total"])
+                    empty[k] += 1
+                elif length != n:
+                    mismatched[k] += 1
+                else:
+                    if start < 0 or start + n > d.size:
+                        raise ArgumentError(f"{op.label()}: range ({start}, {n}) is outside DATA of size {d.size}")
+                    piece = d[start : start + n]
+                    if keys is not None:
+                        piece = piece[np.argsort(keys[start : start + n], kind="stable")]
+                    outs[k][i] = piece
+        # The ratios are over every (example, feature) range of the call, as Caffe2 counted them.
+        total = r.shape[0] * len(lens)
+        n_empty, n_mismatched = sum(empty), sum(mismatched)
+        if n_empty > total * max_empty:
+            raise ArgumentError(
+                f"{op.label()}: {n_empty} of {total} ranges are empty, above max_empty_ratio {max_empty}"
+            )
+        if total >= min_obs and n_mismatched > total * max_mismatched:
+            raise ArgumentError(
+                f"{op.label()}: {n_mismatched} of {total} ranges do not have their feature's length {lens}, "
+                f"above max_mismatched_ratio {max_mismatched}"
+            )
         return outs
 
     return run
@@ -136,8 +114,9 @@ def index_hash(op: OpInfo) -> Callable[..., Any]:
             h = start
             for b in raw[i].tolist():
                 h = _wrap(h * 65537 + b, bits)
-            m = int(math.fmod(h, modulo))
-            out[i] = m if m >= 0 else m + modulo
+            # Exact integer arithmetic (a float fmod loses the low digits of 64-bit hashes):
+            # (modulo + h % modulo) % modulo with C++'s truncating %, i.e. Python's floor %.
+            out[i] = h % modulo
         return (out.reshape(a.shape),)
 
     return run

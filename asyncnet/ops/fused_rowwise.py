@@ -314,6 +314,36 @@ for _bits in (8, 4, 2):
         )(_bag_factory(_bits, _kind))
 
 
+@register_op(
+    "GatherFused8BitRowwise",
+    inputs=2,
+    infer=lambda op, ins: [
+        TensorInfo(
+            None
+            if ins[0].shape is None or ins[1].shape is None or ins[0].shape[1] is None
+            else (*ins[1].shape, ins[0].shape[1] - 8),
+            F32,
+        )
+    ],
+    doc="Gather on fused 8-bit rows: output[i] is row DATA[INDICES[i]] restored to float32 "
+    "(code * scale + bias); DATA (rows, cols + 8), INDICES 1-D.",
+    input_names=("DATA", "INDICES"),
+    output_names=("output",),
+)
+def gather_fused_8bit_rowwise(op: OpInfo) -> Callable[..., Any]:
+    def run(data: Any, indices: Any) -> tuple[np.ndarray]:
+        d, idx = np.asarray(data), np.asarray(indices)
+        if d.dtype != U8 or d.ndim != 2 or d.shape[1] <= 8:
+            raise ArgumentError(
+                f"{op.label()}: DATA must be 2-D uint8 fused rows of > 8 bytes, got {d.dtype} {d.shape}"
+            )
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= d.shape[0])):
+            raise ArgumentError(f"{op.label()}: INDICES must be a vector of integers in [0, {d.shape[0]})")
+        return (dequantize_8bit(d[idx.astype(np.int64)]),)
+
+    return run
+
+
 # -- plain float16 conversion ----------------------------------------------------------------------
 
 

@@ -122,6 +122,19 @@ def _conv_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     return out[: len(op.outputs)]
 
 
+def _conv_transpose_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    # The bias gradient has one value per output channel: dY's channel dim (the filter holds
+    # Cout / group in NCHW and sits last in NHWC, so it cannot give it directly).
+    x, w, dy = ins[0], ins[1], ins[2]
+    no_bias = op.bool_arg("no_bias", 0)
+    ch: int | None = None
+    if dy.shape:
+        ch = dy.shape[-1] if op.str_arg("order", "NCHW") == "NHWC" else dy.shape[1] if len(dy.shape) > 1 else None
+    db = TensorInfo((ch,), w.dtype)
+    out = [w] + ([] if no_bias else [db]) + [x]
+    return out[: len(op.outputs)]
+
+
 @register_op(
     "ConvGradient",
     inputs=3,
@@ -325,28 +338,18 @@ def conv_transpose_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(dW, db, dX) of an NCHW transposed convolution whose scatter window is ``win`` (out = X's grid)."""
     n, cin = x.shape[:2]
+    cout = dy.shape[1]
     p = int(np.prod(win.out, dtype=np.int64))
     # The transposed conv scatters columns into Y; its adjoint gathers them back: im2col of dY.
     dcols = im2col(dy, win, "NCHW", group)  # (N, G, Cout/G * K, P)
     xg = x.reshape(n, group, cin // group, p)
     dw = np.einsum("ngip,ngkp->gik", xg, dcols, optimize=True).reshape(w.shape)
-    # Explicit axes rather than reshape(n, cout, -1): -1 is ambiguous for an empty batch.
-    db = dy.sum(axis=(0, *range(2, dy.ndim)))
+    db = dy.reshape(n, cout, int(np.prod(dy.shape[2:], dtype=np.int64))).sum(axis=(0, 2))  # n may be 0
     if not want_dx:
         return dw, db, None
     wg = w.reshape(group, cin // group, -1)
     dx = np.matmul(wg, dcols).reshape(x.shape)
     return dw, db, dx
-
-
-def _conv_transpose_grad_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-    x, w = ins[0], ins[1]
-    # The filter is (Cin, Cout/G, k...) in NCHW and (Cin, k..., Cout/G) in NHWC; dbias has Cout.
-    per_group = None if w.shape is None else w.shape[-1 if op.str_arg("order", "NCHW") == "NHWC" else 1]
-    cout = per_group * op.int_arg("group", 1) if isinstance(per_group, int) else None
-    db = TensorInfo(None if w.shape is None else (cout,), w.dtype)
-    out = [w] + ([] if op.bool_arg("no_bias", 0) else [db]) + [x]
-    return out[: len(op.outputs)]
 
 
 @register_op(

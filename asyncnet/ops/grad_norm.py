@@ -79,9 +79,10 @@ def spatial_bn_gradient(op: OpInfo) -> Callable[..., Any]:
             else np.asarray(stat, dtype=dt).reshape(-1)
         )
         s = np.asarray(scale, dtype=dt).reshape(-1)
-        if x.size == 0:
-            # An empty batch contributes nothing, even when aggregated sums are given (Caffe2).
-            zeros = np.zeros(s.shape, np.asarray(scale).dtype)
+        sdt = np.asarray(scale).dtype
+        if agg and x.size == 0:
+            # An empty batch contributes nothing, whatever the other batches' sums (Caffe2: zeros).
+            zeros = np.zeros(s.shape, sdt)
             return np.zeros(x.shape, x.dtype), zeros, zeros.copy()
         xhat = (xf - _per_channel(m, x.ndim, order)) * _per_channel(inv_std, x.ndim, order)
         if agg:
@@ -98,7 +99,6 @@ def spatial_bn_gradient(op: OpInfo) -> Callable[..., Any]:
             dx = _per_channel(s * inv_std, x.ndim, order) * (
                 dyf - _per_channel(dbias / count, x.ndim, order) - xhat * _per_channel(dscale / count, x.ndim, order)
             )
-        sdt = np.asarray(scale).dtype
         if agg:
             dscale, dbias = dscale / num_batches, dbias / num_batches
         return dx.astype(x.dtype, copy=False), dscale.astype(sdt), dbias.astype(sdt)

@@ -4,6 +4,7 @@ kernel column, channel) order."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,14 @@ _ARGS = (
 
 
 class _Geom:
-    def __init__(self, op: OpInfo) -> None:
+    def __init__(self, op: OpInfo, *, allow_global: bool = False) -> None:
+        # global_pooling (LpPool): the kernel is the whole input plane, fixed per input (for_input).
+        self.global_pooling = allow_global and op.bool_arg("global_pooling", False)
+        if self.global_pooling:
+            self.kh = self.kw = self.sh = self.sw = self.dh = self.dw = 1
+            self.pt = self.pl = self.pb = self.pr = 0
+            self.order = order_arg(op)
+            return
         k = op.int_arg("kernel")
         ks = op.ints_arg("kernels") if op.has("kernels") else []
         self.kh, self.kw = op.int_arg("kernel_h") or k, op.int_arg("kernel_w") or k
@@ -54,6 +62,14 @@ class _Geom:
         self.order = order_arg(op)
         if self.kh <= 0 or self.kw <= 0 or self.sh <= 0 or self.sw <= 0 or self.dh <= 0 or self.dw <= 0:
             raise ArgumentError(f"{op.label()}: kernel, stride and dilation must be positive")
+
+    def for_input(self, h: int, w: int) -> _Geom:
+        """This geometry for an (h, w) input plane (global pooling: one window covering it)."""
+        if not self.global_pooling:
+            return self
+        g = copy.copy(self)
+        g.kh, g.kw = h, w
+        return g
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         oh = (h + self.pt + self.pb - (self.dh * (self.kh - 1) + 1)) // self.sh + 1
@@ -170,22 +186,23 @@ def _pool_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     x = ins[0]
     if x.shape is None or len(x.shape) != 4 or any(d is None for d in x.shape):
         return [TensorInfo(None, x.dtype)]
-    g = _Geom(op)
+    g = _Geom(op, allow_global=True)
     n, c, h, w = (int(d) for d in (x.shape if g.order == "NCHW" else (x.shape[0], x.shape[3], x.shape[1], x.shape[2])))  # type: ignore[arg-type]
-    oh, ow = g.out_hw(h, w)
+    oh, ow = g.for_input(h, w).out_hw(h, w)
     return [TensorInfo((n, c, oh, ow) if g.order == "NCHW" else (n, oh, ow, c), x.dtype)]
 
 
 @register_op(
     "LpPool",
-    args=(*_ARGS, Arg("p", 2.0, "the norm's exponent")),
+    args=(*_ARGS, Arg("p", 2.0, "the norm's exponent"), Arg("global_pooling", 0, "one window over the whole plane")),
     infer=_pool_infer,
-    doc="Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0).",
+    doc="Lp pooling over each 2-D window: Y = (sum |X|^p)^(1/p) (padding contributes 0); with "
+    "global_pooling one window covers each (H, W) plane.",
     input_names=("X",),
     output_names=("Y",),
 )
 def lp_pool(op: OpInfo) -> Callable[..., Any]:
-    g = _Geom(op)
+    geom = _Geom(op, allow_global=True)
     p = op.float_arg("p")
     if p <= 0:
         raise ArgumentError(f"{op.label()}: p must be positive, got {p}")
@@ -194,7 +211,9 @@ def lp_pool(op: OpInfo) -> Callable[..., Any]:
         a = np.asarray(x)
         if a.ndim != 4:
             raise ArgumentError(f"{op.label()}: X must be 4-D, got {a.shape}")
-        cols = _cols(g, g.nchw(a).astype(np.float64))
+        xc = geom.nchw(a)
+        g = geom.for_input(xc.shape[2], xc.shape[3])
+        cols = _cols(g, xc.astype(np.float64))
         y = np.power(np.power(np.abs(cols), p).sum(axis=(2, 3)), 1.0 / p)
         return (np.ascontiguousarray(y if g.order == "NCHW" else y.transpose(0, 2, 3, 1)).astype(a.dtype),)
 
@@ -210,19 +229,20 @@ def _lp_pool_grad(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
 @register_op(
     "LpPoolGradient",
     inputs=3,
-    args=(*_ARGS, Arg("p", 2.0, "the forward p")),
+    args=(*_ARGS, Arg("p", 2.0, "the forward p"), Arg("global_pooling", 0, "the forward global_pooling")),
     infer=lambda op, ins: [ins[0]],
     doc="Gradient of LpPool: inputs X, Y, dY; dX = sum over windows of dY * sign(X) |X|^(p-1) / Y^(p-1).",
     input_names=("X", "Y", "dY"),
     output_names=("dX",),
 )
 def lp_pool_gradient(op: OpInfo) -> Callable[..., Any]:
-    g = _Geom(op)
+    geom = _Geom(op, allow_global=True)
     p = op.float_arg("p")
 
     def run(x: Any, y: Any, dy: Any) -> tuple[np.ndarray]:
         a = np.asarray(x)
-        xc = g.nchw(a).astype(np.float64)
+        xc = geom.nchw(a).astype(np.float64)
+        g = geom.for_input(xc.shape[2], xc.shape[3])
         yc = g.nchw(np.asarray(y)).astype(np.float64)
         dc = g.nchw(np.asarray(dy)).astype(np.float64)
         cols = _cols(g, xc)

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.db.blobs import BlobCodec, register_blob_codec
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
+from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
+from asyncnet.serde import numpy_to_tensor, tensor_to_numpy
 
 INT64 = np.dtype(np.int64)
 _INT_MAX = 2**31 - 1
@@ -75,6 +78,33 @@ class Index:
     def size(self) -> int:
         with self._lock:
             return self._next
+
+
+_KIND_OF_TYPE = {pb.TensorProto.STRING: "string", pb.TensorProto.INT32: "int", pb.TensorProto.INT64: "long"}
+
+
+def _encode_index(index: Index, proto: pb.BlobProto) -> None:
+    # Caffe2's IndexSerializer: the stored keys as a tensor (entry i has id i + 1) and the content
+    # "<max_elements> <frozen>".
+    proto.tensor.CopyFrom(numpy_to_tensor(_keys_array(index, index.store())))
+    proto.content = f"{index.max_elements} {int(index.frozen)}".encode()
+
+
+def _decode_index(proto: pb.BlobProto) -> Index:
+    kind = _KIND_OF_TYPE.get(proto.tensor.data_type)
+    fields = proto.content.decode("utf-8", "replace").split()
+    if kind is None or len(fields) != 2:
+        raise ArgumentError(
+            f"a saved index needs a STRING/INT32/INT64 key tensor and content '<max_elements> <frozen>', "
+            f"got data_type {proto.tensor.data_type} and content {proto.content[:40]!r}"
+        )
+    index = Index(kind, int(fields[0]))
+    index.load(list(tensor_to_numpy(proto.tensor).reshape(-1)))
+    index.frozen = fields[1] not in ("0", "false")
+    return index
+
+
+register_blob_codec(BlobCodec(Index, "std::unique_ptr<caffe2::IndexBase>", _encode_index, _decode_index))
 
 
 def _handle(op: OpInfo, v: Any) -> Index:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.errors import TensorError
+from asyncnet.errors import ArgumentError, TensorError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import col2im, padded_for_windows, window_view
 from asyncnet.ops._window import CONV_ARGS, Window, WindowArgs
@@ -33,6 +33,8 @@ class _Lc:
         self.op, self.rank = op, rank
         self.args = WindowArgs.parse(op)
         self.nhwc = self.args.order == "NHWC"
+        if op.int_arg("group") != 1:
+            raise ArgumentError(f"{op.label()}: LC has no channel groups (group must be 1, got {op.int_arg('group')})")
 
     def window(self, x: np.ndarray, w: np.ndarray) -> tuple[Window, int]:
         """The window and the number of filters M; checks every shape."""

@@ -116,8 +116,8 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
             return (y,)
         axes = tuple(a for a in range(x.ndim) if a != ax)
         if x.size == 0:
-            # Caffe2 leaves the running statistics alone on an empty batch (even with batch sums,
-            # which would divide by a zero count); saved stats are 0.
+            # Caffe2 leaves the running statistics alone on an empty batch (with or without the
+            # multi-batch sums); saved stats are 0.
             zeros = np.zeros(c, dt)
             return (x.astype(dt), mean.copy(), var.copy(), zeros, zeros.copy())
         count = (num_batches if sums else 1) * (x.size // max(c, 1))
@@ -136,10 +136,10 @@ def spatial_bn(op: OpInfo) -> Callable[..., Any]:
         y = (x * per_channel(alpha, x.ndim, order)).astype(dt, copy=False)
         y += per_channel(beta, x.ndim, order)
         a, b = dt.type(1.0 - momentum), dt.type(momentum)
+        # The running variance takes the unbiased batch variance (count / (count - 1)); Caffe2 used
+        # an infinite factor for a single element.
+        unbias = dt.type(count / (count - 1)) if count > 1 else dt.type(np.inf)
         run_mean = (a * bmean + b * mean.astype(dt).reshape(bmean.shape)).reshape(mean.shape)
-        # The running variance is the unbiased estimate, n / (n - 1) times the batch variance;
-        # Caffe2 uses an infinite factor when one element is reduced.
-        unbias = dt.type(np.inf) if count == 1 else dt.type(count / (count - 1))
         with np.errstate(invalid="ignore"):
             run_var = (a * unbias * bvar + b * var.astype(dt).reshape(bvar.shape)).reshape(var.shape)
         return (y, run_mean, run_var, bmean, rstd)
@@ -264,9 +264,11 @@ def _layer_stat_shape(op: OpInfo, shape: tuple[Any, ...]) -> tuple[Any, ...]:
         Arg("elementwise_affine", 0, "1: scale by gamma and add beta (inputs 1 and 2, shaped like X.dims[axis:])"),
     ),
     infer=_moments_infer(_layer_stat_shape),
-    doc="Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1.",
+    doc="Y = (X - mean) / std over the dims from `axis`, std = sqrt(var + epsilon); mean/std keep a trailing 1. "
+    "C10LayerNorm_DontUseThisOpYet is Caffe2's c10 spelling of the same op.",
     input_names=("X", "gamma", "beta"),
     output_names=("Y", "mean", "std"),
+    aliases=("C10LayerNorm_DontUseThisOpYet",),
 )
 def layer_norm(op: OpInfo) -> Callable[..., Any]:
     axis_arg = op.int_arg("axis")

@@ -325,16 +325,21 @@ def pack_segments(op: OpInfo) -> Callable[..., Any]:
 @register_op(
     "UnpackSegments",
     inputs=2,
-    args=(Arg("max_length", -1, "the padded length used when packing (informational)"),),
+    args=(Arg("max_length", -1, "the max_length given to PackSegments: longer segments were truncated to it"),),
     infer=lambda op, ins: [TensorInfo(None if ins[1].shape is None else (None, *ins[1].shape[2:]), ins[1].dtype)],
-    doc="Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment.",
+    doc="Inverse of PackSegments: concatenate the first lengths[i] rows of every packed segment (at "
+    "most max_length rows when it is given, as PackSegments truncated them).",
     input_names=("lengths", "tensor"),
     output_names=("packed_tensor",),
 )
 def unpack_segments(op: OpInfo) -> Callable[..., Any]:
+    max_length = op.int_arg("max_length")
+
     def run(lengths: Any, packed: Any) -> tuple[np.ndarray]:
         p = np.asarray(packed)
         lens = check_lengths(op, lengths)
+        if max_length >= 0:
+            lens = np.minimum(lens, max_length)
         if p.ndim < 2 or p.shape[0] != lens.size or np.any(lens > p.shape[1]):
             raise ArgumentError(f"{op.label()}: packed {p.shape} must be (N={lens.size}, >= max length, ...)")
         mask = np.arange(p.shape[1])[None, :] < lens[:, None]

@@ -42,22 +42,21 @@ def _segments(op: OpInfo, data: np.ndarray, lengths: Any) -> np.ndarray:
     return ln
 
 
-def _rows_infer(sign: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
-    """Rows change by sign * segments * (padding_width + end_padding_width); one segment without lengths."""
+def _padding_infer(sign: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+    """Add/RemovePadding: rows change by +-(padding_width + end_padding_width) per segment (one
+    segment without lengths); lengths_out has one entry per segment."""
 
     def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
         d = ins[0]
         start, end = _widths(op)
+        n_seg: int | None = 1
         if len(ins) > 1:
-            shape = ins[1].shape
-            segments = None if shape is None or len(shape) != 1 else shape[0]
-        else:
-            segments = 1
-        rows = None
-        if d.shape and isinstance(d.shape[0], int) and isinstance(segments, int):
-            rows = d.shape[0] + sign * segments * (start + end)
+            n_seg = ins[1].shape[0] if ins[1].shape else None
+        rows: int | None = None
+        if d.shape and d.shape[0] is not None and n_seg is not None:
+            rows = d.shape[0] + sign * n_seg * (start + end)
         out = TensorInfo(None if d.shape is None or not d.shape else (rows, *d.shape[1:]), d.dtype)
-        lens = TensorInfo((segments,), ins[1].dtype if len(ins) > 1 else INT32)
+        lens = TensorInfo((n_seg,), ins[1].dtype if len(ins) > 1 else INT32)
         return [out, lens][: len(op.outputs)]
 
     return infer
@@ -68,7 +67,7 @@ def _rows_infer(sign: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorIn
     inputs=(1, 4),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer(1),
+    infer=_padding_infer(+1),
     doc="Add padding_width rows of start_padding (default zeros) before and end_padding_width rows of "
     "end_padding (default start_padding) after each segment of data (cut by lengths; one segment "
     "without it). Optional output 1: the new lengths.",
@@ -100,7 +99,7 @@ def add_padding(op: OpInfo) -> Callable[..., Any]:
     inputs=(1, 2),
     outputs=(1, 2),
     args=PAD_ARGS,
-    infer=_rows_infer(-1),
+    infer=_padding_infer(-1),
     doc="Remove padding_width rows from the start and end_padding_width rows from the end of each segment.",
     input_names=("data", "lengths"),
     output_names=("data_out", "lengths_out"),
@@ -231,13 +230,6 @@ def _remove_padding_grad(op: pb.OperatorDef, g_out: list[str | None]) -> Gradien
 _MODES = ("sequence", "window", "upper", "lower", "upperdiag", "lowerdiag")
 
 
-def _canonical(op: OpInfo, name: str, value: int, ndim: int) -> int:
-    ax = value + ndim if value < 0 else value
-    if not 0 <= ax < max(ndim, 1):
-        raise ArgumentError(f"{op.label()}: {name}={value} is out of range for a rank-{ndim} input")
-    return ax
-
-
 @register_op(
     "SequenceMask",
     inputs=(1, 2),
@@ -247,51 +239,45 @@ def _canonical(op: OpInfo, name: str, value: int, ndim: int) -> int:
         Arg("radius", 10, "window mode: half-width of the kept window"),
         Arg("grad", 0, "fill with 0 (the gradient form)"),
         Arg("fill_val", float("-inf"), "the value of the masked positions"),
-        Arg("batch", -1, "when set: dims up to and including it are a batch, each (rows, cols) block masked alike"),
-        Arg(
-            "repeat_from_axis",
-            -1,
-            "sequence mode, when set: dims from it on are repeated (one mask per row of the dims axis..it)",
-        ),
+        Arg("batch", -1, "when >= 0: dims up to and including it form independent batches, each masked alike"),
+        Arg("repeat_from_axis", -1, "when given: dims from it on are not split into columns; the mask repeats"),
     ),
     infer=lambda op, ins: [ins[0]],
     doc="View input as (rows, cols) split at `axis` and fill positions with fill_val: sequence: "
     "col >= lengths[row]; window: |col - centers[row]| > radius; upper: col > row; lower: col < row; "
-    "upperdiag: col >= row; lowerdiag: col <= row. With `batch` set, dims 0..batch form a batch and the "
-    "rows are the dims between batch and axis (the mask is the same for every batch entry). With "
-    "`repeat_from_axis` set (sequence mode), the columns are the dims axis..repeat_from_axis and each "
-    "column's mask covers all the trailing dims.",
+    "upperdiag: col >= row; lowerdiag: col <= row. With `batch` >= 0 the view is (batches, rows, cols), "
+    "batches = dims up to `batch`, rows = dims from batch+1 to axis (lengths has one value per row, "
+    "shared by the batches). With `repeat_from_axis` given (negative counts from the end), the "
+    "columns stop before that axis and each masked column covers the remaining dims.",
     input_names=("input", "sequence_lengths"),
     output_names=("output",),
 )
 def sequence_mask(op: OpInfo) -> Callable[..., Any]:
     mode, axis, radius = op.str_arg("mode"), op.int_arg("axis"), op.int_arg("radius")
     fill = 0.0 if op.bool_arg("grad") else op.float_arg("fill_val")
-    # Caffe2 switches these forms on by the argument's presence, whatever its value (-1 included).
-    has_batch, has_repeat = op.has("batch"), op.has("repeat_from_axis")
     if mode not in _MODES:
         raise ArgumentError(f"{op.label()}: unknown mode '{mode}'; known: {', '.join(_MODES)}")
-    if has_repeat and (mode != "sequence" or has_batch):
+    batch = op.int_arg("batch")
+    repeat_from = op.int_arg("repeat_from_axis") if op.has("repeat_from_axis") else None
+    if repeat_from is not None and (mode != "sequence" or op.has("batch")):
+        # Caffe2's constructor enforces both.
         raise ArgumentError(f"{op.label()}: repeat_from_axis needs mode 'sequence' and no batch argument")
     if mode in ("sequence", "window") and len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: mode '{mode}' needs input 1")
 
     def run(x: Any, aux: Any = None) -> tuple[np.ndarray]:
         a = np.asarray(x)
-        ax = _canonical(op, "axis", axis, a.ndim)
-        lead, rep = 1, 1
-        if has_batch:
-            b = _canonical(op, "batch", op.int_arg("batch"), a.ndim)
-            if b >= ax:
-                raise ArgumentError(f"{op.label()}: batch ({b}) must come before axis ({ax})")
-            lead = int(np.prod(a.shape[: b + 1], dtype=np.int64))
-            rows = int(np.prod(a.shape[b + 1 : ax], dtype=np.int64))
-        else:
-            rows = int(np.prod(a.shape[:ax], dtype=np.int64))
-        cols = int(np.prod(a.shape[ax:], dtype=np.int64))
-        if has_repeat:
-            rep = int(np.prod(a.shape[_canonical(op, "repeat_from_axis", op.int_arg("repeat_from_axis"), a.ndim) :]))
-            cols = cols // max(rep, 1)
+        ax = axis + a.ndim if axis < 0 else axis
+        end = a.ndim if repeat_from is None else (repeat_from + a.ndim if repeat_from < 0 else repeat_from)
+        first = batch + 1 if batch >= 0 else 0
+        if not 0 <= first <= ax <= end <= a.ndim:
+            raise ArgumentError(
+                f"{op.label()}: need batch < axis <= repeat_from_axis within {a.ndim} dims, "
+                f"got batch={batch}, axis={axis}, repeat_from_axis={repeat_from}"
+            )
+        batches = int(np.prod(a.shape[:first], dtype=np.int64))
+        rows = int(np.prod(a.shape[first:ax], dtype=np.int64))
+        cols = int(np.prod(a.shape[ax:end], dtype=np.int64))
         r = np.arange(rows)[:, None]
         c = np.arange(cols)[None, :]
         if mode in ("sequence", "window"):
@@ -301,7 +287,7 @@ def sequence_mask(op: OpInfo) -> Callable[..., Any]:
             mask = c >= v[:, None] if mode == "sequence" else np.abs(c - v[:, None]) > radius
         else:
             mask = {"upper": c > r, "lower": c < r, "upperdiag": c >= r, "lowerdiag": c <= r}[mode]
-        view = a.reshape(lead, rows, cols, rep)
+        view = a.reshape(batches, rows, cols, int(np.prod(a.shape[end:], dtype=np.int64)))
         out = np.where(mask[None, :, :, None], np.asarray(fill, a.dtype), view)
         return (out.reshape(a.shape).astype(a.dtype, copy=False),)
 

@@ -23,24 +23,32 @@ def copy(op: OpInfo) -> Callable[..., Any]:
 def resolve_reshape(op: OpInfo, old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
     """Caffe2's Reshape rules: 0 copies the input dim, one -1 is inferred.
 
-    As in Caffe2, an empty input keeps its 0s as 0 (nothing is copied) and its -1 becomes 0; a 0 past
-    the input's rank stays 0.
+    For an empty input (Caffe2's rules since it supported them) a 0 is a literal 0 and a -1
+    becomes 0.
     """
     total = prod(old)
-    out: list[int] = []
-    for i, d in enumerate(new):
-        if d < -1:
-            raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {d}")
-        out.append(old[i] if d == 0 and total != 0 and i < len(old) else d)
-    if out.count(-1) > 1:
+    if any(d < -1 for d in new):
+        raise ArgumentError(f"{op.label()}: shape {new} has an invalid dim {min(new)}")
+    if new.count(-1) > 1:
         raise ArgumentError(f"{op.label()}: shape {new} has more than one -1")
-    known = prod(d for d in out if d != -1)
-    if total != 0 and known == 0:
-        raise ArgumentError(f"{op.label()}: cannot reshape a non-empty {old} ({total} elements) to zero size {new}")
+    if total == 0:
+        out = [0 if d == -1 else d for d in new]
+        if prod(out) != 0:
+            raise ArgumentError(f"{op.label()}: cannot reshape the empty {old} to {new} (a non-empty shape)")
+        return tuple(out)
+    out = []
+    for i, d in enumerate(new):
+        if d == 0:
+            if i >= len(old):
+                raise ArgumentError(f"{op.label()}: shape {new} copies dim {i} (0) but the input has rank {len(old)}")
+            out.append(old[i])
+        else:
+            out.append(d)
     if -1 in out:
-        if total and total % known:
+        known = prod(d for d in out if d != -1)
+        if known == 0 or total % known:
             raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
-        out[out.index(-1)] = total // known if total else 0
+        out[out.index(-1)] = total // known
     if prod(out) != total:
         raise ArgumentError(f"{op.label()}: cannot reshape {old} ({total} elements) to {new}")
     return tuple(out)

@@ -57,7 +57,8 @@ def batch_one_hot(op: OpInfo) -> Callable[..., Any]:
     inputs=3,
     infer=lambda op, ins: [TensorInfo(None if ins[0].shape is None else (ins[0].shape[0], None), np.dtype(np.float32))],
     doc="Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut "
-    "by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32.",
+    "by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32. The bucket is (number of "
+    "boundaries < x + number <= x) // 2, so a value on repeated boundaries lands between them.",
     input_names=("X", "LENS", "BOUNDARIES"),
     output_names=("Y",),
 )
@@ -70,8 +71,12 @@ def batch_bucket_one_hot(op: OpInfo) -> Callable[..., Any]:
         off = _offsets(lengths)
         out = np.zeros((a.shape[0], int(lengths.sum()) + lengths.size), np.float32)
         for j in range(lengths.size):
-            bucket = np.searchsorted(b[off[j] : off[j + 1]], a[:, j], side="left")
-            out[np.arange(a.shape[0]), off[j] + j + bucket] = 1
+            seg = b[off[j] : off[j + 1]]
+            # A value equal to a run of repeated boundaries goes to the middle of their buckets
+            # (Caffe2: the mean of the lower- and upper-bound positions, rounded down).
+            lo = np.searchsorted(seg, a[:, j], side="left")
+            hi = np.searchsorted(seg, a[:, j], side="right")
+            out[np.arange(a.shape[0]), off[j] + j + (lo + hi) // 2] = 1
         return (out,)
 
     return run

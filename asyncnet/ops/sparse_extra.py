@@ -35,7 +35,7 @@ def _mask_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
     outputs=(1, 2),
     args=(
         Arg("mask", [], "the ids kept, in output column order"),
-        Arg("return_presence_mask", 0, "also output a bool mask of the filled positions"),
+        Arg("return_presence_mask", 0, "also output a bool mask of the filled positions (output 1)"),
         Arg("max_skipped_indices", 50, "how many negative (invalid) ids may be skipped"),
     ),
     infer=_mask_infer,
@@ -51,8 +51,8 @@ def sparse_to_dense_mask(op: OpInfo) -> Callable[..., Any]:
     if len(pos) != len(ids):
         raise ArgumentError(f"{op.label()}: `mask` holds repeated ids: {ids}")
     max_skipped = op.int_arg("max_skipped_indices")
-    if len(op.outputs) == 2 and not op.bool_arg("return_presence_mask"):
-        raise ArgumentError(f"{op.label()}: a second output needs return_presence_mask=1")
+    # Caffe2 accepted a named second output without return_presence_mask (and left it unset); here
+    # the presence mask is written whenever the output exists.
 
     def run(indices: Any, values: Any, default: Any, lengths: Any = None) -> tuple[np.ndarray, np.ndarray]:
         ii = np.asarray(indices).reshape(-1)
@@ -98,9 +98,11 @@ def sparse_to_dense_mask(op: OpInfo) -> Callable[..., Any]:
     ),
     infer=lambda op, ins: [ins[0]],
     doc="For each row param[indices[i]]: scale it to L2 norm `norm` (x * norm / (|x| + 1e-12)); with "
-    "use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused.",
+    "use_max_norm only rows whose norm exceeds `norm` change. Input 2 (grad) is accepted and unused. "
+    "Float16SparseNormalize is the spelling for float16 parameters (same kernel, dtype kept).",
     input_names=("param", "indices", "grad"),
     output_names=("output_param",),
+    aliases=("Float16SparseNormalize",),
 )
 def sparse_normalize(op: OpInfo) -> Callable[..., Any]:
     use_max, target = op.bool_arg("use_max_norm"), op.float_arg("norm")

@@ -56,27 +56,47 @@ WD = Arg("weight_decay", 0.0, "L2 penalty: the gradient used is g + weight_decay
 # -- Adagrad family -------------------------------------------------------------------------------
 
 
+HALFLIFE = Arg("counter_halflife", -1, "with a counter input: scale weight_decay by halflife / count per row")
+
+
+def _row_weight_decay(op: OpInfo, wd: float, halflife: float, counter: Any, rows: int) -> Callable[[int], float]:
+    """Row -> weight decay: ``wd``, or with a counter input and counter_halflife > 0, wd * halflife /
+    count[row] for rows with a positive count (Caffe2's frequency-adjusted decay)."""
+    if counter is None or halflife <= 0:
+        return lambda r: wd
+    counts = np.asarray(counter, np.float64).reshape(-1)
+    if counts.size != rows:
+        raise ArgumentError(f"{op.label()}: the counter input needs one count per row ({rows}), got {counts.size}")
+    return lambda r: wd * halflife / counts[r] if counts[r] > 0 else wd
+
+
 @register_op(
     "SparseAdagrad",
-    inputs=5,
+    inputs=(5, 6),
     outputs=2,
     allow_inplace=[(0, 0), (1, 1)],
-    args=(EPS, WD, Arg("decay", 1.0, "moment decay")),
+    args=(EPS, WD, Arg("decay", 1.0, "moment decay"), HALFLIFE),
     infer=lambda op, ins: _same(ins, 0, 1),
     doc="Adagrad on the rows named by indices: for each i, row r = indices[i], g = grad[i] + weight_decay * "
-    "param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon).",
-    input_names=("param", "moment", "indices", "grad", "lr"),
+    "param[r]; moment[r] = decay * moment[r] + g^2; param[r] += lr * g / (sqrt(moment[r]) + epsilon). "
+    "With input 5 (per-row counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * "
+    "counter_halflife / c.",
+    input_names=("param", "moment", "indices", "grad", "lr", "counter"),
     output_names=("output_param", "output_moment"),
 )
 def sparse_adagrad(op: OpInfo) -> Callable[..., Any]:
     eps, wd, decay = op.float_arg("epsilon"), op.float_arg("weight_decay"), op.float_arg("decay")
+    halflife = op.float_arg("counter_halflife")
 
-    def run(param: Any, moment: Any, indices: Any, grad: Any, lr: Any) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        param: Any, moment: Any, indices: Any, grad: Any, lr: Any, counter: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         p, m = np.array(param, copy=True), np.array(moment, copy=True)
         ii, g = _rows(op, p, indices, grad)
         rate = _lr(lr)
+        decays = _row_weight_decay(op, wd, halflife, counter, p.shape[0] if p.ndim else 0)
         for j, r in enumerate(ii.tolist()):
-            gi = g[j] + wd * p[r]
+            gi = g[j] + decays(r) * p[r]
             m[r] = decay * m[r] + gi * gi
             p[r] = p[r] + rate * gi / (np.sqrt(m[r]) + eps)
         return p, m
@@ -86,28 +106,33 @@ def sparse_adagrad(op: OpInfo) -> Callable[..., Any]:
 
 @register_op(
     "RowWiseSparseAdagrad",
-    inputs=5,
+    inputs=(5, 6),
     outputs=2,
     allow_inplace=[(0, 0), (1, 1)],
-    args=(EPS, WD),
+    args=(EPS, WD, HALFLIFE),
     infer=lambda op, ins: _same(ins, 0, 1),
     doc="Adagrad with one moment per row: for each i, r = indices[i], g = grad[i] + weight_decay * param[r]; "
-    "moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon).",
-    input_names=("param", "moment", "indices", "grad", "lr"),
+    "moment[r] += mean(g^2); param[r] += lr * g / (sqrt(moment[r]) + epsilon). With input 5 (per-row "
+    "counts) and counter_halflife > 0, a row with count c > 0 uses weight_decay * counter_halflife / c.",
+    input_names=("param", "moment", "indices", "grad", "lr", "counter"),
     output_names=("output_param", "output_moment"),
 )
 def row_wise_sparse_adagrad(op: OpInfo) -> Callable[..., Any]:
     eps, wd = op.float_arg("epsilon"), op.float_arg("weight_decay")
+    halflife = op.float_arg("counter_halflife")
 
-    def run(param: Any, moment: Any, indices: Any, grad: Any, lr: Any) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        param: Any, moment: Any, indices: Any, grad: Any, lr: Any, counter: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         p, m = np.array(param, copy=True), np.array(moment, copy=True)
         ii, g = _rows(op, p, indices, grad)
         if m.reshape(-1).size != (p.shape[0] if p.ndim else 0):
             raise ArgumentError(f"{op.label()}: moment must hold one value per row of param ({p.shape[0]})")
         mf = m.reshape(-1)
         rate = _lr(lr)
+        decays = _row_weight_decay(op, wd, halflife, counter, p.shape[0] if p.ndim else 0)
         for j, r in enumerate(ii.tolist()):
-            gi = g[j] + wd * p[r]
+            gi = g[j] + decays(r) * p[r]
             mf[r] += np.float64(np.mean(gi * gi)) if gi.size else 0.0
             p[r] = p[r] + rate * gi / (np.sqrt(mf[r]) + eps)
         return p, mf.reshape(m.shape)

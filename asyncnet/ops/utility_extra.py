@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.db.blobs import BlobCodec, register_blob_codec
 from asyncnet.errors import ArgumentError
 from asyncnet.fileaccess import file_op, writes
 from asyncnet.iopolicy import op_write_path
@@ -18,6 +19,7 @@ from asyncnet.opinfo import OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
+from asyncnet.serde import numpy_to_tensor, tensor_to_numpy
 from asyncnet.training.gradients import GradientContext, GradientSpec, register_gradient
 
 log = logging.getLogger(__name__)
@@ -360,6 +362,23 @@ class Counter:
 
     def __repr__(self) -> str:
         return f"Counter({self.count})"
+
+
+def _encode_counter(c: Counter, proto: pb.BlobProto) -> None:
+    # Caffe2's CounterSerializer: the current count as a one-element int64 tensor.
+    with c.lock:
+        value = c.count
+    proto.tensor.CopyFrom(numpy_to_tensor(np.array([value], np.int64)))
+
+
+def _decode_counter(proto: pb.BlobProto) -> Counter:
+    value = tensor_to_numpy(proto.tensor).reshape(-1)
+    if value.size != 1:
+        raise ArgumentError(f"a saved counter holds one value, got {value.size}")
+    return Counter(int(value[0]))
+
+
+register_blob_codec(BlobCodec(Counter, "std::unique_ptr<Counter<int64_t>>", _encode_counter, _decode_counter))
 
 
 def _counter(op: OpInfo, v: Any) -> Counter:

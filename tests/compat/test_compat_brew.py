@@ -51,6 +51,17 @@ def test_fc_custom_init_and_name_scope() -> None:
     assert model.GetParams("other") == []
 
 
+def test_initializer_tuples_use_their_first_two_items() -> None:
+    # Caffe2 read (op, kwargs) from the tuple and ignored anything after (its own tests pass 3-tuples).
+    model = ModelHelper(name="lenient")
+    brew.fc(model, "x", "fc", 2, 2, ("UniformFill", {"min": -1.0}, {"max": 1.0}), ("ConstantFill", {}, {}))
+    w, b = model.param_init_net.Proto().op
+    assert w.type == "UniformFill" and op_args(w) == {"min": -1.0, "shape": [2, 2]}
+    assert b.type == "ConstantFill"
+    with pytest.raises(ArgumentError, match="pair"):
+        brew.fc(model, "x", "fc2", 2, 2, ("UniformFill",))
+
+
 def test_conv_weight_shape_engine_and_kernel() -> None:
     model = ModelHelper(name="conv_model")
     brew.conv(model, "data", "conv1", dim_in=3, dim_out=8, kernel=5, stride=2)

@@ -117,3 +117,31 @@ def test_operator_cost_with_value_dependent_output_shapes() -> None:
         workspace.GetOperatorCost(split, split.input)
     workspace.RunOperatorOnce(split)
     assert tuple(workspace.GetOperatorCost(split, split.input)) == (0, 40, 40 + 8)
+
+
+def test_run_functions_take_serialized_protos() -> None:
+    workspace.FeedBlob("x", np.array([-2.0, 2.0], np.float32))
+    op = core.CreateOperator("Relu", ["x"], ["y"])
+    workspace.RunOperatorOnce(op.SerializeToString())
+    np.testing.assert_array_equal(workspace.FetchBlob("y"), [0.0, 2.0])
+    net = core.Net("neg")
+    net.Negative(["x"], ["z"])
+    workspace.RunNetOnce(net.Proto().SerializeToString())
+    np.testing.assert_array_equal(workspace.FetchBlob("z"), [2.0, -2.0])
+    plan = core.Plan("p")
+    plan.AddStep(core.execution_step("s", net))
+    workspace.FeedBlob("x", np.array([1.0], np.float32))
+    workspace.RunPlan(plan.Proto().SerializeToString())
+    np.testing.assert_array_equal(workspace.FetchBlob("z"), [-1.0])
+    workspace.CreateNet(net.Proto().SerializeToString(), overwrite=True)  # RunPlan created it
+    assert workspace.RunNet("neg")
+
+
+def test_core_output_to_list_workspace_and_build_flags() -> None:
+    a, b = core.BlobReference("a"), core.BlobReference("b")
+    assert core.output_to_list(a) == [a] and core.output_to_list((a, b)) == [a, b]
+    with pytest.raises(TypeError, match="BlobReference, list or tuple"):
+        core.output_to_list("a")
+    assert core.workspace is workspace
+    assert workspace.C.define_caffe2_no_operator_schema is False
+    assert workspace.C.get_build_options()["USE_CUDA"] == "OFF"

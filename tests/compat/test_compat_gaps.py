@@ -50,6 +50,21 @@ def test_infer_shapes_and_types() -> None:
     assert types["yi"] == caffe2_pb2.TensorProto.INT32
 
 
+def test_infer_shapes_keeps_workspace_blobs_an_op_cannot_size() -> None:
+    # Split with its sizes in a blob: inference cannot size the pieces; as in Caffe2's inference
+    # from the workspace, the existing blobs' shapes are reported.
+    workspace.FeedBlob("x", np.ones((5, 2), np.float32))
+    workspace.FeedBlob("sizes", np.array([2, 3], np.int32))
+    split = core.CreateOperator("Split", ["x", "sizes"], ["p", "q"], axis=0)
+    net = core.Net("split")
+    net.Proto().op.extend([split])
+    shapes, _ = workspace.InferShapesAndTypes([net])
+    assert "p" not in shapes and shapes["x"] == [5, 2] and shapes["sizes"] == [2]
+    workspace.RunOperatorOnce(split)
+    shapes, types = workspace.InferShapesAndTypes([net])
+    assert shapes["p"] == [2, 2] and shapes["q"] == [3, 2] and types["q"] == caffe2_pb2.TensorProto.FLOAT
+
+
 def test_core_device_helpers_and_gradient_slice() -> None:
     assert core.IsGPUDeviceType(caffe2_pb2.CUDA) and not core.IsGPUDeviceType(caffe2_pb2.CPU)
     a, b = core.DeviceOption(caffe2_pb2.CPU, 0), core.DeviceOption(caffe2_pb2.CPU, 3, random_seed=1)
@@ -97,6 +112,25 @@ def test_create_python_operator_forward_and_gradient() -> None:
     bad = core.CreateOperator("InProcessPython", ["x"], ["z"], token="never_registered")
     with pytest.raises(AsyncNetError, match="never_registered"):
         workspace.RunOperatorOnce(bad)
+
+
+def test_net_python_adds_an_in_process_op() -> None:
+    seen: list[list[float]] = []
+
+    def record(inputs: list[Any], outputs: list[Any]) -> None:
+        seen.append(inputs[0].data.tolist())
+
+    def double(inputs: list[Any], outputs: list[Any]) -> None:
+        outputs[0].feed(inputs[0].data * 2)
+
+    net = core.Net("py")
+    net.Python(record)(["x"], 0)  # no outputs, as Caffe2's net.Python(f)([blobs], 0)
+    y = net.Python(double)(["x"], ["y"])
+    workspace.FeedBlob("x", np.array([1.5, 2.0], np.float32))
+    workspace.RunNetOnce(net)
+    assert seen == [[1.5, 2.0]] and str(y) == "y"
+    assert workspace.FetchBlob("y").tolist() == [3.0, 4.0]
+    assert [o.type for o in net.Proto().op] == ["InProcessPython", "InProcessPython"]
 
 
 def test_reroute_tensor() -> None:

@@ -25,8 +25,6 @@ STILL_MISSING = {
     "FlexibleTopK",
     "BernoulliJSD",
     "MarginRankingCriterion",
-    "PackRNNSequence",
-    "UnpackRNNSequence",
 }
 
 

@@ -105,3 +105,13 @@ def test_lrn_gradient(args: dict[str, float]) -> None:
     x = np.random.default_rng(5).normal(size=shape)
     res = check_gradient(make_op("LRN", ["x"], ["y", "scale"], **args), {"x": x}, threshold=1e-6, stepsize=1e-6)
     assert res.ok, res.describe()
+
+
+def test_spatial_bn_multi_batch_gradient_of_an_empty_batch() -> None:
+    # SpatialBNGradient with the aggregated sums (7 inputs) on N = 0: dX empty, dscale / dbias zero.
+    x = np.zeros((0, 2, 3, 3), np.float32)
+    ones = np.ones(2, np.float32)
+    dx, dscale, dbias = run_op(
+        "SpatialBNGradient", [x, ones, x, ones, ones, ones * 4, ones * 6], 3, is_test=0, num_batches=2
+    )
+    assert dx.shape == x.shape and dscale.tolist() == [0.0, 0.0] and dbias.tolist() == [0.0, 0.0]

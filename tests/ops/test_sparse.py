@@ -50,11 +50,24 @@ def test_bucketize_and_bucket_one_hot_naive(data: Any) -> None:
         base = 0
         for j in range(d):
             b = bisect.bisect_left(bounds[j], float(x[i, j]))  # boundaries strictly below the value
+            # BatchBucketOneHot puts a value sitting on repeated boundaries between them (Caffe2).
+            mid = (b + bisect.bisect_right(bounds[j], float(x[i, j]))) // 2
             row = [0.0] * (len(bounds[j]) + 1)
-            row[b] = 1.0
+            row[mid] = 1.0
             assert y[i, base : base + len(row)].tolist() == row
             assert buckets[i, j] == b
             base += len(row)
+
+
+def test_bucket_one_hot_repeated_boundaries() -> None:
+    # Boundaries [-1, 0, 0, 2]: 0 lies on the repeated pair -> bucket (1 + 3) // 2 = 2 of 5.
+    y = run1(
+        "BatchBucketOneHot",
+        np.array([[0.0], [1.0], [-1.0]], np.float32),
+        np.array([4], np.int32),
+        np.array([-1, 0, 0, 2], np.float32),
+    )
+    assert y.tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
 
 
 @SETTINGS
@@ -188,6 +201,17 @@ def test_pack_unpack_segments_naive(data: Any) -> None:
     np.testing.assert_array_equal(run1("UnpackSegments", lengths, packed), x)
     minf = run1("PackSegments", lengths, x, pad_minf=1)
     assert np.all(np.isneginf(minf[~mask[:, : minf.shape[1]]])) if minf.size else True
+
+
+def test_unpack_segments_with_max_length_undoes_truncation() -> None:
+    lengths = np.array([1, 4, 2], np.int32)
+    x = np.arange(7, dtype=np.float32).reshape(7, 1)
+    packed = run1("PackSegments", lengths, x, max_length=3)
+    assert packed.shape == (3, 3, 1)
+    got = run1("UnpackSegments", lengths, packed, max_length=3)
+    # Each segment keeps its first min(length, 3) rows.
+    want = np.concatenate([x[0:1], x[1:4], x[5:7]])
+    np.testing.assert_array_equal(got, want)
 
 
 def test_negate_gradient_forward_is_identity() -> None:

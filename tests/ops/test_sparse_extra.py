@@ -146,3 +146,12 @@ def test_sparse_to_dense_mask_gradient() -> None:
     assert not res.analytic["V"][1].any() and res.analytic["V"][3].any()
     (g,) = run_op("SparseToDenseMaskGradient", [ids[:3], np.ones((3, 2))], mask=[3, 5, 7])
     assert g.tolist() == [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]  # id 9 is outside the mask
+
+
+def test_sparse_to_dense_mask_second_output_without_flag() -> None:
+    # Caffe2 accepted a named presence-mask output without return_presence_mask: it is written anyway.
+    ids = np.array([4, 2], np.int32)
+    out, present = run_op(
+        "SparseToDenseMask", [ids, np.array([1.0, 2.0], np.float32), np.array(0.0, np.float32)], 2, mask=[2, 3, 4]
+    )
+    assert out.tolist() == [2.0, 0.0, 1.0] and present.tolist() == [True, False, True]

@@ -34,6 +34,30 @@ def test_sparse_adagrad() -> None:
     np.testing.assert_allclose(got_m, wm, rtol=1e-5)
 
 
+@pytest.mark.parametrize("op_type", ["SparseAdagrad", "RowWiseSparseAdagrad"])
+def test_sparse_adagrad_counter_scales_weight_decay(op_type: str) -> None:
+    p, g = setup()
+    row_wise = op_type == "RowWiseSparseAdagrad"
+    m = RNG.uniform(0.1, 1, p.shape[0] if row_wise else p.shape).astype(np.float32)
+    count = np.zeros(p.shape[0], np.float64)
+    count[::2] = RNG.uniform(0.5, 4, count[::2].shape)  # odd rows: count 0 -> plain weight_decay
+    lr, eps, wd, half = -0.1, 1e-4, 0.05, 5.0
+    ins = [p, m, IDX, g, np.array([lr], np.float32), count]
+    got_p, got_m = run_op(op_type, ins, 2, epsilon=eps, weight_decay=wd, counter_halflife=half)
+    wp, wm = p.astype(np.float64), m.astype(np.float64)
+    for i, r in enumerate(IDX.tolist()):
+        rwd = wd * half / count[r] if count[r] > 0 else wd
+        gi = [g[i, c] + rwd * wp[r, c] for c in range(p.shape[1])]
+        if row_wise:
+            wm[r] += sum(v * v for v in gi) / p.shape[1]
+        for c in range(p.shape[1]):
+            if not row_wise:
+                wm[r, c] += gi[c] * gi[c]
+            wp[r, c] += lr * gi[c] / (math.sqrt(wm[r] if row_wise else wm[r, c]) + eps)
+    np.testing.assert_allclose(got_p, wp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_m, wm, rtol=1e-5)
+
+
 def test_row_wise_sparse_adagrad() -> None:
     p, g = setup()
     m = RNG.uniform(0.1, 1, p.shape[0]).astype(np.float32)

@@ -151,9 +151,8 @@ def test_end_to_end_on_synthetic_tree(fake_upstream: Path, tmp_path: Path) -> No
     classes = {(c["category"], c["key"]): c["tests"] for c in data["classes"]}
     assert classes[("missing-op", "NoSuchOpAtAll")] == 1
     assert classes[("wrong-result", "toy_test.py")] == 1
-    assert [n for (cat, key), n in classes.items() if cat == "compat-api" and key.endswith("no_such_module_here")] == [
-        1
-    ]
+    # The module exists neither in asyncnet.compat nor in the (synthetic) wheel.
+    assert classes[("environment", "not in the wheel: caffe2.python.no_such_module_here")] == 1
     assert "metric: 1 / 4 = 25.0%" in report.read_text()
 
 
@@ -163,3 +162,13 @@ def test_classify_environment_failures_only_outside_asyncnet() -> None:
     assert suite.classify(rec) == ("environment", "numpy 2: array-to-scalar assignment")
     rec["asyncnet_frame"] = "ops/sparse.py:run"
     assert suite.classify(rec)[0] == "asyncnet-error"
+
+
+def test_modules_missing_from_the_wheel_are_environment(fake_upstream: Path) -> None:
+    shipped = suite.shipped_modules(fake_upstream)
+    assert shipped is not None and "caffe2.python.helper_util" in shipped and "caffe2.python" in shipped
+    rec = {"nodeid": "x_test.py", "when": "collect", "outcome": "failed"}
+    rec["message"] = "E   ImportError: cannot import name 'hsm_pb2' from 'caffe2.proto' (unknown location)"
+    assert suite.classify(rec, shipped) == ("environment", "not in the wheel: caffe2.proto.hsm_pb2")
+    rec["message"] = "E   ImportError: cannot import name 'helper_util' from 'caffe2.python' (unknown location)"
+    assert suite.classify(rec, shipped)[0] == "compat-api"
