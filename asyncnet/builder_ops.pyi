@@ -15425,6 +15425,8 @@ class OpNamespace:
     def UniformFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15439,7 +15441,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random values in [min, max].
+        """Uniform random values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lower bound
@@ -15454,6 +15456,8 @@ class OpNamespace:
     def UniformIntFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15467,7 +15471,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random int32 values in [min, max].
+        """Uniform random int32 values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lowest value
