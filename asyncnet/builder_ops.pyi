@@ -12191,7 +12191,7 @@ class OpNamespace:
             strip_prefix: drop everything up to and including this in each blob name
             blob_name_overrides: names to save the inputs under
             chunk_size: elements per tensor chunk: -1 default (1,000,000), 0 no chunking
-            options: Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)
+            options: Caffe2's SerializationOptions: the first entry whose blob_name_regex matches a saved name (empty matches all) sets its chunk_size (-1: one chunk; 0: the op's chunk_size); float_format is ignored
         """
         ...
 
