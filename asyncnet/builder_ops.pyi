@@ -12302,7 +12302,7 @@ class OpNamespace:
             strip_prefix: drop everything up to and including this in each blob name
             blob_name_overrides: names to save the inputs under
             chunk_size: elements per tensor chunk: -1 default (1,000,000), 0 no chunking
-            options: Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)
+            options: Caffe2's SerializationOptions: the first entry whose blob_name_regex matches a saved name (empty matches all) sets its chunk_size (-1: one chunk; 0: the op's chunk_size); float_format is ignored
         """
         ...
 
@@ -14649,11 +14649,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         axis: int = ...,
+        use_scaling_lengths: int = ...,
     ) -> tuple[Blob, ...]:
-        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k.
+        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k. With use_scaling_lengths every length is multiplied by K, where sum(LENGTHS) * K is the axis' size (K may be 0 for an empty axis).
 
         Args:
             axis: the axis to split
+            use_scaling_lengths: scale LENGTHS by K = dim / sum(LENGTHS), which must be a whole number
         """
         ...
 
@@ -15534,6 +15536,8 @@ class OpNamespace:
     def UniformFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15548,7 +15552,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random values in [min, max].
+        """Uniform random values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lower bound
@@ -15563,6 +15567,8 @@ class OpNamespace:
     def UniformIntFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15576,7 +15582,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random int32 values in [min, max].
+        """Uniform random int32 values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lowest value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -150,6 +151,9 @@ def _caffe2_errors() -> Iterator[None]:
 
 _workspaces: dict[str, Workspace] = {"default": Workspace("default")}
 _current = "default"
+# Blobs a created net writes, per workspace: Caffe2's CreateNet creates them (empty), so a later
+# CreateNet may read them before any net has run.
+_declared: weakref.WeakKeyDictionary[Workspace, set[str]] = weakref.WeakKeyDictionary()
 
 
 def CurrentWorkspaceObject() -> Workspace:
@@ -184,7 +188,9 @@ def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
 def ResetWorkspace(root_folder: str | None = None) -> bool:
     """Drop every blob and net of the current workspace (``root_folder`` is kept for RootFolder())."""
     global _root_folder
-    CurrentWorkspaceObject().reset()
+    ws = CurrentWorkspaceObject()
+    ws.reset()
+    _declared.pop(ws, None)
     if root_folder is not None:
         _root_folder = root_folder
     return True
@@ -368,7 +374,7 @@ def CreateNet(net: Net | pb.NetDef | bytes, overwrite: bool = False, input_blobs
         CreateBlob(b)
     # Caffe2 binds every op's inputs when the net is created: a blob that neither exists nor is
     # produced by an earlier op fails here, not at the first run.
-    known = set(ws.blobs())
+    known = set(ws.blobs()) | _declared.get(ws, set())
     for i, op in enumerate(nd.op):
         missing = [b for b in op.input if b not in known]
         if missing:
@@ -379,6 +385,7 @@ def CreateNet(net: Net | pb.NetDef | bytes, overwrite: bool = False, input_blobs
         known.update(op.output)
     with _caffe2_errors():
         ws.create_net(nd)
+    _declared.setdefault(ws, set()).update(b for op in nd.op for b in op.output)
     return True
 
 
