@@ -1574,6 +1574,22 @@ class OpNamespace:
         """Jensen-Shannon divergence between Bernoulli distributions with probabilities p and q, elementwise."""
         ...
 
+    def BernoulliJSDGradient(
+        self,
+        dL: BlobLike,
+        X: BlobLike,
+        T: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of BernoulliJSD with respect to the prediction: inputs dL, X (p), T (q); dp = dL * (logit(p) - logit((p + q) / 2)) / 2, p clamped to [1e-20, 1 - 1e-20]."""
+        ...
+
     def BisectPercentile(
         self,
         raw_values: BlobLike,
@@ -3456,6 +3472,27 @@ class OpNamespace:
         """
         ...
 
+    def CosineEmbeddingCriterionGradient(
+        self,
+        S: BlobLike,
+        Y: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> Blob:
+        """Gradient of CosineEmbeddingCriterion: inputs S, Y, dloss; dS = -dloss where Y is 1, else dloss where S >= margin (0 elsewhere).
+
+        Args:
+            margin: the forward margin
+        """
+        ...
+
     def CosineSimilarity(
         self,
         X: BlobLike,
@@ -4915,6 +4952,23 @@ class OpNamespace:
         control_inputs: Sequence[BlobLike] = (),
     ) -> tuple[Blob, ...]:
         """TopK with its own k per row: X viewed as (rows, D) over its last dim, K (rows,) int64; outputs the concatenated top values of every row (descending, ties: lower index first) and their indices within the row (int64)."""
+        ...
+
+    def FlexibleTopKGradient(
+        self,
+        X: BlobLike,
+        K: BlobLike,
+        dValues: BlobLike,
+        Indices: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+    ) -> Blob:
+        """Gradient of FlexibleTopK: inputs X, K, dValues, Indices; dX is zero except row r's picked positions Indices[off_r : off_r + K[r]], which get dValues of the same range."""
         ...
 
     def Float16SparseNormalize(
@@ -9029,6 +9083,28 @@ class OpNamespace:
         """
         ...
 
+    def MarginRankingCriterionGradient(
+        self,
+        X1: BlobLike,
+        X2: BlobLike,
+        Y: BlobLike,
+        dloss: BlobLike,
+        /,
+        *,
+        outputs: Outputs = None,
+        name: str = "",
+        engine: str = "",
+        device: DeviceLike = None,
+        control_inputs: Sequence[BlobLike] = (),
+        margin: float = ...,
+    ) -> tuple[Blob, ...]:
+        """Gradient of MarginRankingCriterion: inputs X1, X2, Y, dloss; where -Y * (X1 - X2) + margin > 0, dX1 = -Y * dloss and dX2 = Y * dloss, else 0.
+
+        Args:
+            margin: the forward margin
+        """
+        ...
+
     def MatMul(
         self,
         A: BlobLike,
@@ -12226,7 +12302,7 @@ class OpNamespace:
             strip_prefix: drop everything up to and including this in each blob name
             blob_name_overrides: names to save the inputs under
             chunk_size: elements per tensor chunk: -1 default (1,000,000), 0 no chunking
-            options: Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)
+            options: Caffe2's SerializationOptions: the first entry whose blob_name_regex matches a saved name (empty matches all) sets its chunk_size (-1: one chunk; 0: the op's chunk_size); float_format is ignored
         """
         ...
 
@@ -14573,11 +14649,13 @@ class OpNamespace:
         device: DeviceLike = None,
         control_inputs: Sequence[BlobLike] = (),
         axis: int = ...,
+        use_scaling_lengths: int = ...,
     ) -> tuple[Blob, ...]:
-        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k.
+        """Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of consecutive segments as there are outputs, and output k holds the rows of group k. With use_scaling_lengths every length is multiplied by K, where sum(LENGTHS) * K is the axis' size (K may be 0 for an empty axis).
 
         Args:
             axis: the axis to split
+            use_scaling_lengths: scale LENGTHS by K = dim / sum(LENGTHS), which must be a whole number
         """
         ...
 
@@ -15458,6 +15536,8 @@ class OpNamespace:
     def UniformFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15472,7 +15552,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random values in [min, max].
+        """Uniform random values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lower bound
@@ -15487,6 +15567,8 @@ class OpNamespace:
     def UniformIntFill(
         self,
         in0: BlobLike = ...,
+        in1: BlobLike = ...,
+        in2: BlobLike = ...,
         /,
         *,
         outputs: Outputs = None,
@@ -15500,7 +15582,7 @@ class OpNamespace:
         extra_shape: Sequence[Any] = ...,
         input_as_shape: int = ...,
     ) -> Blob:
-        """Uniform random int32 values in [min, max].
+        """Uniform random int32 values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min and max tensors; then min > max gives an empty dim 0 (Caffe2).
 
         Args:
             min: lowest value

@@ -271,7 +271,9 @@ class Net:
         for i in self.infos:
             read_first.update(n for n in (*i.inputs, *i.control_inputs) if n not in written)
             written.update(i.outputs)
-        self._input_cells = [workspace.cell(n) for n in self.input_names if n in read_first or n not in produced]
+        # Only blobs an op reads must exist: Caffe2 never checks a declared external input nothing reads
+        # (its Python API declares e.g. str(["input"]) for AddExternalInputs(["input"])).
+        self._input_cells = [workspace.cell(n) for n in self.input_names if n in read_first]
         self._first_reader = self._first_readers()
         self.options = options or ExecutorOptions()
         self.executor_name = executor if executor is not None else net_def.type

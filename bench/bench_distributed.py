@@ -17,15 +17,16 @@ with the machine's load average, since the 2-core machine is shared.
      interleaved): executor 1 thread + 1 BLAS thread (what each data-parallel rank uses), executor
      2 threads + 1 BLAS thread (train-digits' default), executor 1 thread + default BLAS threads;
    * two processes x (1 executor thread, 1 BLAS thread) on the same global batch: one Allreduce per
-     gradient (Caffe2's layout), all gradients in one bucket, and the default buckets;
+     gradient (Caffe2's layout), all gradients in one bucket, and the default buckets (DDP's:
+   the latency-bound model's 160 KB are one bucket, the compute-bound model's 2.4 MB two);
    * two independent processes on half the batch each, no communication: the machine's own
      ceiling for two processes (cores, memory bandwidth, other load).
    Two models: latency-bound (hidden 256, global batch 128) and compute-bound (hidden 2048,
    global batch 1024). Each layout runs three times, interleaved; reported: the median over those
    of each run's median step time. Scaling = one-process step time / two-process step time.
-3. Overlap: a profiled data-parallel run of the compute-bound model (default buckets: two, the
-   fully connected layers' bucket all-reduces while the convolutions' backward runs); the share
-   of all-reduce spans overlapping a gradient op and the share of all-reduce time hidden.
+3. Overlap: a profiled data-parallel run of the compute-bound model at default buckets (two: the
+   fully connected layers' bucket all-reduces while the convolutions' backward runs);
+   the share of all-reduce spans overlapping a gradient op and of all-reduce time hidden.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def main() -> None:
             "2p_independent": "2 processes, half batch each, no communication (ceiling)",
             "2p_per_param": "2 processes, one Allreduce per gradient (Caffe2 layout)",
             "2p_one_bucket": "2 processes, all gradients in one bucket",
-            "2p_bucketed": "2 processes, default buckets",
+            "2p_bucketed": "2 processes, default buckets (DDP's: first 1 MB, then 25 MB)",
         }
         for name, r in json.loads((out / "train.json").read_text()).items():
             print(f"  {name} (load during: {r['load']:.2f}); median step, and 1-process time / this:")

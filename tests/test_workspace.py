@@ -69,6 +69,21 @@ def test_missing_input_is_named() -> None:
         ws.run_net_once(net)
 
 
+def test_declared_external_input_nothing_reads_need_not_exist() -> None:
+    # Caffe2 checks only the blobs ops read; Caffe2's AddExternalInputs(["x"]) declares "['x']".
+    ws = Workspace()
+    net = pb.NetDef(name="decl")
+    net.external_input.extend(["['x']", "x"])
+    net.op.add(type="Relu", input=["x"], output=["y"])
+    ws.feed("x", np.array([-1.0, 2.0], np.float32))
+    ws.run_net_once(net)
+    assert ws.fetch("y").tolist() == [0.0, 2.0]
+    # A declared input an op does read still has to be fed.
+    ws2 = Workspace()
+    with pytest.raises(BlobNotFoundError, match=r"op #0 Relu reads blob 'x'"):
+        ws2.run_net_once(net)
+
+
 def test_operator_failure_names_op_and_chains_cause() -> None:
     ws = Workspace()
     net = pb.NetDef(name="f")

@@ -44,6 +44,8 @@ TORCH_VERSION = "1.12.1"
 WHEEL_PLATFORM = "macosx_10_9_x86_64"
 DEFAULT_CACHE = Path.home() / ".cache" / "asyncnet" / f"caffe2-{TORCH_VERSION}"
 OPERATOR_TESTS = "caffe2/python/operator_test"
+# Seconds past the per-test timeout after which a stuck test process is ended (--hang-grace).
+HANG_GRACE = 30
 
 ACCELERATOR_SKIP = re.compile(r"gpu|cuda|\bhip\b|rocm|cudnn|nccl|mkldnn|ideep", re.IGNORECASE)
 TEST_DEF = re.compile(r"^\s*def (test_\w+)\s*\(", re.MULTILINE)
@@ -107,13 +109,16 @@ def test_files(upstream: Path, selected: list[str] | None) -> list[Path]:
     return keep
 
 
-def run_chunk(files: list[Path], upstream: Path, results: Path, timeout: int, chunk_timeout: int, profile: str) -> int:
-    """Run pytest on ``files`` in a subprocess; returns its exit status (-9 when killed)."""
+def run_chunk(files: list[Any], upstream: Path, results: Path, timeout: int, chunk_timeout: int, profile: str) -> int:
+    """Run pytest on ``files`` (paths or node ids) in a subprocess; returns its exit status (-9 when
+    killed). A test that outlives its timeout by HANG_GRACE s (its thread stuck where pytest-timeout's
+    signal cannot reach) is recorded as a timeout and the subprocess exits (see run_files)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TOOLS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["CAFFE2_SUITE_UPSTREAM"] = str(upstream)
     env["CAFFE2_SUITE_RESULTS"] = str(results)
     env["CAFFE2_HYPOTHESIS_PROFILE"] = profile
+    env["CAFFE2_SUITE_HARD_TIMEOUT"] = str(timeout + HANG_GRACE)
     env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="caffe2_suite.") as tmp:
         ini = Path(tmp) / "pytest.ini"
@@ -146,6 +151,32 @@ def run_chunk(files: list[Path], upstream: Path, results: Path, timeout: int, ch
     return proc.returncode
 
 
+def run_files(files: list[Path], upstream: Path, results: Path, timeout: int, chunk_timeout: int, profile: str) -> int:
+    """run_chunk, then again on the collected tests of ``files`` that got no result (the subprocess
+    ended early: a hung test, a crash), until none is left or no progress is made."""
+    rc = run_chunk(files, upstream, results, timeout, chunk_timeout, profile)
+    names = {f.name for f in files}
+    for _ in range(20):
+        done, collected = set(), []
+        for rec in read_records(results):
+            if _file_of(rec["nodeid"]) not in names:
+                continue
+            if rec["when"] == "collected":
+                collected.append(rec["nodeid"])
+            elif rec["when"] in ("call", "setup", "teardown"):
+                done.add(rec["nodeid"])
+        left = [n for n in dict.fromkeys(collected) if n not in done]
+        if rc == 0 or not left:
+            break
+        # Resume after the test that ended the run: node ids relative to the upstream root.
+        before = len(done)
+        rc = run_chunk([str(upstream / n) for n in left], upstream, results, timeout, chunk_timeout, profile)
+        after = {r["nodeid"] for r in read_records(results) if r["when"] in ("call", "setup", "teardown")}
+        if len(after & set(left)) == 0 and len(done) == before:
+            break
+    return rc
+
+
 # ---------------------------------------------------------------- classifying
 
 
@@ -168,6 +199,7 @@ _ENVIRONMENT = [
     ("numpy 2: array-to-scalar conversion", "only length-1 arrays can be converted"),
     ("numpy 2: removed alias", "was removed in the NumPy"),
     ("numpy 2: np.sum(generator)", "Calling np.sum(generator)"),
+    ("numpy 2: Python int out of bounds for the dtype (NEP 50)", "out of bounds for int"),
     ("scipy: interp2d removed", "has been removed in SciPy"),
     ("python 3.11: inspect.getargspec removed", "has no attribute 'getargspec'"),
     ("hypothesis: arrays() signature", "arrays() takes"),
@@ -221,7 +253,8 @@ def classify(rec: dict[str, Any], shipped: frozenset[str] | None = None) -> tupl
     if rec.get("outcome") == "crashed":
         return "crashed", "chunk killed or test did not finish"
     if ("Timeout" in msg and exc == "Failed") or exc in {"DeadlineExceeded", "Timeout"}:
-        return "timeout", "per-test timeout" if exc == "Failed" else "hypothesis deadline"
+        kind = {"Failed": "per-test timeout", "Timeout": "hung (test process ended)"}
+        return "timeout", kind.get(exc, "hypothesis deadline")
     for pat in _MISSING_OP:
         m = pat.search(msg)
         if m:
@@ -410,6 +443,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global HANG_GRACE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--fetch", nargs="?", const=str(DEFAULT_CACHE), metavar="DIR", help="download into DIR")
@@ -417,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", nargs="*", help="test files (names or globs) under operator_test; default all")
     ap.add_argument("--timeout", type=int, default=120, help="per-test timeout in seconds (pytest-timeout)")
     ap.add_argument("--chunk", type=int, default=12, help="test files per pytest subprocess")
+    ap.add_argument(
+        "--hang-grace",
+        type=int,
+        default=HANG_GRACE,
+        help="seconds past --timeout before a stuck test's process is ended",
+    )
     ap.add_argument("--chunk-timeout", type=int, default=1800, help="seconds before a subprocess is killed")
     ap.add_argument("--profile", default=os.environ.get("CAFFE2_HYPOTHESIS_PROFILE", "dev"))
     ap.add_argument("--results", metavar="JSONL", help="raw per-phase records (appended); default a temp file")
@@ -424,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", metavar="MD", help="write the markdown report here (and the JSON beside it)")
     args = ap.parse_args(argv)
 
+    HANG_GRACE = args.hang_grace
     if args.from_results is None and args.fetch is None and args.upstream is None:
         args.upstream = str(DEFAULT_CACHE / "upstream")
     upstream = Path(args.upstream) if args.upstream else None
@@ -446,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(args.results) if args.results else Path(tempfile.mkstemp(suffix=".jsonl")[1])
         for i in range(0, len(files), args.chunk):
             chunk = files[i : i + args.chunk]
-            rc = run_chunk(chunk, upstream, results, args.timeout, args.chunk_timeout, args.profile)
+            rc = run_files(chunk, upstream, results, args.timeout, args.chunk_timeout, args.profile)
             print(f"[{time.time() - start:6.0f}s] {i + len(chunk)}/{len(files)} files (rc {rc})", flush=True)
     summary = summarize(read_records(results), files, shipped_modules(upstream))
     meta = {

@@ -68,11 +68,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "threads of one process share about one core; each process loads the models (parameters once per process)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def _worker_argv(args: argparse.Namespace, port: int) -> list[str]:
-    argv = ["serve", *args.models, "--port", str(port), "--host", args.host, "--reuse-port", "--workers", "1"]
+    argv = [
+        *("serve", *args.models, "--port", str(port), "--host", args.host, "--reuse-port", "--workers", "1"),
+        *("--supervisor-pid", str(os.getpid())),
+    ]
     argv += ["--queue-limit", str(args.queue_limit), "--max-message-mb", str(args.max_message_mb)]
     argv += ["--grace", str(args.grace), "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms)]
     for flag, value in (
@@ -213,7 +217,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         # A worker of `--workers N` whose supervisor was killed would serve forever with nobody to
         # forward a signal: it stops by itself (gracefully) once its parent is gone.
-        parent = os.getppid() if args.reuse_port else None
+        # The supervisor's pid comes on the command line: read here, getppid() would already be 1 (or
+        # a subreaper) when the supervisor was killed while this worker was still starting.
+        parent = (args.supervisor_pid or os.getppid()) if args.reuse_port else None
         while not stop.wait(0.5):
             if parent is not None and os.getppid() != parent:
                 break

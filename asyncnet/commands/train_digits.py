@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--bucket-kb",
         type=int,
         default=None,
-        help="data-parallel: cap of the first gradient bucket in KB (default 1024, as PyTorch DDP; smaller "
-        "starts the all-reduce of the last layers earlier, e.g. 16 shows the overlap in --trace; "
-        "0: one Allreduce per gradient, as Caffe2)",
+        help="data-parallel: cap of the first gradient bucket in KB (default 1024, as PyTorch DDP: this "
+        "model's gradients fit one bucket; smaller starts the all-reduce of the last layers during the "
+        "backward pass, e.g. 16 shows the overlap in --trace; 0: one Allreduce per gradient, as Caffe2)",
     )
     p.set_defaults(func=run)
 

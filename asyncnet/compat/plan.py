@@ -58,13 +58,15 @@ class ExecutionStep:
     def HasSubsteps(self) -> bool:
         return bool(self._substeps)
 
-    def AddNet(self, net: Net) -> None:
+    def AddNet(self, net: Net) -> ExecutionStep:
+        """Add a net to run in this step; returns the step (chainable, as Caffe2's)."""
         if not isinstance(net, Net):
             raise ArgumentError(f"step '{self.Name()}': AddNet takes a core.Net, got {type(net).__name__}")
         if self._substeps:
             raise NetDefinitionError(f"step '{self.Name()}' has substeps; a step holds either nets or substeps")
         self._step.network.append(net.Name())
         self._nets.append(net)
+        return self
 
     def AddSubstep(self, substep: ExecutionStep | Net) -> ExecutionStep:
         """Add a substep (a Net becomes a one-net step of the same name)."""

@@ -23,6 +23,14 @@ from asyncnet.serde import make_argument
 
 __all__ = ["TORCH_OPS", "register_torch_ops"]
 
+
+def _levels(args: dict[str, Any]) -> int:
+    """FPN levels roi_min_level .. roi_max_level (Caffe2's defaults 2 and 5)."""
+    hi = 5 if args.get("roi_max_level") is None else int(args["roi_max_level"])
+    lo = 2 if args.get("roi_min_level") is None else int(args["roi_min_level"])
+    return hi - lo + 1
+
+
 # name -> (schema, number of outputs; a callable computes it from the arguments for Tensor[] results)
 TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
     "Gelu": ("(Tensor X, bool? fast_gelu=None) -> Tensor", 1),
@@ -64,6 +72,29 @@ TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
         "float? max_mismatched_ratio=None, float? max_empty_ratio=None) -> Tensor[]",
         lambda a: len(a["lengths"]),
     ),
+    "Logit": ("(Tensor X, float? eps=None) -> Tensor", 1),
+    "InferenceLSTM": (
+        "(Tensor[] input_list, int? num_layers=None, bool? has_biases=None, bool? batch_first=None, "
+        "bool? bidirectional=None) -> (Tensor, Tensor, Tensor)",
+        3,
+    ),
+    "CollectRpnProposals": (
+        "(Tensor[] input_list, int? rpn_max_level=None, int? rpn_min_level=None, "
+        "int? rpn_post_nms_topN=None) -> Tensor",
+        1,
+    ),
+    # RoIs per level (roi_min_level .. roi_max_level, Caffe2's defaults 2 .. 5) and the restore index.
+    "DistributeFpnProposals": (
+        "(Tensor rois, int? roi_canonical_scale=None, int? roi_canonical_level=None, int? roi_max_level=None, "
+        "int? roi_min_level=None, bool? legacy_plus_one=None) -> Tensor[]",
+        lambda a: _levels(a) + 1,
+    ),
+    "CollectAndDistributeFpnRpnProposals": (
+        "(Tensor[] input_list, int? roi_canonical_scale=None, int? roi_canonical_level=None, "
+        "int? roi_max_level=None, int? roi_min_level=None, int? rpn_max_level=None, int? rpn_min_level=None, "
+        "int? rpn_post_nms_topN=None, bool? legacy_plus_one=None) -> Tensor[]",
+        lambda a: _levels(a) + 2,
+    ),
     "Fused8BitRowwiseQuantizedToFloat": ("(Tensor scale_bias_quantized_input) -> Tensor", 1),
     "SparseToDenseMask": (
         "(Tensor indices, Tensor values, Tensor default_value, Tensor? lengths, int[] mask, "
@@ -93,6 +124,12 @@ TORCH_OPS: dict[str, tuple[str, int | Callable[[dict[str, Any]], int]]] = {
         "-> (Tensor, Tensor)",
         2,
     ),
+}
+
+# Ops whose export is a plain tensor operation: AliasWithName returns its input itself (an alias
+# that sees later in-place changes, as Caffe2's export).
+_DIRECT: dict[str, tuple[str, Callable[..., Any]]] = {
+    "AliasWithName": ("(Tensor(a) input, str name, bool is_backward=False) -> Tensor(a)", lambda *a: a[0]),
 }
 
 # Outputs that exist only when an argument asks for them (the export always returns them, empty).
@@ -156,7 +193,8 @@ def _run(op_type: str, params: list[tuple[str, str, Any]], n_out: Any, args: Seq
 
 
 def register_torch_ops(names: Sequence[str] | None = None) -> list[str]:
-    """Define ``torch.ops._caffe2.<name>`` for the operators of :data:`TORCH_OPS` (all by default).
+    """Define ``torch.ops._caffe2.<name>`` for the operators of :data:`TORCH_OPS` and AliasWithName
+    (all by default).
 
     Idempotent; returns the names defined by this call. Raises UnsupportedError without torch.
     """
@@ -171,8 +209,15 @@ def register_torch_ops(names: Sequence[str] | None = None) -> list[str]:
     with _lock:
         if _library is None:
             _library = torch.library.Library("_caffe2", "FRAGMENT")  # type: ignore[no-untyped-call]
-        for name in names or list(TORCH_OPS):
+        for name in names or [*TORCH_OPS, *_DIRECT]:
             if name in _defined:
+                continue
+            if name in _DIRECT:
+                schema, direct = _DIRECT[name]
+                _library.define(name + schema)
+                _library.impl(name, direct, "CPU")
+                _defined.add(name)
+                done.append(name)
                 continue
             schema, n_out = TORCH_OPS[name]
             _library.define(name + schema)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -150,6 +151,9 @@ def _caffe2_errors() -> Iterator[None]:
 
 _workspaces: dict[str, Workspace] = {"default": Workspace("default")}
 _current = "default"
+# Blobs a created net writes, per workspace: Caffe2's CreateNet creates them (empty), so a later
+# CreateNet may read them before any net has run.
+_declared: weakref.WeakKeyDictionary[Workspace, set[str]] = weakref.WeakKeyDictionary()
 
 
 def CurrentWorkspaceObject() -> Workspace:
@@ -169,7 +173,7 @@ def Workspaces() -> list[str]:
 def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
     """Make workspace ``name`` current (created when missing and ``create_if_missing``)."""
     global _current
-    name = str(name)
+    name = _name(name)  # bytes names (Caffe2's own helpers pass b"temp_ws") decode as UTF-8
     with _lock:
         if name not in _workspaces:
             if not create_if_missing:
@@ -184,7 +188,9 @@ def SwitchWorkspace(name: str, create_if_missing: bool = False) -> None:
 def ResetWorkspace(root_folder: str | None = None) -> bool:
     """Drop every blob and net of the current workspace (``root_folder`` is kept for RootFolder())."""
     global _root_folder
-    CurrentWorkspaceObject().reset()
+    ws = CurrentWorkspaceObject()
+    ws.reset()
+    _declared.pop(ws, None)
     if root_folder is not None:
         _root_folder = root_folder
     return True
@@ -226,15 +232,16 @@ def FetchBlob(name: Any) -> Any:
 
 
 def as_caffe2_fetch(value: Any) -> Any:
-    """A fetched value as Caffe2 returned it: string tensors hold ``bytes`` items (Caffe2 stored
-    std::string, so text fed as ``str`` came back encoded as UTF-8)."""
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size:
-        flat = value.reshape(-1)
-        if any(isinstance(v, str) for v in flat):
-            enc = np.empty(flat.shape, dtype=object)
-            enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
-            return enc.reshape(value.shape)
-    return value
+    """A fetched value as Caffe2 returned it: a copy (changing it leaves the blob alone), string
+    tensors with ``bytes`` items (Caffe2 stored std::string: text fed as ``str`` comes back UTF-8)."""
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype != object or not any(isinstance(v, str) for v in value.reshape(-1)):
+        return value.copy()
+    flat = value.reshape(-1)
+    enc = np.empty(flat.shape, dtype=object)
+    enc[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
+    return enc.reshape(value.shape)
 
 
 def CreateBlob(name: Any) -> BlobReference:
@@ -367,7 +374,7 @@ def CreateNet(net: Net | pb.NetDef | bytes, overwrite: bool = False, input_blobs
         CreateBlob(b)
     # Caffe2 binds every op's inputs when the net is created: a blob that neither exists nor is
     # produced by an earlier op fails here, not at the first run.
-    known = set(ws.blobs())
+    known = set(ws.blobs()) | _declared.get(ws, set())
     for i, op in enumerate(nd.op):
         missing = [b for b in op.input if b not in known]
         if missing:
@@ -378,6 +385,7 @@ def CreateNet(net: Net | pb.NetDef | bytes, overwrite: bool = False, input_blobs
         known.update(op.output)
     with _caffe2_errors():
         ws.create_net(nd)
+    _declared.setdefault(ws, set()).update(b for op in nd.op for b in op.output)
     return True
 
 

@@ -49,15 +49,20 @@ def save_checkpoint(
     db_type: str = "minidb",
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_sizes: Mapping[str, int] | None = None,
 ) -> None:
-    """Write ``blobs`` (name -> array or string) to ``path`` atomically."""
+    """Write ``blobs`` (name -> array or string) to ``path`` atomically.
+
+    ``chunk_sizes`` overrides ``chunk_size`` (elements per minidb record; 0 = one record) per blob name.
+    """
     kind = canonical_db_type(db_type)
     p = Path(path)
     try:
         if kind == "minidb":
             with atomic_output(p) as f:
                 for name, value in blobs.items():
-                    for key, data in serialize_blob(name, value, chunk_size):
+                    size = chunk_size if chunk_sizes is None else chunk_sizes.get(name, chunk_size)
+                    for key, data in serialize_blob(name, value, size):
                         f.write(encode_record(key.encode("utf-8"), data))
         else:
             protos = pb.TensorProtos()

@@ -4,10 +4,11 @@ Each collective costs a fixed latency (an op dispatch, a Gloo round trip), which
 the many small gradients of a typical net. As PyTorch's DistributedDataParallel does, gradients
 are grouped into buckets in the order the backward pass produces them (last layers first); each
 bucket is all-reduced by one ``AllreduceCoalesced`` op placed right after its last gradient is
-written, so the last layers' bucket travels while the backward pass of earlier layers still runs.
+written, so an early (last layers') bucket travels while the backward pass of earlier layers still runs.
 
-Caps (DDP's idea, sizes chosen for Gloo on CPU): the first bucket closes once it holds
-``first_bucket_bytes`` (small, so communication starts early), the others at ``bucket_bytes``.
+Caps: the first bucket closes once it holds ``first_bucket_bytes``, the others at ``bucket_bytes``.
+Defaults are DDP's, 1 MB / 25 MB: nets with less than 1 MB of gradients get one bucket; pass a
+smaller ``first_bucket_bytes`` to split off their last layers so those overlap the backward pass.
 Gradients written by one op (a layer's weight and bias) always share a bucket. A gradient of
 unknown size closes its bucket (so nothing unknown is ever merged blindly).
 """
@@ -23,12 +24,13 @@ from asyncnet.errors import AsyncNetError
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.shapes import infer_shapes
 
-# DDP's defaults. A collective through an op costs ~0.3-0.5 ms of latency on loopback, about what
-# 0.5-1 MB take to move, so splitting off a first bucket smaller than ~1 MB costs more than its
-# overlap can hide (measured: LeNet's 160 KB of gradients step fastest as one bucket, ~1.8x faster
-# than one Allreduce per gradient; bench/bench_distributed.py).
-DEFAULT_FIRST_BUCKET_BYTES = 1 << 20
+# DDP's defaults (it uses them for Gloo on CPU too). On the shared 2-core machine the bench could
+# not tell a 1 MB first bucket from one bucket: the differences stayed inside the run-to-run noise
+# (identical layouts differed up to 2x at load 3-6; the quietest run favoured the 1 MB first bucket
+# by 6%). There, Gloo's all-reduce competes with the backward pass for the same two cores; with
+# spare cores the overlap hides communication, which is the point of a small first bucket.
 DEFAULT_BUCKET_BYTES = 25 << 20
+DEFAULT_FIRST_BUCKET_BYTES = 1 << 20
 
 
 def gradient_bytes(init_net: pb.NetDef, grads: Mapping[str, str]) -> dict[str, int]:

@@ -30,7 +30,8 @@ def element_size(dtype: np.dtype[Any]) -> int:
     return _PER_ELEMENT.get(dtype.kind, {}).get(dtype.itemsize, dtype.itemsize)
 
 
-def _options(op: OpInfo) -> list[pb.BlobSerializationOptions]:
+def serialization_options(op: OpInfo) -> list[pb.BlobSerializationOptions]:
+    """The entries of the op's `options` argument (a SerializationOptions, or its serialized bytes)."""
     raw = op.arg("options", None)
     if raw is None:
         return []
@@ -83,7 +84,7 @@ def estimate_all_blob_sizes(op: OpInfo) -> Callable[..., Any]:
     if ws is None:
         raise ArgumentError(f"{op.label()}: EstimateAllBlobSizes needs a workspace")
     shared = op.bool_arg("include_shared")
-    opts = _options(op)
+    opts = serialization_options(op)
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         names = ws.blobs() if shared else ws.local_blobs()

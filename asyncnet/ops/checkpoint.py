@@ -10,6 +10,7 @@ supported.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from asyncnet.errors import ArgumentError, AsyncNetError, CheckpointError, Unsup
 from asyncnet.fileaccess import caffe2_db_path, file_op, reads, writes
 from asyncnet.iopolicy import op_read_path, op_write_path
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops.blob_sizes import serialization_options
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import numpy_dtype
@@ -54,6 +56,21 @@ def _unique(op: OpInfo, names: list[str], what: str) -> None:
         seen.add(n)
 
 
+def _option_chunk_sizes(op: OpInfo, names: list[str], default: int) -> dict[str, int]:
+    """Per saved name, the chunk size its first matching SerializationOptions entry asks for."""
+    out: dict[str, int] = {}
+    for opt in serialization_options(op):
+        try:
+            pattern = re.compile(opt.blob_name_regex)
+        except re.error as e:
+            raise ArgumentError(f"{op.label()}: bad blob_name_regex {opt.blob_name_regex!r}: {e}") from e
+        for name in names:
+            if name in out or not pattern.fullmatch(name):
+                continue
+            out[name] = 0 if opt.chunk_size == -1 else (opt.chunk_size or default)
+    return out
+
+
 @register_op(
     "Save",
     inputs=(1, -1),
@@ -63,7 +80,12 @@ def _unique(op: OpInfo, names: list[str], what: str) -> None:
         Arg("strip_prefix", "", "drop everything up to and including this in each blob name"),
         Arg("blob_name_overrides", [], "names to save the inputs under"),
         Arg("chunk_size", -1, "elements per tensor chunk: -1 default (1,000,000), 0 no chunking"),
-        Arg("options", None, "Caffe2's SerializationOptions (accepted; asyncnet's tensor encoding is fixed)"),
+        Arg(
+            "options",
+            None,
+            "Caffe2's SerializationOptions: the first entry whose blob_name_regex matches a saved name (empty "
+            "matches all) sets its chunk_size (-1: one chunk; 0: the op's chunk_size); float_format is ignored",
+        ),
     ),
     infer=lambda op, ins: [],
     doc="Save the input blobs to a db (atomically: a crash leaves the previous file).",
@@ -87,9 +109,10 @@ def save(op: OpInfo) -> Callable[..., Any]:
     if chunk_size < 0:
         raise ArgumentError(f"{op.label()}: chunk_size must be -1, 0 or positive, got {chunk}")
     path = op_write_path(op, _full_path(op, db))
+    per_blob = _option_chunk_sizes(op, names, chunk_size)
 
     def run(*values: Any) -> tuple[()]:
-        save_checkpoint(path, dict(zip(names, values)), kind, chunk_size=chunk_size)
+        save_checkpoint(path, dict(zip(names, values)), kind, chunk_size=chunk_size, chunk_sizes=per_blob)
         return ()
 
     return run

@@ -57,24 +57,51 @@ def _runtime_shape(op: OpInfo, inputs: tuple[Any, ...]) -> tuple[int, ...]:
 
 def _fill_infer(dtype_of: Callable[[OpInfo], Any]) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
     def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-        return [info(_static_shape(op, ins[0].shape if ins else None), dtype_of(op))]
+        shape = _static_shape(op, ins[0].shape if ins else None)
+        if shape is not None and len(ins) == 3 and shape:
+            # Bounds from inputs: min > max empties dim 0 at run time.
+            shape = (None, *shape[1:])
+        return [info(shape, dtype_of(op))]
 
     return infer
 
 
 def _register_fill(
-    op_type: str, args: tuple[Arg, ...], dtype_of: Callable[[OpInfo], Any], doc: str
+    op_type: str, args: tuple[Arg, ...], dtype_of: Callable[[OpInfo], Any], doc: str, bounds_inputs: bool = False
 ) -> Callable[[KernelFactory], KernelFactory]:
-    """``register_op`` for a fill op: no input, or one giving the shape (and writable in place); ``args`` + SHAPE_ARGS."""
+    """``register_op`` for a fill op: no input, or one giving the shape (and writable in place); ``args`` + SHAPE_ARGS.
+
+    ``bounds_inputs``: the uniform fills also take (shape, min, max) as three inputs, as in Caffe2.
+    """
     return register_op(
         op_type,
-        inputs=(0, 1),
+        inputs=(0, 3) if bounds_inputs else (0, 1),
+        arity=(lambda i, o: i != 2) if bounds_inputs else None,
+        arity_doc="no input, a shape input, or shape, min and max inputs" if bounds_inputs else "",
         outputs=1,
         allow_inplace=[(0, 0)],
         args=(*args, *SHAPE_ARGS),
         infer=_fill_infer(dtype_of),
         doc=doc,
     )
+
+
+def uniform_bounds(op: OpInfo, inputs: tuple[Any, ...], lo: Any, hi: Any) -> tuple[Any, Any, tuple[Any, ...]]:
+    """(min, max, shape inputs) of a uniform fill: with three inputs, min and max are one-value tensors."""
+    if len(inputs) != 3:
+        return lo, hi, inputs
+    vals = []
+    for name, t in (("min", inputs[1]), ("max", inputs[2])):
+        a = np.asarray(t)
+        if a.size != 1:
+            raise ArgumentError(f"{op.label()}: the {name} input must hold one value, got shape {a.shape}")
+        vals.append(a.reshape(-1)[0].item())
+    return vals[0], vals[1], inputs[:1]
+
+
+def empty_rows(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Caffe2's uniform fills with min > max from inputs give dim 0 size 0."""
+    return (0, *shape[1:]) if shape else shape
 
 
 def _constant_dtype(op: OpInfo) -> np.dtype[Any]:
@@ -192,12 +219,33 @@ def _fan(shape: tuple[int, ...], axis: int, op: OpInfo) -> int:
     return max(prod(shape) // shape[axis], 1)
 
 
-_random_fill(
+def _uniform_dtype(op: OpInfo) -> Any:
+    return numpy_dtype(op.int_arg("dtype", 1)) if op.has("dtype") else np.float32
+
+
+@_register_fill(
     "UniformFill",
-    (Arg("min", 0.0, "lower bound"), Arg("max", 1.0, "upper bound")),
-    lambda op, rng, shape: rng.uniform(op.float_arg("min"), op.float_arg("max"), size=shape),
-    "Uniform random values in [min, max].",
+    (Arg("min", 0.0, "lower bound"), Arg("max", 1.0, "upper bound"), Arg("dtype", 1, "output data type")),
+    _uniform_dtype,
+    "Uniform random values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value min "
+    "and max tensors; then min > max gives an empty dim 0 (Caffe2).",
+    bounds_inputs=True,
 )
+def uniform_fill(op: OpInfo) -> Callable[..., Any]:
+    rng = rng_for(op)
+    dtype = np.dtype(_uniform_dtype(op))
+    lo0, hi0 = op.float_arg("min"), op.float_arg("max")
+
+    def run(*inputs: Any) -> tuple[np.ndarray]:
+        lo, hi, shape_in = uniform_bounds(op, inputs, lo0, hi0)
+        shape = _runtime_shape(op, shape_in)
+        if lo > hi:
+            return (np.zeros(empty_rows(shape), dtype),)
+        return (rng.uniform(float(lo), float(hi), size=shape).astype(dtype, copy=False),)
+
+    return run
+
+
 _random_fill(
     "GaussianFill",
     (Arg("mean", 0.0, "mean"), Arg("std", 1.0, "standard deviation")),

@@ -11,7 +11,7 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info, prod, rng_for
-from asyncnet.ops.fill import _register_fill, _runtime_shape
+from asyncnet.ops.fill import _register_fill, _runtime_shape, empty_rows, uniform_bounds
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
 from asyncnet.serde import numpy_dtype
@@ -27,13 +27,24 @@ def _check_bounds(op: OpInfo, lo: float, hi: float) -> None:
     "UniformIntFill",
     (Arg("min", 0, "lowest value"), Arg("max", 1, "highest value (inclusive)")),
     lambda op: np.int32,
-    "Uniform random int32 values in [min, max].",
+    "Uniform random int32 values in [min, max]. Inputs: none, a shape, or (shape, min, max) with one-value "
+    "min and max tensors; then min > max gives an empty dim 0 (Caffe2).",
+    bounds_inputs=True,
 )
 def uniform_int_fill(op: OpInfo) -> Callable[..., Any]:
-    lo, hi = op.int_arg("min"), op.int_arg("max")
-    _check_bounds(op, lo, hi)
+    lo0, hi0 = op.int_arg("min"), op.int_arg("max")
+    if len(op.inputs) != 3:
+        _check_bounds(op, lo0, hi0)
     rng = rng_for(op)
-    return lambda *ins: (rng.integers(lo, hi, size=_runtime_shape(op, ins), endpoint=True).astype(np.int32),)
+
+    def run(*ins: Any) -> tuple[np.ndarray]:
+        lo, hi, shape_in = uniform_bounds(op, ins, lo0, hi0)
+        shape = _runtime_shape(op, shape_in)
+        if lo > hi:
+            return (np.zeros(empty_rows(shape), np.int32),)
+        return (rng.integers(int(lo), int(hi), size=shape, endpoint=True).astype(np.int32),)
+
+    return run
 
 
 @_register_fill(

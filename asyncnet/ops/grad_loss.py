@@ -19,6 +19,8 @@ from asyncnet.training.gradients import GradientContext, GradientSpec, no_gradie
 LOG_THRESHOLD = 1e-20
 
 no_gradient("Accuracy", "StopGradient", "ArgMax", "ArgMin", "Iter", "LearningRate")
+# Caffe2's one_hot_ops.cc: NO_GRADIENT for the one-hot family (a CRF's loss multiplies labels' one-hots in).
+no_gradient("OneHot", "BatchOneHot", "SegmentOneHot", "BatchBucketOneHot")
 # Caffe2's filler_op.cc and given_tensor_fill_op.cc declared the fills NO_GRADIENT.
 no_gradient(
     "ConstantFill",

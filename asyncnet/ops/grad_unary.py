@@ -65,6 +65,10 @@ _TABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...], Fn, str]] = {
 }
 
 
+# Caffe2 checks only that these gradients' inputs have one element count; dX takes Y's shape.
+_NUMEL_ONLY = {"Selu": "Y"}
+
+
 def _maker(grad_type: str, order: Sequence[str]) -> Callable[[pb.OperatorDef, list[str | None]], GradientSpec]:
     def maker(op: pb.OperatorDef, g_out: list[str | None]) -> GradientSpec:
         g = GradientContext(op, g_out)
@@ -82,6 +86,12 @@ def _factory(fwd: str, order: Sequence[str], arg_names: Sequence[str], fn: Fn) -
 
         def run(*ins: Any) -> tuple[np.ndarray]:
             vals = {name: np.asarray(v) for name, v in zip(order, ins)}
+            shaped_as = _NUMEL_ONLY.get(fwd)
+            if shaped_as is not None:
+                sizes = {v.size for v in vals.values()}
+                if len(sizes) != 1:
+                    raise ArgumentError(f"inputs {', '.join(order)} must have one element count, got {sorted(sizes)}")
+                vals = {k: v.reshape(vals[shaped_as].shape) for k, v in vals.items()}
             shapes = {v.shape for v in vals.values()}
             if len(shapes) != 1:
                 raise ArgumentError(f"inputs {', '.join(order)} must have one shape, got {sorted(shapes)}")
@@ -101,7 +111,7 @@ for _fwd, (_order, _args, _fn, _doc) in _TABLE.items():
         # Gradients of in-place forward ops write dX over dY (Caffe2 names both X_grad).
         allow_inplace=True,
         args=tuple(Arg(n, None, f"the forward {n} (default: the forward op's)") for n in _args),
-        infer=same_as_input(_order.index("dY")),
+        infer=same_as_input(_order.index(_NUMEL_ONLY.get(_fwd, "dY"))),
         doc=f"Gradient of {_fwd}: {_doc}.",
         input_names=_order,
         output_names=("dX",),

@@ -204,11 +204,12 @@ def _scaled(size: int, scale: float) -> int:
 def nearest_source(out_size: int, in_size: int, scale: float) -> np.ndarray:
     """Source index of each output row: min(int(y / scale), in_size - 1).
 
-    The scale is rounded to float32 (Caffe2 stores it so) but the quotient is taken in double
-    precision, which is what Caffe2's tests expect: for scale 1/3, y = 1 reads row 2, not row 3.
+    Caffe2 keeps the scale as a float and divides the int row by it in float32 (C++ promotes the int),
+    so the quotient is rounded to float32 before truncation: for scale 0.3 (0.30000001f), row 3 reads
+    10 (3 / 0.30000001f rounds to 10.0f), and for 1/3 (0.33333334f), row 1 reads 3.
     """
-    s = float(np.float32(scale))
-    return np.minimum((np.arange(out_size, dtype=np.float64) / s).astype(np.int64), in_size - 1)
+    q: np.ndarray = np.arange(out_size, dtype=np.float32) / np.float32(scale)
+    return np.minimum(q.astype(np.int64), in_size - 1)
 
 
 def _resize_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:

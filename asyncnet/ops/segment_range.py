@@ -99,6 +99,12 @@ def _backward(kind: str) -> Callable[[OpInfo], Callable[..., Any]]:
         def run(data: Any, out: Any, dout: Any, ids: Any) -> tuple[np.ndarray]:
             d, y, g = np.asarray(data), np.asarray(out), np.asarray(dout)
             seg, k = _ranges(op, ids, d.shape[0])
+            # Caffe2 reads OUTPUT and its gradient as k blocks of DATA's row size, whatever their shapes
+            # (a recurrent link hands them over as (1, k, ...) windows).
+            row = (k, *d.shape[1:])
+            want = int(np.prod(row, dtype=np.int64))
+            if y.size == want and g.size == want:
+                y, g = y.reshape(row), g.reshape(row)
             if y.shape[:1] != (k,) or g.shape != y.shape:
                 raise ArgumentError(
                     f"{op.label()}: OUTPUT {y.shape} and its gradient {g.shape} must have {k} rows like each other"

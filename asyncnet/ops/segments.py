@@ -134,20 +134,37 @@ def lengths_pad(op: OpInfo) -> Callable[..., Any]:
     "SplitByLengths",
     inputs=2,
     outputs=(1, -1),
-    args=(Arg("axis", 0, "the axis to split"),),
+    args=(
+        Arg("axis", 0, "the axis to split"),
+        Arg("use_scaling_lengths", 0, "scale LENGTHS by K = dim / sum(LENGTHS), which must be a whole number"),
+    ),
     infer=lambda op, ins: [TensorInfo(None, ins[0].dtype)] * len(op.outputs),
     doc="Split DATA along `axis` into the outputs: LENGTHS is cut into as many equal groups of "
-    "consecutive segments as there are outputs, and output k holds the rows of group k.",
+    "consecutive segments as there are outputs, and output k holds the rows of group k. With "
+    "use_scaling_lengths every length is multiplied by K, where sum(LENGTHS) * K is the axis' size "
+    "(K may be 0 for an empty axis).",
     input_names=("input", "lengths"),
 )
 def split_by_lengths(op: OpInfo) -> Callable[..., Any]:
     axis_arg = op.int_arg("axis")
+    scaling = op.bool_arg("use_scaling_lengths")
     n_out = len(op.outputs)
 
     def run(data: Any, lengths: Any) -> tuple[np.ndarray, ...]:
         data = np.asarray(data)
         axis = canonical_axis(axis_arg, data.ndim, op)
-        lens = check_lengths(op, lengths, data.shape[axis])
+        dim = data.shape[axis]
+        if scaling:
+            lens = check_lengths(op, lengths)
+            total = int(lens.sum())
+            if (total == 0 and dim != 0) or (total and dim % total):
+                raise ArgumentError(
+                    f"{op.label()}: lengths sum to {total}; with use_scaling_lengths the axis size {dim} must be a "
+                    "whole multiple of it"
+                )
+            lens = lens * (dim // total if total else 1)
+        else:
+            lens = check_lengths(op, lengths, dim)
         if lens.size % n_out:
             raise ArgumentError(f"{op.label()}: {lens.size} lengths do not divide into {n_out} outputs")
         per = lens.size // n_out

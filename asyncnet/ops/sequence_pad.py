@@ -259,6 +259,9 @@ def sequence_mask(op: OpInfo) -> Callable[..., Any]:
         raise ArgumentError(f"{op.label()}: unknown mode '{mode}'; known: {', '.join(_MODES)}")
     batch = op.int_arg("batch")
     repeat_from = op.int_arg("repeat_from_axis") if op.has("repeat_from_axis") else None
+    if repeat_from is not None and (mode != "sequence" or op.has("batch")):
+        # Caffe2's constructor enforces both.
+        raise ArgumentError(f"{op.label()}: repeat_from_axis needs mode 'sequence' and no batch argument")
     if mode in ("sequence", "window") and len(op.inputs) != 2:
         raise ArgumentError(f"{op.label()}: mode '{mode}' needs input 1")
 

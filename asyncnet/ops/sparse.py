@@ -10,6 +10,7 @@ import numpy as np
 
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
+from asyncnet.ops._util import prod_known
 from asyncnet.ops.segments import check_lengths
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo
@@ -52,10 +53,19 @@ def batch_one_hot(op: OpInfo) -> Callable[..., Any]:
     return run
 
 
+def _batch_bucket_one_hot_infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
+    # sum(LENS) must equal BOUNDARIES' size, so the width D + sum(LENS) follows from the shapes alone.
+    x, lens, bounds = ins
+    n_lens = None if lens.shape is None else prod_known(lens.shape)
+    n_bounds = None if bounds.shape is None else prod_known(bounds.shape)
+    cols = None if n_lens is None or n_bounds is None else n_lens + n_bounds
+    return [TensorInfo(None if x.shape is None else (x.shape[0], cols), np.dtype(np.float32))]
+
+
 @register_op(
     "BatchBucketOneHot",
     inputs=3,
-    infer=lambda op, ins: [TensorInfo(None if ins[0].shape is None else (ins[0].shape[0], None), np.dtype(np.float32))],
+    infer=_batch_bucket_one_hot_infer,
     doc="Bucketize each column j of X (N, D) by its sorted boundaries (segment j of BOUNDARIES, cut "
     "by LENS) and one-hot encode the bucket: Y (N, sum(LENS + 1)) float32. The bucket is (number of "
     "boundaries < x + number <= x) // 2, so a value on repeated boundaries lands between them.",
@@ -192,7 +202,10 @@ def boolean_unmask(op: OpInfo) -> Callable[..., Any]:
     "GatherRanges",
     inputs=2,
     outputs=2,
-    infer=lambda op, ins: [TensorInfo((None,), ins[0].dtype), TensorInfo((None,), INT32)],
+    infer=lambda op, ins: [
+        TensorInfo((None,), ins[0].dtype),
+        TensorInfo((None,) if ins[1].shape is None else ins[1].shape[:1], INT32),
+    ],
     doc="For RANGES (N, M, 2) of (start, length) pairs into the 1-D DATA: output 0 concatenates every "
     "range, output 1 gives each example's total length (int32).",
     input_names=("DATA", "RANGES"),

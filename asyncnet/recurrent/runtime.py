@@ -96,6 +96,16 @@ class StepWorkspaces:
         return f"StepWorkspaces({self.owner}: {len(self.slots)} timestep(s))"
 
 
+def _overlapping(links: Sequence[Link], written: Sequence[Link]) -> bool:
+    """Whether a written link's rows overlap another link's rows of the same external within one step."""
+    for w in written:
+        for r in links:
+            if r.internal != w.internal and r.external == w.external:
+                if w.offset < r.offset + r.window and r.offset < w.offset + w.window:
+                    return True
+    return False
+
+
 def _initial_state(op: OpInfo, name: str, value: Any, steps: int, batch: int) -> np.ndarray:
     """The (T + L, N, D) state tensor with its first L rows from the initial-state input."""
     init = np.asarray(value)
@@ -141,6 +151,10 @@ class RecurrentRunner:
         self.refs_f = [n for n in _read(spec.step_net) if n not in local]
         self.refs_b = [n for n in _read(spec.backward_step_net) if n not in local]
         self.threads = spec.num_threads or default_threads()
+        # A step that writes a link window another link of the same step also views (a window over the
+        # last k rows that includes the row being written) must see the write at once, as Caffe2's
+        # memory-sharing links did: such nets run op by op with per-op copy-back.
+        self.aliased_f = _overlapping(spec.links, self.written_f)
         # enable_rnn_executor asks for concurrent timesteps; whether they beat sequential timesteps with
         # every BLAS thread depends on the machine and its load, so both are timed and the faster kept.
         self.chooser = ModeChooser(("threaded", "sequential")) if spec.threaded and self.threads > 1 else None
@@ -247,10 +261,11 @@ class RecurrentRunner:
             self._views(spec.links, ext, slot, t)
         mode = self._threaded(steps_n)
         t0 = time.perf_counter()
-        if mode == "threaded":
+        if mode == "threaded" or self.aliased_f:
             slots[0].forward.net.check_inputs()  # what Net.run checks, once: the slots share their sources
             tasks = self._tasks(slots, [slot.forward.net.ops for slot in slots], spec.links, self.written_f, ext)
-            run_tasks(tasks, dependencies(tasks), threads=self.threads, owner=self.label)
+            threads = self.threads if mode == "threaded" else 1
+            run_tasks(tasks, dependencies(tasks), threads=threads, owner=self.label)
         else:
             for t, slot in enumerate(slots):
                 check_stopped(f"in {self.label} before timestep {t}")

@@ -145,3 +145,14 @@ def test_core_output_to_list_workspace_and_build_flags() -> None:
     assert core.workspace is workspace
     assert workspace.C.define_caffe2_no_operator_schema is False
     assert workspace.C.get_build_options()["USE_CUDA"] == "OFF"
+
+
+def test_fetched_arrays_are_copies() -> None:
+    workspace.FeedBlob("a", np.zeros(3, np.float32))
+    got = workspace.FetchBlob("a")
+    got[0] = 5.0
+    assert workspace.FetchBlob("a").tolist() == [0.0, 0.0, 0.0]
+    ws = workspace.C.Workspace()
+    ws.create_blob("b").feed(np.ones(2, np.float32))
+    ws.blobs["b"].fetch()[:] = 7.0
+    assert ws.blobs["b"].fetch().tolist() == [1.0, 1.0]

@@ -40,6 +40,27 @@ def test_create_net_binds_inputs_at_creation() -> None:
     assert workspace.FetchBlob("z").tolist() == [0.0, 2.0]
 
 
+def test_create_net_sees_the_outputs_of_nets_created_before() -> None:
+    # Caffe2's CreateNet creates the blobs its ops write, so a second net may read them at creation
+    # (rand_quantization_op_speed_test creates its encoder before anything has run).
+    workspace.ResetWorkspace()
+    first = core.Net("makes_d")
+    first.Sub(["a", "b"], ["d"])
+    second = core.Net("reads_d")
+    second.Relu(["d"], ["r"])
+    workspace.FeedBlob("a", np.array([3.0, 1.0], np.float32))
+    workspace.FeedBlob("b", np.array([1.0, 2.0], np.float32))
+    workspace.CreateNet(first)
+    workspace.CreateNet(second)
+    workspace.RunNet("makes_d")
+    workspace.RunNet("reads_d")
+    assert workspace.FetchBlob("r").tolist() == [2.0, 0.0]
+    # A reset forgets them again.
+    workspace.ResetWorkspace()
+    with pytest.raises(RuntimeError, match="non-existing input"):
+        workspace.CreateNet(second)
+
+
 def test_infer_shapes_and_types() -> None:
     workspace.ResetWorkspace()
     net = core.Net("shapes")

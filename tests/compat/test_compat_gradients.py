@@ -407,3 +407,19 @@ def test_sparse_lengths_gradient_is_a_gradient_slice() -> None:
     (ops1, g_in) = core.GradientRegistry.GetGradientForOp(op, ["Y_grad"])
     assert isinstance(g_in[0], core.GradientSlice) and g_in[1:] == [None, None]
     assert len(ops1) == 1
+
+
+def test_one_hot_encodings_stop_the_backward_pass() -> None:
+    # Caffe2 declared OneHot / BatchOneHot / BatchBucketOneHot / SegmentOneHot NO_GRADIENT: a loss
+    # that reads a one-hot encoding differentiates the other inputs and stops at the encoding.
+    net = core.Net("onehot")
+    net.OneHot(["labels", "size"], ["oh"])
+    net.Mul(["oh", "w"], ["prod"])
+    net.SumElements(["prod"], ["loss"])
+    grads = net.AddGradientOperators(["loss"])
+    assert "w" in grads and "oh" in grads and "labels" not in grads and "size" not in grads
+    workspace.FeedBlob("labels", np.array([1, 0], np.int64))
+    workspace.FeedBlob("size", np.array([3], np.int64))
+    workspace.FeedBlob("w", np.ones((2, 3), np.float32))
+    workspace.RunNetOnce(net)
+    assert workspace.FetchBlob("w_grad").tolist() == [[0, 1, 0], [1, 0, 0]]

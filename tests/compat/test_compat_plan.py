@@ -100,3 +100,16 @@ def test_step_options_reach_the_proto() -> None:
     s.SetReportNet(report, 7)
     assert (p.report_net, p.report_interval) == ("report", 7)
     assert [n.Name() for n in s.all_nets()] == ["report", step.Name()]
+
+
+def test_add_net_returns_the_step_for_chaining() -> None:
+    # Caffe2's dataset code writes plan.AddStep(read_step.AddNet(process_net)).
+    read = core.Net("read")
+    read.ConstantFill([], ["x"], shape=[1], value=2.0)
+    process = core.Net("process")
+    process.Scale(["x"], ["y"], scale=3.0)
+    step = core.execution_step("read_step", read)
+    plan = core.Plan("chained")
+    plan.AddStep(step.AddNet(process))
+    workspace.RunPlan(plan)
+    assert workspace.FetchBlob("y").tolist() == [6.0]

@@ -72,3 +72,27 @@ def test_layer_norm_with_and_without_affine_and_from_torchscript() -> None:
         return torch.ops._caffe2.LayerNorm(t, None, None, axis, 1e-5)[0]
 
     np.testing.assert_allclose(scripted(torch.tensor(x), 2).numpy(), want[0], rtol=1e-5)
+
+
+def test_logit_and_fpn_level_outputs() -> None:
+    x = np.array([0.1, 0.5, 0.9], np.float32)
+    got = torch.ops._caffe2.Logit(torch.tensor(x), 1e-6)
+    np.testing.assert_allclose(got.numpy(), run_op("Logit", [x], eps=1e-6)[0], rtol=1e-6)
+    rois = np.array([[0, 0, 0, 10, 10], [0, 0, 0, 300, 300], [0, 5, 5, 60, 60]], np.float32)
+    outs = torch.ops._caffe2.DistributeFpnProposals(
+        torch.tensor(rois), roi_canonical_scale=224, roi_canonical_level=4, roi_max_level=5, roi_min_level=2
+    )
+    assert len(outs) == 5  # levels 2..5 and the restore index
+    want = run_op(
+        "DistributeFpnProposals", [rois], 5, roi_canonical_scale=224, roi_canonical_level=4, roi_max_level=5,
+        roi_min_level=2,
+    )  # fmt: skip
+    for got_t, w in zip(outs, want):
+        np.testing.assert_array_equal(got_t.numpy(), w)
+
+
+def test_alias_with_name_is_an_alias() -> None:
+    x = torch.tensor([3.0, 4.0])
+    y = torch.ops._caffe2.AliasWithName(x, "renamed")
+    x[1] = 6.0
+    assert y.tolist() == [3.0, 6.0]

@@ -152,3 +152,12 @@ def test_toy_regression_tutorial_converges() -> None:
     np.testing.assert_allclose(workspace.FetchBlob("W"), [[2.0, 1.5]], atol=0.1)
     np.testing.assert_allclose(workspace.FetchBlob("B"), [0.5], atol=0.1)
     assert int(workspace.FetchBlob("ITER")[0]) == 100
+
+
+def test_switch_workspace_takes_bytes_names() -> None:
+    workspace.SwitchWorkspace(b"bytes_ws", True)
+    try:
+        assert workspace.CurrentWorkspace() == "bytes_ws"
+    finally:
+        workspace.SwitchWorkspace("default")
+    assert "bytes_ws" in workspace.Workspaces()

@@ -50,11 +50,15 @@ def test_2_scatter_weighted_sum_repeated_index() -> None:
 
 
 def test_3_resize_nearest_third_scale() -> None:
+    # Caffe2's kernel computes (int)(y / height_scale_) with a float scale: a float32 division.
+    # 1.0f / 0.33333334f is correctly rounded to 3.0f, so row 1 reads input row 3 (as the upstream
+    # resize_op_test reference, int(y / (1/3)), also says); only a float64 quotient would give row 2.
     x = np.arange(48, dtype=np.float32).reshape(1, 1, 8, 6)
     op = core.CreateOperator("ResizeNearest", ["X"], ["Y"], height_scale=1 / 3, width_scale=2.0)
     (y,) = run(op, dict(X=x), ["Y"])
     assert y.shape == (1, 1, 2, 12)
-    np.testing.assert_array_equal(y[0, 0, :, 0], x[0, 0, [0, 2], 0])
+    assert float(np.float32(1.0) / np.float32(1 / 3)) == 3.0
+    np.testing.assert_array_equal(y[0, 0, :, 0], x[0, 0, [0, 3], 0])
 
 
 def test_4_spatial_bn_empty_batch_keeps_running_stats() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asyncnet.errors import OperatorError
 from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
@@ -51,3 +52,19 @@ def test_selu_gradient_defaults_come_from_the_forward_op() -> None:
     (dx,) = run_op("SeluGradient", [y, dy])
     alpha, scale = 1.6732632423543772, 1.0507009873554805
     np.testing.assert_allclose(dx, [-0.5 + alpha * scale, scale])
+
+
+def test_selu_gradient_takes_matching_element_counts_and_y_shape() -> None:
+    # Caffe2's SeluGradient only checks numel(Y) == numel(dY) and gives dX Y's shape (selu_op_test feeds
+    # a (1, n) Y with an (n,) dY). Naive loop over the flat values.
+    rng = np.random.default_rng(8)
+    y = rng.normal(size=(1, 6)).astype(np.float32)
+    dy = rng.normal(size=(6,)).astype(np.float32)
+    (dx,) = run_op("SeluGradient", [y, dy], alpha=1.3, scale=1.1)
+    assert dx.shape == (1, 6)
+    for i in range(6):
+        yi, gi = float(y[0, i]), float(dy[i])
+        want = gi * 1.1 if yi > 0 else gi * (yi + 1.3 * 1.1)
+        assert dx[0, i] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(OperatorError, match="element count"):
+        run_op("SeluGradient", [y, dy[:5]], infer=False)

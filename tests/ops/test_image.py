@@ -111,6 +111,25 @@ def test_resize_nearest_matches_onnxruntime(hs: float, ws: float, order: str) ->
     np.testing.assert_array_equal(y2, ref)
 
 
+@pytest.mark.parametrize("hs,ws", [(0.3, 1 / 3), (0.6, 1.2), (1.1, 2.2)])
+def test_resize_nearest_divides_in_float32(hs: float, ws: float) -> None:
+    # Caffe2: in_y = min((int)(y / height_scale_), H - 1) with a float scale, so the C++ quotient is a
+    # float32 division (correctly rounded, then truncated). Naive per-pixel loop with numpy float32 scalars.
+    x = np.random.default_rng(4).standard_normal((1, 1, 30, 20)).astype(np.float32)
+    (y,) = run_op("ResizeNearest", [x], height_scale=hs, width_scale=ws)
+    h_s, w_s = np.float32(hs), np.float32(ws)
+    oh, ow = int(np.float32(30) * h_s), int(np.float32(20) * w_s)
+    assert y.shape == (1, 1, oh, ow)
+    for i in range(oh):
+        for j in range(ow):
+            si = min(int(np.float32(i) / h_s), 29)
+            sj = min(int(np.float32(j) / w_s), 19)
+            assert y[0, 0, i, j] == x[0, 0, si, sj]
+    if hs == 0.3:
+        # 3 / 0.30000001f rounds to 10.0f in float32 (a float64 quotient, 9.9999996, would give 9).
+        assert y[0, 0, 3, 0] == x[0, 0, 10, 0]
+
+
 @pytest.mark.parametrize("shape,hs,ws", [((2, 3, 4, 5), 2.0, 2.0), ((1, 2, 5, 3), 1.5, 0.5), ((1, 1, 1, 4), 3.0, 1.0)])
 def test_upsample_bilinear_matches_onnxruntime_align_corners(shape: tuple[int, ...], hs: float, ws: float) -> None:
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)

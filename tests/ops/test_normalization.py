@@ -103,6 +103,49 @@ def test_spatial_bn_multi_batch_empty_batch_keeps_running_stats() -> None:
     assert sm.tolist() == [0.0] * 3 and siv.tolist() == [0.0] * 3
 
 
+def test_spatial_bn_running_stats_match_torch() -> None:
+    # torch's batch_norm also tracks the unbiased variance; its momentum is Caffe2's 1 - momentum.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
+    s, b, m, v = vec(rng, 3), vec(rng, 3), vec(rng, 3), vec(rng, 3, 0.5, 2.0)
+    feeds = {"x": x, "s": s, "b": b, "rm": m, "rv": v}
+    y, rm, rv, _, _ = _run_named("SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, momentum=0.7)
+    t_rm, t_rv = torch.tensor(m), torch.tensor(v)
+    t_y = torch.nn.functional.batch_norm(
+        torch.tensor(x), t_rm, t_rv, torch.tensor(s), torch.tensor(b), training=True, momentum=0.3, eps=1e-5
+    )
+    np.testing.assert_allclose(y, t_y.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rm, t_rm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, t_rv.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_bn_batch_sums_form_against_naive_loop() -> None:
+    # Seven inputs: per-channel sums of X and X^2 over num_batches equal batches.
+    rng = np.random.default_rng(5)
+    nb, x = 3, rng.standard_normal((2, 2, 3, 1)).astype(np.float32)
+    sums = rng.uniform(-1, 1, 2).astype(np.float32)
+    sumsq = rng.uniform(20, 30, 2).astype(np.float32)
+    m, v = vec(rng, 2), vec(rng, 2, 0.5, 2.0)
+    s, b = vec(rng, 2), vec(rng, 2)
+    feeds = {"x": x, "s": s, "b": b, "rm": m, "rv": v, "sums": sums, "sumsq": sumsq}
+    y, rm, rv, sm, siv = _run_named(
+        "SpatialBN", feeds, ["y", "rm", "rv", "sm", "siv"], is_test=0, momentum=0.9, num_batches=nb, epsilon=1e-3
+    )
+    size = nb * 2 * 3 * 1
+    for ch in range(2):
+        mu = float(sums[ch]) / size
+        var = float(sumsq[ch]) / size - mu * mu
+        assert rm[ch] == pytest.approx(0.9 * float(m[ch]) + 0.1 * mu, rel=1e-5)
+        assert rv[ch] == pytest.approx(0.9 * float(v[ch]) + 0.1 * var * size / (size - 1), rel=1e-5)
+        assert sm[ch] == pytest.approx(mu, rel=1e-5)
+        assert siv[ch] == pytest.approx(1 / (var + 1e-3) ** 0.5, rel=1e-5)
+        for i in range(2):
+            for h in range(3):
+                want = (float(x[i, ch, h, 0]) - mu) / (var + 1e-3) ** 0.5 * float(s[ch]) + float(b[ch])
+                assert y[i, ch, h, 0] == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
 def test_spatial_bn_schema_rules() -> None:
     x = np.ones((2, 3, 2, 2), np.float32)
     p = [np.ones(3, np.float32)] * 4

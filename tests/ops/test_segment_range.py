@@ -70,6 +70,26 @@ def test_range_max_gradient_goes_to_every_tied_max() -> None:
     assert d.reshape(-1).tolist() == [0.0, 5.0, 5.0, 7.0]
 
 
+def test_range_logsumexp_gradient_reads_output_blocks_whatever_their_shape() -> None:
+    # A recurrent link hands OUTPUT and its gradient over as (1, k, D) windows; Caffe2 reads them as k
+    # blocks of D. Naive: dX[i, j] = dY[seg(i), j] * exp(X[i, j] - Y[seg(i), j]).
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3, 3)).astype(np.float32)
+    ids = np.zeros(3, np.int32)
+    (y,) = run_op("SortedSegmentRangeLogSumExp", [x, ids])
+    dy = rng.normal(size=(1, 3)).astype(np.float32)
+    (dx,) = run_op(
+        "SortedSegmentRangeLogSumExpGradient", [x, y.reshape(1, 1, 3), dy.reshape(1, 1, 3), ids], infer=False
+    )
+    assert dx.shape == (3, 3)
+    for i in range(3):
+        for j in range(3):
+            want = float(dy[0, j]) * math.exp(float(x[i, j]) - float(y[0, j]))
+            assert dx[i, j] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(OperatorError, match="rows"):
+        run_op("SortedSegmentRangeLogSumExpGradient", [x, np.zeros((2, 3), np.float32), dy, ids], infer=False)
+
+
 def test_range_ids_must_be_sorted() -> None:
     with pytest.raises(OperatorError, match="sorted"):
         run_op("SortedSegmentRangeSum", [np.ones((3, 1)), np.array([0, 2, 1], np.int32)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from asyncnet.errors import AsyncNetError
 from asyncnet.training.gradcheck import check_gradient
 from tests.ops.run_util import make_op, run_op
 
@@ -88,6 +89,48 @@ def test_sequence_mask_axis_and_gradient() -> None:
     np.testing.assert_array_equal(y.reshape(2, 6), np.where(np.arange(6)[None, :] < lengths[:, None], flat, 0.0))
     res = check_gradient(make_op("SequenceMask", ["X", "L"], ["Y"], axis=1, fill_val=-3.0), {"X": x, "L": lengths})
     assert res.ok, res.describe()
+
+
+@pytest.mark.parametrize("mode", ["sequence", "window", "upper", "lowerdiag"])
+def test_sequence_mask_batch_form(mode: str) -> None:
+    # batch=1, axis=3 on (2, 3, 2, 4): dims 0..1 are the batch (6 entries), dim 2 the rows, 3 the columns;
+    # every batch entry gets the same (rows, cols) mask.
+    x = RNG.normal(size=(2, 3, 2, 4))
+    aux = np.array([1, 3], np.int32)
+    ins = [x, aux] if mode in ("sequence", "window") else [x]
+    (y,) = run_op("SequenceMask", ins, mode=mode, axis=3, batch=1, radius=1, fill_val=-7.0)
+    for b0 in range(2):
+        for b1 in range(3):
+            for i in range(2):
+                for j in range(4):
+                    masked = {
+                        "sequence": j >= aux[i],
+                        "window": j > aux[i] + 1 or j < aux[i] - 1,
+                        "upper": j > i,
+                        "lowerdiag": j <= i,
+                    }[mode]
+                    assert y[b0, b1, i, j] == (-7.0 if masked else x[b0, b1, i, j])
+    if mode == "sequence":
+        op = make_op("SequenceMask", ["X", "L"], ["Y"], axis=3, batch=1, fill_val=-1.0)
+        res = check_gradient(op, {"X": x, "L": aux})
+        assert res.ok, res.describe()
+
+
+def test_sequence_mask_repeat_from_axis() -> None:
+    # Caffe2 turns the repeated form on by the argument's presence: repeat_from_axis=-1 repeats the last
+    # dim, so with axis=1 on (3, 4, 2) each of the 4 positions of row i is masked as a whole.
+    x = RNG.normal(size=(3, 4, 2))
+    lengths = np.array([0, 2, 4], np.int32)
+    (y,) = run_op("SequenceMask", [x, lengths], axis=1, repeat_from_axis=-1, fill_val=9.0)
+    for i in range(3):
+        for j in range(4):
+            for k in range(2):
+                assert y[i, j, k] == (9.0 if j >= lengths[i] else x[i, j, k])
+    op = make_op("SequenceMask", ["X", "L"], ["Y"], axis=1, repeat_from_axis=-1, fill_val=0.5)
+    res = check_gradient(op, {"X": x, "L": lengths})
+    assert res.ok, res.describe()
+    with pytest.raises(AsyncNetError, match="repeat_from_axis"):
+        run_op("SequenceMask", [x], mode="upper", axis=1, repeat_from_axis=2)
 
 
 def test_partition_and_lengths_partition() -> None:

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncnet.errors import OperatorError
-from tests.ops.run_util import floats, ints, run1, run_op
+from asyncnet.net import op_info
+from asyncnet.schema import TensorInfo
+from tests.ops.run_util import floats, ints, make_op, run1, run_op
 
 SETTINGS = settings(max_examples=20)
 
@@ -217,3 +219,18 @@ def test_unpack_segments_with_max_length_undoes_truncation() -> None:
 def test_negate_gradient_forward_is_identity() -> None:
     x = np.array([1.0, -2.0], np.float32)
     np.testing.assert_array_equal(run1("NegateGradient", x), x)
+
+
+def test_batch_bucket_one_hot_infers_its_width() -> None:
+    # Caffe2 infers (N, D + size(BOUNDARIES)): sum(LENS) must equal BOUNDARIES' size.
+    info = op_info(make_op("BatchBucketOneHot", ["x", "l", "b"], ["y"]))
+    assert info.schema.infer is not None
+    ins = [
+        TensorInfo((5, 3), np.dtype(np.float32)),
+        TensorInfo((3,), np.dtype(np.int32)),
+        TensorInfo((7,), np.dtype(np.float32)),
+    ]
+    (y,) = info.schema.infer(info, ins)
+    assert y.shape == (5, 10) and y.dtype == np.float32
+    (y,) = info.schema.infer(info, [ins[0], TensorInfo(None, np.dtype(np.int32)), ins[2]])
+    assert y.shape == (5, None)

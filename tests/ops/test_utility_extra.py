@@ -27,6 +27,25 @@ def test_random_int_and_half_fills() -> None:
         run_op("UniqueUniformFill", [np.zeros(5)], min=0, max=3)
 
 
+@pytest.mark.parametrize("op_type,dtype", [("UniformIntFill", np.int32), ("UniformFill", np.float32)])
+def test_uniform_fills_take_shape_min_max_inputs(op_type: str, dtype: type) -> None:
+    # Caffe2's three-input form: shape (input_as_shape), then one-value min and max tensors.
+    shape = np.array([40, 3], np.int64)
+    lo, hi = np.array([5], dtype), np.array([9], dtype)
+    (y,) = run_op(op_type, [shape, lo, hi], input_as_shape=1)
+    assert y.shape == (40, 3) and y.dtype == dtype
+    assert np.all((y >= 5) & (y <= 9))
+    if dtype is np.int32:
+        assert set(y.reshape(-1).tolist()) == {5, 6, 7, 8, 9}
+    # min > max: dim 0 becomes 0.
+    (e,) = run_op(op_type, [shape, hi, lo], input_as_shape=1)
+    assert e.shape == (0, 3) and e.dtype == dtype
+    with pytest.raises(OperatorError, match="one value"):
+        run_op(op_type, [shape, np.array([1, 2], dtype), hi], input_as_shape=1)
+    with pytest.raises(AsyncNetError, match="input"):
+        run_op(op_type, [shape, lo], input_as_shape=1)
+
+
 def test_diagonal_fill() -> None:
     (d,) = run_op("DiagonalFill", [], shape=[3, 4], value=2.5)
     want = np.zeros((3, 4), np.float32)

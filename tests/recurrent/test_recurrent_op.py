@@ -82,6 +82,50 @@ def test_link_window_and_multi_row_initial_state() -> None:
     assert shapes.blobs["s_all"].shape == (T, N, D) and shapes.blobs["s_last"].shape == (1, N, D)
 
 
+def test_a_step_sees_its_own_write_through_an_overlapping_link_window() -> None:
+    # Caffe2's links share memory: a step that writes row t + 2 of a state (link `cur`) and reads rows
+    # [t, t + 3) of it (link `win`) sees the new row at once (recurrent_network_test's stateful conv).
+    step = pb.NetDef(name="stateful_step")
+    step.op.extend(
+        [
+            _op("Scale", ["x_t"], ["cur"], scale=2.0),
+            _op("Split", ["win"], ["a", "b", "c"], axis=0),
+            _op("Sum", ["a", "b", "c"], ["o_new"]),
+        ]
+    )
+    step.external_input.extend(["win", "x_t"])
+    rnn = _op(
+        "RecurrentNetwork",
+        ["x", "s0", "o0"],
+        ["s_all", "o_all", "steps"],
+        step_net=step,
+        link_internal=["win", "cur", "o_new", "x_t"],
+        link_external=["s_states", "s_states", "o_states", "x"],
+        link_offset=[0, 2, 1, 0],
+        link_window=[3, 1, 1, 1],
+        alias_src=["s_states", "o_states"],
+        alias_dst=["s_all", "o_all"],
+        alias_offset=[2, 1],
+        recurrent_states=["s_states", "o_states"],
+        initial_recurrent_state_ids=[1, 2],
+    )
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((T, 1, D)).astype(np.float32)
+    s0 = rng.standard_normal((2, 1, D)).astype(np.float32)
+    with Workspace() as ws:
+        ws.feed("x", x)
+        ws.feed("s0", s0)
+        ws.feed("o0", np.zeros((1, 1, D), np.float32))
+        ws.run_operator_once(rnn)
+        s = [s0[0], s0[1]]
+        outs = []
+        for t in range(T):
+            s.append(2.0 * x[t])
+            outs.append(s[t] + s[t + 1] + s[t + 2])
+        np.testing.assert_allclose(ws.fetch("s_all"), np.stack(s[2:]), rtol=1e-6)
+        np.testing.assert_allclose(ws.fetch("o_all"), np.stack(outs), rtol=1e-6)
+
+
 def test_caffe2_golden_recurrent_mul_and_its_gradient_def() -> None:
     path = realnets_path("caffe2_serialized_operator_tests", "recurrent_network_test.test_mul.zip")
     with zipfile.ZipFile(path) as z:

@@ -303,3 +303,34 @@ def test_load_shape_hint_feeds_the_checker() -> None:
     report = check_net(net)
     assert report.ok, report.lines()
     assert str(report.shapes["y"]) == "(3, 4) int64"
+
+
+def test_save_options_pick_each_blobs_chunk_size(tmp_path: Path) -> None:
+    # Caffe2's SerializationOptions: the first entry whose blob_name_regex fully matches sets the chunk
+    # size; -1 is one chunk; names no entry matches keep the op's chunk_size.
+    ws = Workspace()
+    for name in ("int16_data", "uint16_data", "float16_data", "int64_data", "other"):
+        ws.feed(name, np.arange(95, dtype=np.float32))
+    opts = pb.SerializationOptions(
+        options=[
+            pb.BlobSerializationOptions(blob_name_regex="int16_data", chunk_size=10),
+            pb.BlobSerializationOptions(blob_name_regex=".*16_data", chunk_size=20),
+            pb.BlobSerializationOptions(blob_name_regex="float16_data", chunk_size=30),
+            pb.BlobSerializationOptions(blob_name_regex="other", chunk_size=-1),
+        ]
+    )
+    db = str(tmp_path / "opts.minidb")
+    names = ["int16_data", "uint16_data", "float16_data", "int64_data", "other"]
+    ws.run_operator_once(
+        _op(
+            "Save", names, [], db=db, db_type="minidb", absolute_path=1, chunk_size=40, options=opts.SerializeToString()
+        )
+    )
+    counts: dict[str, int] = {}
+    for _, key, _ in iter_records(Path(db).read_bytes()):
+        blob = key.decode().split("#%")[0]
+        counts[blob] = counts.get(blob, 0) + 1
+    assert counts == {"int16_data": 10, "uint16_data": 5, "float16_data": 5, "int64_data": 3, "other": 1}
+    loaded = load_checkpoint(db)
+    for name in names:
+        np.testing.assert_array_equal(loaded[name], np.arange(95, dtype=np.float32))

@@ -97,6 +97,19 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
 
 
+@pytest.mark.timeout(60)
+def test_a_worker_whose_supervisor_died_before_it_started_stops_at_once(tmp_path: Path) -> None:
+    """The supervisor's pid comes on the command line: a worker reparented while still starting up
+    (its supervisor SIGKILLed then) must not take its new parent for the supervisor."""
+    d = write_model(tmp_path / "m")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=10)  # a pid that is not this worker's parent
+    proc, _port = _start(str(d), "--reuse-port", "--workers", "1", "--supervisor-pid", str(dead.pid))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "shutting down" in out and "stopped after 0 request(s)" in out
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc")
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path: Path) -> None:

@@ -172,3 +172,33 @@ def test_modules_missing_from_the_wheel_are_environment(fake_upstream: Path) -> 
     assert suite.classify(rec, shipped) == ("environment", "not in the wheel: caffe2.proto.hsm_pb2")
     rec["message"] = "E   ImportError: cannot import name 'helper_util' from 'caffe2.python' (unknown location)"
     assert suite.classify(rec, shipped)[0] == "compat-api"
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_test_is_recorded_and_the_rest_still_runs(tmp_path: Path) -> None:
+    up = tmp_path / "up"
+    ops = up / "caffe2" / "python" / "operator_test"
+    ops.mkdir(parents=True)
+    (ops / "__init__.py").write_text("")
+    # test_a swallows pytest-timeout's exception (as a deadlocked plan's wait loop did).
+    (ops / "hang_test.py").write_text(
+        "import threading\n\n"
+        "def test_a():\n"
+        "    ev = threading.Event()\n"
+        "    while True:\n"
+        "        try:\n"
+        "            ev.wait()\n"
+        "        except BaseException:\n"
+        "            pass\n\n"
+        "def test_b():\n"
+        "    assert True\n"
+    )
+    report = tmp_path / "r.md"
+    cmd = [sys.executable, str(TOOLS / "caffe2_suite.py"), "--upstream", str(up), "--timeout", "1"]
+    cmd += ["--hang-grace", "2", "--results", str(tmp_path / "r.jsonl"), "--report", str(report)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["tests"]["caffe2/python/operator_test/hang_test.py::test_b"]["status"] == "passed"
+    hung = data["tests"]["caffe2/python/operator_test/hang_test.py::test_a"]
+    assert (hung["status"], hung["category"], hung["key"]) == ("failed", "timeout", "hung (test process ended)")

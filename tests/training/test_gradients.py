@@ -138,6 +138,19 @@ def test_non_differentiable_inputs_and_ops_off_the_path() -> None:
     assert list(net.op[4].input) == ["logits", "label", "p", "loss_autogen_grad"]
 
 
+def test_one_hot_ops_pass_no_gradient() -> None:
+    # Caffe2's NO_GRADIENT(OneHot) etc.: a loss that multiplies in a label's one-hot (as its CRF does)
+    # still differentiates the other factor; the one-hot's inputs get nothing.
+    net = net_of(
+        mk("OneHot", ["label", "size"], ["oh"]),
+        mk("Mul", ["oh", "x"], ["prod"]),
+        mk("SumElements", ["prod"], ["loss"]),
+    )
+    grads = add_gradient_ops(net, ["loss"])
+    assert "x" in grads and "label" not in grads and "size" not in grads
+    assert not any(op.type.startswith("OneHot") for op in net.op[3:])
+
+
 def test_missing_gradient_maker_names_the_op() -> None:
     odd = mk("NoSuchOpForGrad", ["y"], ["z"])
     odd.name = "weird"
