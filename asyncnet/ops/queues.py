@@ -35,7 +35,10 @@ class BlobsQueue:
     def __init__(self, name: str, capacity: int, num_blobs: int) -> None:
         self.name, self.capacity, self.num_blobs = name, capacity, num_blobs
         self._items: deque[tuple[Any, ...]] = deque()
-        self._getters: deque[tuple[Future[Any], int, Callable[[list[tuple[Any, ...]]], Any]]] = deque()
+        # (future, records wanted, how to build the result, records taken so far)
+        self._getters: deque[tuple[Future[Any], int, Callable[[list[tuple[Any, ...]]], Any], list[tuple[Any, ...]]]] = (
+            deque()
+        )
         self._putters: deque[tuple[Future[Any], list[tuple[Any, ...]], Any]] = deque()
         self._closed = False
         self._lock = threading.Lock()
@@ -64,17 +67,26 @@ class BlobsQueue:
                     done.append((fut, result, None))
                 progress = True
             while self._getters and self._getters[0][0].done():
-                self._getters.popleft()
+                # Cancelled (its run stopped): the records it had taken go back to the front, in order.
+                self._items.extendleft(reversed(self._getters.popleft()[3]))
             if self._getters:
-                fut, n, make = self._getters[0]
-                if len(self._items) >= n:
-                    self._getters.popleft()
-                    batch = [self._items.popleft() for _ in range(n)]
-                    done.append((fut, make(batch), None))
+                fut, n, make, taken = self._getters[0]
+                # Records move one at a time, as Caffe2's blocking reads: a dequeue of more records than
+                # the capacity takes what is there and waits for the rest (waiting for n at once could
+                # never finish, with producers blocked on the full queue).
+                while self._items and len(taken) < n:
+                    taken.append(self._items.popleft())
                     progress = True
-                elif self._closed and not self._putters:
+                if len(taken) == n:
                     self._getters.popleft()
-                    done.append((fut, None, QueueClosedError(f"queue '{self.name}' is closed and empty")))
+                    done.append((fut, make(taken), None))
+                    progress = True
+                elif self._closed and not self._putters and not self._items:
+                    self._getters.popleft()
+                    if taken:  # Caffe2: a closed queue ends the read early with what it had
+                        done.append((fut, make(taken), None))
+                    else:
+                        done.append((fut, None, QueueClosedError(f"queue '{self.name}' is closed and empty")))
                     progress = True
         return done
 
@@ -103,7 +115,7 @@ class BlobsQueue:
     def get(self, n: int, make: Callable[[list[tuple[Any, ...]]], Any], timeout: float = 0.0) -> Future[Any]:
         fut: Future[Any] = Future()
         with self._lock:
-            self._getters.append((fut, n, make))
+            self._getters.append((fut, n, make, []))
             done = self._pump()
         self._finish(done)
         if timeout > 0 and not fut.done():
@@ -112,10 +124,16 @@ class BlobsQueue:
         return fut
 
     def _expire(self, fut: Future[Any], timeout: float) -> None:
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
         with self._lock:
-            pending = any(f is fut for f, _, _ in self._getters)
-        if pending:
-            self._finish([(fut, None, ArgumentError(f"queue '{self.name}': dequeue timed out after {timeout} s"))])
+            for g in self._getters:
+                if g[0] is fut and not fut.done():
+                    self._getters.remove(g)
+                    self._items.extendleft(reversed(g[3]))  # nothing taken is lost: back to the front
+                    err = ArgumentError(f"queue '{self.name}': dequeue timed out after {timeout} s")
+                    done = [(fut, None, err), *self._pump()]
+                    break
+        self._finish(done)
 
     def close(self) -> None:
         with self._lock:

@@ -127,3 +127,57 @@ def test_queue_ops_refuse_wrong_handles() -> None:
         ws.feed("a", np.zeros(1))
         with pytest.raises(OperatorError, match="2 blobs per record"):
             _run(ws, make_op("EnqueueBlobs", ["q", "a"], ["a"]))
+
+
+@pytest.mark.timeout(30)
+def test_dequeue_of_more_records_than_the_capacity_takes_them_as_they_come(no_thread_leak: None) -> None:
+    """Caffe2 read records one at a time: a consumer asking for 6 records of a capacity-2 queue gets
+    them while a producer keeps refilling it (waiting for all 6 at once would deadlock both)."""
+    from asyncnet.compat import core, workspace
+
+    workspace.ResetWorkspace()
+    init = core.Net("init")
+    q = init.CreateRebatchingQueue([], 1, capacity=2, num_blobs=1)
+    prod = core.Net("producer")
+    t = prod.GivenTensorIntFill([], 1, shape=[3], values=[1, 2, 3])
+    prod.EnqueueRebatchingQueue([q, t], [], enqueue_batch=True)
+    cons = core.Net("consumer")
+    cons.DequeueRebatchingQueue([q], ["got"], num_elements=6)
+    plan = core.Plan("p")
+    plan.AddStep(core.execution_step("init", init))
+    plan.AddStep(
+        core.execution_step(
+            "work",
+            [core.execution_step("c", cons, num_iter=1), core.execution_step("p", prod, num_iter=2)],
+            concurrent_substeps=True,
+        )
+    )
+    workspace.RunPlan(plan)
+    assert workspace.FetchBlob("got").tolist() == [1, 2, 3, 1, 2, 3]
+    workspace.ResetWorkspace()
+
+
+def test_a_closed_queue_ends_a_long_dequeue_with_what_it_took() -> None:
+    from asyncnet.ops.queues import BlobsQueue
+
+    q = BlobsQueue("q", capacity=4, num_blobs=1)
+    q.put([(np.array([1]),), (np.array([2]),)], None).result(timeout=5)
+    fut = q.get(5, lambda b: [int(r[0][0]) for r in b])
+    assert not fut.done()
+    q.close()
+    assert fut.result(timeout=5) == [1, 2]
+    with pytest.raises(Exception, match="closed and empty"):
+        q.get(1, lambda b: b).result(timeout=5)
+
+
+@pytest.mark.timeout(30)
+def test_a_timed_out_dequeue_puts_back_what_it_took(no_thread_leak: None) -> None:
+    from asyncnet.ops.queues import BlobsQueue
+
+    q = BlobsQueue("q", capacity=2, num_blobs=1)
+    q.put([(np.array([1]),), (np.array([2]),)], None).result(timeout=5)
+    fut = q.get(3, lambda b: b, timeout=0.05)
+    with pytest.raises(Exception, match="timed out"):
+        fut.result(timeout=5)
+    assert q.size() == 2  # nothing lost
+    assert q.get(2, lambda b: [int(r[0][0]) for r in b]).result(timeout=5) == [1, 2]
