@@ -209,8 +209,24 @@ def bench_net(
     """
     opts = _options(options, profile=False)
     with Net(net_def, workspace, executor=executor, options=opts) as net:
+        settle_blas_policy(net)
         timing = time_iterations(net.run, warmup=warmup, iters=iters, progress=progress)
         return NetTiming(net.executor.name, opts.threads, timing, opts.blas_threads)
+
+
+# The measured BLAS policy (executors/mode_choice.py) needs 1 + 3 runs per way before it chooses.
+SETTLE_RUNS = 40
+
+
+def settle_blas_policy(net: Net) -> int:
+    """Run ``net`` untimed until its measured BLAS policy has chosen (at most SETTLE_RUNS runs; none
+    for nets without one), so that timings show the steady state a long-running user gets. Returns
+    the number of runs."""
+    runs = 0
+    while not getattr(net.executor, "blas_policy_settled", True) and runs < SETTLE_RUNS:
+        net.run()
+        runs += 1
+    return runs
 
 
 def profile_net(

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from asyncnet.benchmark import settle_blas_policy
 from asyncnet.executors import ExecutorOptions
 from asyncnet.net import Net, net_inputs
 from asyncnet.proto import caffe2_pb2 as pb
@@ -256,13 +257,9 @@ def build_contender(
 
     def settle() -> None:
         net.run()
-        chooser = getattr(net.executor, "mode_chooser", None)
         # The measured BLAS policy times its ways over the first runs (executors/mode_choice.py):
         # let it settle before timing, as any long-running user would see it.
-        for _ in range(40):
-            if chooser is None or chooser.chosen is not None:
-                break
-            net.run()
+        settle_blas_policy(net)
 
     return net.run, settle, fetch, close
 

@@ -52,7 +52,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="limit BLAS to N threads per op while the net runs (needs threadpoolctl; not applied to onnxruntime)",
     )
-    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed iterations first (default 2)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        metavar="N",
+        help="untimed iterations first (default 2), after the runs the measured BLAS policy of "
+        "async_scheduling takes to choose (see README)",
+    )
     p.add_argument("--iters", type=int, default=10, metavar="N", help="timed iterations (default 10)")
     p.add_argument(
         "--profile-iters",

@@ -257,6 +257,13 @@ class AsyncSchedulingExecutor(Executor):
         """The measured BLAS policy of this net (None when it has no BLAS-heavy op or BLAS is fixed)."""
         return self._chooser
 
+    @property
+    def blas_policy_settled(self) -> bool:
+        """Whether the measured BLAS policy has chosen (or has nothing to choose: no policy, or the net
+        runs as a plain loop because every chain measured cheaper than a hand-off)."""
+        ch = self._chooser
+        return ch is None or ch.chosen is not None or self._sequential_runs > 0
+
     def _run_sequential(self, timeout: float | None) -> None:
         """Every op in NetDef order on this thread: what a run does when all chains measured cheap."""
         state = SequentialRun(RunScope(self.net.name, current_scope()) if self._nested else None)

@@ -265,3 +265,32 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
             tick(1)
     # tqdm rate-limits redraws, so only the first frame is certain; leave=False clears the line at the end.
     assert "bench:" in fake.getvalue() and "0/3" in fake.getvalue()
+
+
+def test_bench_net_times_after_the_blas_policy_chose() -> None:
+    """bench_net's timed runs show the measured BLAS policy's steady state, not its first timings."""
+    import numpy as np
+
+    from asyncnet.benchmark import settle_blas_policy
+    from asyncnet.net import Net
+    from asyncnet.workspace import Workspace
+
+    ws = Workspace()
+    ws.feed("x", np.ones((160, 160), np.float32))
+    nd = pb.NetDef(name="mm", type="async_scheduling")
+    for b in range(2):
+        ws.feed(f"w{b}", np.eye(160, dtype=np.float32))
+        for d in range(3):  # chains of a few GEMMs: more than a hand-off, so no plain-loop shortcut
+            nd.op.add(type="MatMul", input=[f"y{b}{d - 1}" if d else "x", f"w{b}"], output=[f"y{b}{d}"])
+    with Net(nd, ws) as net:
+        ex = net.executor
+        chooser = ex.mode_chooser  # type: ignore[attr-defined]
+        if chooser is None:
+            pytest.skip("no pthreads OpenBLAS: no measured BLAS policy in this numpy build")
+        runs = settle_blas_policy(net)
+        assert ex.blas_policy_settled  # type: ignore[attr-defined]
+        assert runs <= 40
+        if chooser.chosen is not None:
+            assert runs >= 4 * len(chooser.modes) - 1  # 1 untimed + 3 timed runs per way
+        assert settle_blas_policy(net) == 0  # settled nets run nothing more
+    ws.close()
