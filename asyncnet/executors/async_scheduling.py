@@ -44,7 +44,7 @@ from asyncnet.executors._run_state import RunState
 from asyncnet.executors._sequential import SequentialRun, run_sequential
 from asyncnet.executors.base import Executor, ExecutorOptions, register_executor
 from asyncnet.executors.blas import BlasGovernor, blas_governor, is_blas_op
-from asyncnet.executors.mode_choice import ModeChooser
+from asyncnet.executors.mode_choice import WARMUP_RUNS, ModeChooser
 from asyncnet.executors.pools import (
     WorkerPool,
     blas_limit,
@@ -116,7 +116,7 @@ class AsyncSchedulingExecutor(Executor):
             modes = ["scheduled", "one"]
             if concurrent_pair(g.chain_parents, heavy):
                 modes.insert(1, "sequential")
-            self._chooser = ModeChooser(modes)
+            self._chooser = ModeChooser(modes, warmup=WARMUP_RUNS)
         # Caffe2 read the deprecated NetDef.num_workers field, or the newer `num_workers` net argument.
         arg_workers = net.args.get("num_workers")
         num_workers = net.net_def.num_workers if net.net_def.HasField("num_workers") else 0

@@ -15,7 +15,7 @@ shapes is followed (a mode that lost by more than ``LOST_BY`` is re-timed half a
 time, down to every ``MAX_BACKOFF * explore_every`` runs, and its re-timing stops after one such
 run: under load, multi-threaded BLAS can be 15x slower, and re-timing it must stay cheap) -- sooner when the chosen mode's runs become ``slowdown`` times slower than
 when it was chosen (multi-threaded BLAS on a machine that became busy: that is when waiting for
-the periodic re-timing would cost most). The first run after a change of mode is not timed: it
+the periodic re-timing would cost most). The first run after a change of mode (and the first ``warmup`` runs of all) is not timed: it
 pays for the switch (buffers, caches, and OpenBLAS's worker threads, which spin for a while after
 a multi-threaded call and take a core from concurrent single-threaded work). The chosen mode (at
 first the preferred one, listed first) is kept unless another is faster by more than ``margin``.
@@ -34,6 +34,8 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+# Untimed runs at the start, for executors (see ModeChooser's ``warmup``).
+WARMUP_RUNS = 2
 # Timed runs per mode before choosing, and kept per mode (the median of these decides).
 SAMPLES = 3
 # Runs of the chosen mode between two re-timings of another one. With that one 1.7x slower,
@@ -60,6 +62,8 @@ class ModeChooser:
         margin: how much faster (as a fraction) another mode must be to replace the chosen one.
         slowdown: how much slower than at its choice the chosen mode's runs may get (two in a row)
             before another mode is re-timed early.
+        warmup: untimed runs at the very start (a net's second run still settles buffers, conv plans
+            and page faults: on an idle machine the first timed runs were up to 1.4x slower).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class ModeChooser:
         explore_every: int = EXPLORE_EVERY,
         margin: float = MARGIN,
         slowdown: float = SLOWDOWN,
+        warmup: int = 1,
     ) -> None:
         if len(modes) < 2 or len(set(modes)) != len(modes):
             raise ValueError(f"ModeChooser needs two or more different modes, got {list(modes)}")
@@ -84,6 +89,7 @@ class ModeChooser:
         self._times: dict[str, deque[float]] = {m: deque(maxlen=samples) for m in self.modes}
         self._banned: set[str] = set()  # modes that failed a run: never picked again
         self._last: str | None = None  # the mode of the previous run
+        self._cold = warmup - 1  # untimed runs at the start beyond the first
         self._chosen: str | None = None
         self._baseline = 0.0  # the chosen mode's median when it was chosen
         self._slow = 0  # consecutive runs of the chosen mode slower than slowdown * baseline
@@ -115,6 +121,9 @@ class ModeChooser:
         with self._lock:
             if mode != self._last:
                 self._last = mode  # the first run after a switch pays for it: not timed
+                return
+            if self._cold > 0:
+                self._cold -= 1
                 return
             self._times[mode].append(seconds)
             if self._chosen is None:

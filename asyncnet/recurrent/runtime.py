@@ -25,7 +25,7 @@ import numpy as np
 
 from asyncnet.cancellation import check_stopped
 from asyncnet.errors import ArgumentError, BlobNotFoundError, TensorError
-from asyncnet.executors.mode_choice import ModeChooser
+from asyncnet.executors.mode_choice import WARMUP_RUNS, ModeChooser
 from asyncnet.executors.pools import default_threads
 from asyncnet.net import EMPTY, Blob, PreparedOp
 from asyncnet.opinfo import OpInfo
@@ -157,7 +157,9 @@ class RecurrentRunner:
         self.aliased_f = _overlapping(spec.links, self.written_f)
         # enable_rnn_executor asks for concurrent timesteps; whether they beat sequential timesteps with
         # every BLAS thread depends on the machine and its load, so both are timed and the faster kept.
-        self.chooser = ModeChooser(("threaded", "sequential")) if spec.threaded and self.threads > 1 else None
+        self.chooser = (
+            ModeChooser(("threaded", "sequential"), warmup=WARMUP_RUNS) if spec.threaded and self.threads > 1 else None
+        )
 
     def _threaded(self, steps_n: int) -> str:
         """How this pass runs its timesteps: "threaded", "sequential", or "" (sequential, not timed)."""

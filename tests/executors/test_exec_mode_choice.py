@@ -284,3 +284,15 @@ def test_mode_one_runs_every_op_with_one_blas_thread(no_thread_leak: None) -> No
     assert helpers.BLAS_SEEN == [("probe", 1)]
     assert blas_governor().running == 0
     ws.close()
+
+
+def test_warmup_runs_at_the_start_are_not_timed() -> None:
+    ch = ModeChooser(("a", "b"), samples=2, warmup=2)
+    # A slow first and second run (cold buffers) must not count against "a".
+    picked = []
+    for cost in (50.0, 9.0, 1.0, 1.0):
+        picked.append(ch.pick())
+        ch.record(picked[-1], cost)
+    picked += drive(ch, {"a": 1.0, "b": 1.2}, 3)
+    assert picked == ["a"] * 4 + ["b"] * 3
+    assert ch.chosen == "a"
