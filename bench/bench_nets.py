@@ -397,6 +397,9 @@ def report(results: list[Result], variants: list[Variant]) -> list[str]:
     extra = [v.label for v in variants[2:]]
     head = ["net", "simple", "async_scheduling", "onnxruntime", "simple/ORT", "async/ORT", "async/simple"]
     head += [f"{x}/simple" for x in extra]
+    # A variant's speed against onnxruntime as its own per-round ratio (the product of two medians,
+    # x/simple times simple/ORT, is noisier than the direct ratio).
+    head += [f"{x}/ORT" for x in extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         per_op = len(r.case.predict.op) if r.case.per_op else None
@@ -408,6 +411,7 @@ def report(results: list[Result], variants: list[Variant]) -> list[str]:
         row.append(_fmt_ratio(r.ratio("async_scheduling", "onnxruntime")) if has_ort else "-")
         row.append(_fmt_ratio(r.ratio("async_scheduling", "simple")))
         row += [_fmt_ratio(r.ratio(x, "simple")) for x in extra]
+        row += [_fmt_ratio(r.ratio(x, "onnxruntime")) if has_ort else "-" for x in extra]
         lines.append("| " + " | ".join(row) + " |")
     for r in results:
         if r.case.per_op and "bare numpy" in r.samples:
