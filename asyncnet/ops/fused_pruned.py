@@ -17,9 +17,8 @@ import numpy as np
 from asyncnet.errors import ArgumentError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._util import info
-from asyncnet.ops.fused_rowwise import reduce_rows
+from asyncnet.ops.fused_rowwise import bag_infer, reduce_rows
 from asyncnet.registry import register_op
-from asyncnet.schema import TensorInfo
 
 U8 = np.dtype(np.uint8)
 
@@ -72,17 +71,6 @@ def _bag(bits: int, kind: str) -> Callable[[OpInfo], Callable[..., Any]]:
     return factory
 
 
-def _bag_infer(bits: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
-    extra, per = (8, 1) if bits == 8 else (4, 8 // bits)
-
-    def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-        d, lens = ins[0].shape, ins[-2].shape
-        cols = None if d is None or len(d) != 2 or d[1] is None else (d[1] - extra) * per
-        return [info((lens[0] if lens else None, cols), np.float32)]
-
-    return infer
-
-
 for _bits in (8, 4, 2):
     for _kind in ("Sum", "WeightedSum", "Mean"):
         _w = ("WEIGHTS",) if _kind == "WeightedSum" else ()
@@ -90,7 +78,7 @@ for _bits in (8, 4, 2):
         register_op(
             f"SparseLengths{_kind}{_bits}BitRowwiseSparse",
             inputs=len(_names),
-            infer=_bag_infer(_bits),
+            infer=bag_infer(_bits, lengths_input=-2),
             doc=f"SparseLengths{_kind}Fused{_bits}BitRowwise over a pruned table: each index goes through "
             "COMPRESSED_INDICES_MAPPING to its DATA row; pruned rows (-1) add nothing"
             + (" (the mean still divides by the full length)" if _kind == "Mean" else "")

@@ -288,11 +288,13 @@ def _bag_factory(bits: int, kind: str) -> Callable[[OpInfo], Callable[..., Any]]
     return factory
 
 
-def _bag_infer(bits: int) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+def bag_infer(bits: int, lengths_input: int = -1) -> Callable[[OpInfo, list[TensorInfo]], list[TensorInfo]]:
+    """Shape inference of an embedding bag over row-wise quantized DATA (input 0): one float32 row of
+    the dequantized width per segment of LENGTHS (input ``lengths_input``)."""
     extra, per = (8, 1) if bits == 8 else (4, 8 // bits)
 
     def infer(op: OpInfo, ins: list[TensorInfo]) -> list[TensorInfo]:
-        d, lens = ins[0].shape, ins[-1].shape
+        d, lens = ins[0].shape, ins[lengths_input].shape
         n = lens[0] if lens else None
         cols = None if d is None or len(d) != 2 or d[1] is None else (d[1] - extra) * per
         return [TensorInfo((n, cols), F32)]
@@ -306,7 +308,7 @@ for _bits in (8, 4, 2):
         register_op(
             f"SparseLengths{_kind}Fused{_bits}BitRowwise",
             inputs=len(_names),
-            infer=_bag_infer(_bits),
+            infer=bag_infer(_bits),
             doc=f"SparseLengths{_kind} over fused {_bits}-bit rows: each DATA[INDICES[j]] is restored "
             "(code * scale + bias) before the reduction; output float32.",
             input_names=_names,
