@@ -269,6 +269,46 @@ def _layer_outputs(outs: dict[str, str], scope: str, n_layers: int, roles: Seque
     return outputs
 
 
+def _recurrent_layers(
+    ops: list[pb.OperatorDef],
+    step: list[pb.OperatorDef],
+    sequence: tuple[str, str],
+    states: Sequence[tuple[str, str, str, str]],
+    refs: Sequence[str],
+    params: list[str],
+    scope: str,
+    timestep: str,
+    n_layers: int,
+    roles: Sequence[str],
+    *,
+    forward_only: bool,
+    threaded: bool,
+    outputs_with_grads: Sequence[int],
+    recompute_blobs_on_backward: Sequence[str],
+) -> dict[str, str]:
+    """Appends the RecurrentNetwork op of a stack of ``n_layers`` cells (each with a ``<role>_t`` state
+    per role) to ``ops``; returns its outputs by name (see :func:`_layer_outputs`).
+
+    ``outputs_with_grads`` indexes the last layer's outputs (``<role>_all``, ``<role>_last`` per role).
+    """
+    per_layer = 2 * len(roles)
+    rnn, outs = recurrent_network_op(
+        step_ops=step,
+        sequence=sequence,
+        states=states,
+        references=refs,
+        params=params,
+        scope=scope,
+        timestep=timestep,
+        forward_only=forward_only,
+        threaded=threaded,
+        outputs_with_grads=[per_layer * (n_layers - 1) + i for i in outputs_with_grads],
+        recompute_blobs_on_backward=recompute_blobs_on_backward,
+    )
+    ops.append(rnn)
+    return _layer_outputs(outs, scope, n_layers, roles)
+
+
 def lstm(
     input_blob: str,
     seq_lengths: str | None,
@@ -341,22 +381,22 @@ def lstm(
         states.append((n["hidden_t_prev"], n["hidden_t"], init_h, n["hidden_states"]))
         states.append((n["cell_t_prev"], n["cell_t"], init_c, n["cell_states"]))
         below = n["hidden_t"]
-    param_names = [p for p in params if p not in (w0, b0)]
-    rnn, outs = recurrent_network_op(
-        step_ops=step,
-        sequence=(input_t, i2h),
-        states=states,
-        references=refs,
-        params=param_names,
-        scope=scope,
-        timestep=timestep,
+    outputs = _recurrent_layers(
+        ops,
+        step,
+        (input_t, i2h),
+        states,
+        refs,
+        [p for p in params if p not in (w0, b0)],
+        scope,
+        timestep,
+        len(dims),
+        ("hidden", "cell"),
         forward_only=forward_only,
         threaded=threaded,
-        outputs_with_grads=[4 * (len(dims) - 1) + i for i in outputs_with_grads],
+        outputs_with_grads=outputs_with_grads,
         recompute_blobs_on_backward=recompute_blobs_on_backward,
     )
-    ops.append(rnn)
-    outputs = _layer_outputs(outs, scope, len(dims), ("hidden", "cell"))
     outputs["cell_last"] = outputs[f"cell_last_{len(dims) - 1}"]
     return RecurrentLayer(ops, params, outputs, [s for pair in initial_states for s in pair])
 
@@ -430,20 +470,20 @@ def gru(
         step.append(_op("GRUUnit", unit_in, [h_t], **unit_args))
         states.append((h_prev, h_t, initial_states[k], f"{p}/hidden_states"))
         below = h_t
-    param_names = [q for q in params if q not in (w0, b0)]
-    rnn, outs = recurrent_network_op(
-        step_ops=step,
-        sequence=(input_t, i2h),
-        states=states,
-        references=refs,
-        params=param_names,
-        scope=scope,
-        timestep=timestep,
+    outputs = _recurrent_layers(
+        ops,
+        step,
+        (input_t, i2h),
+        states,
+        refs,
+        [q for q in params if q not in (w0, b0)],
+        scope,
+        timestep,
+        len(dims),
+        ("hidden",),
         forward_only=forward_only,
         threaded=threaded,
-        outputs_with_grads=[2 * (len(dims) - 1) + i for i in outputs_with_grads],
+        outputs_with_grads=outputs_with_grads,
         recompute_blobs_on_backward=recompute_blobs_on_backward,
     )
-    ops.append(rnn)
-    outputs = _layer_outputs(outs, scope, len(dims), ("hidden",))
     return RecurrentLayer(ops, params, outputs, list(initial_states))
