@@ -16,6 +16,7 @@ from asyncnet.errors import (
     SchemaError,
     UnknownOperatorError,
 )
+from asyncnet.malloc_policy import retain_freed_memory
 from asyncnet.opinfo import DeviceKey, OpInfo
 from asyncnet.proto import caffe2_pb2 as pb
 from asyncnet.registry import OpRegistry, default_registry
@@ -248,6 +249,7 @@ class Net:
     ) -> None:
         from asyncnet.executors import ExecutorOptions, create_executor
 
+        retain_freed_memory()
         self.net_def = pb.NetDef()
         self.net_def.CopyFrom(net_def)
         self.name = net_def.name
