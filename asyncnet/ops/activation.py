@@ -11,6 +11,7 @@ from asyncnet.errors import ArgumentError, ShapeInferenceError
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._util import canonical_axis
+from asyncnet.ops._zeros import relu_into
 from asyncnet.registry import register_op
 from asyncnet.schema import Arg, TensorInfo, same_as_input
 
@@ -25,7 +26,7 @@ def relu(op: OpInfo) -> Callable[..., Any]:
         # An in-place Relu (X and Y one blob) writes a buffer of its own, not X: X may be an
         # array the user fed or still holds. The producer's buffer and this one are then both
         # reused on the next run (see asyncnet.ops._buffers).
-        return (np.maximum(x, x.dtype.type(0), out=buffer.take(x.shape, x.dtype)),)
+        return (relu_into(x, buffer.take(x.shape, x.dtype)),)
 
     return run
 

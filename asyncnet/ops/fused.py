@@ -15,6 +15,7 @@ import numpy as np
 
 from asyncnet.opinfo import OpInfo
 from asyncnet.ops._conv_util import CONV_ARGS
+from asyncnet.ops._zeros import relu_into
 from asyncnet.ops.dense import FC_ARGS
 from asyncnet.registry import default_registry, register_op
 from asyncnet.schema import TensorInfo
@@ -48,7 +49,7 @@ def _relu_after(base: str) -> Callable[[OpInfo], Callable[..., Any]]:
         def run(*xs: Any) -> tuple[np.ndarray]:
             y = kernel(*xs)[0]
             if isinstance(y, np.ndarray) and y.flags.writeable and not any(np.may_share_memory(y, x) for x in xs):
-                np.maximum(y, 0, out=y)
+                relu_into(y, y)
                 return (y,)
             # The base kernel handed back something it does not own (a view of an input): never write it.
             return (np.maximum(y, 0).astype(np.asarray(y).dtype, copy=False),)
