@@ -57,7 +57,8 @@ def zeros_view(shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
     z = _zero_bytes(n * dt.itemsize)
     if z is None:
         return None
-    return z[: n * dt.itemsize].view(dt).reshape(shape)
+    view: np.ndarray = z[: n * dt.itemsize].view(dt).reshape(shape)
+    return view
 
 
 def relu_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -65,5 +66,7 @@ def relu_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     if x.dtype.kind == "f" and x.size >= MIN_SIZE:
         z = zeros_view(x.shape, x.dtype)
         if z is not None:
-            return np.maximum(x, z, out=out)
-    return np.maximum(x, x.dtype.type(0), out=out)
+            np.maximum(x, z, out=out)
+            return out
+    np.maximum(x, x.dtype.type(0), out=out)
+    return out

@@ -22,7 +22,7 @@ def _naive_relu(values: np.ndarray) -> list[float]:
 @pytest.mark.parametrize("shape", [(3, 5), (64, 19, 19), (2, 3, 61, 57)])
 def test_relu_into_matches_a_naive_loop(dtype: type, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(7)
-    x = rng.standard_normal(shape).astype(dtype)
+    x: np.ndarray = rng.standard_normal(shape).astype(dtype)
     flat = x.reshape(-1)
     flat[::97] = np.nan
     flat[5::131] = np.inf
