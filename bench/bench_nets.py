@@ -13,11 +13,14 @@ missing are skipped with a line saying so.
 
 Run (from the repository root):
   PYTHONPATH=$PWD python bench/bench_nets.py [--nets resnet50,wide] [--rounds 9] [--sample 0.3]
-      [--variant LABEL=EXECUTOR[,key=value...]] [--no-ort] [--json FILE]
+      [--variant LABEL=EXECUTOR[,key=value...]] [--cooldown 0.15] [--no-ort] [--json FILE]
 
 Every contender of a net is timed in the same process, in interleaved rounds (each round times each
 contender for about --sample seconds, starting with a different contender each round), so load from
-other processes, and the spinning threads of the contender before, hit all of them alike. The
+other processes hits all of them alike. Each sample starts after --cooldown idle seconds: OpenBLAS
+keeps a worker spinning ~0.1 s after its last call and onnxruntime its pool ~0.05 s, which would
+otherwise slow whichever contender comes next (measured: offloaded nets 1.10-1.15x onnxruntime right
+after numpy contenders, 1.01x with nothing before them). The
 table gives medians over rounds, and the ratios are medians of the per-round ratios with their
 spread (interquartile range) so that the noise is visible. All contenders start from the same
 blobs and their outputs are compared with simple's before timing.
@@ -332,7 +335,9 @@ def _check(case: Case, name: str, got: list[Any], ref: list[Any], notes: list[st
             notes.append(f"{name}: output {o} differs from simple's (max abs diff {diff:.3g})")
 
 
-def time_case(case: Case, variants: list[Variant], *, rounds: int, sample: float, with_ort: bool) -> Result:
+def time_case(
+    case: Case, variants: list[Variant], *, rounds: int, sample: float, with_ort: bool, cooldown: float = 0.15
+) -> Result:
     notes: list[str] = []
     fns: dict[str, Callable[[], Any]] = {}
     closers: list[Callable[[], None]] = []
@@ -369,9 +374,12 @@ def time_case(case: Case, variants: list[Variant], *, rounds: int, sample: float
         samples: dict[str, list[float]] = {n: [] for n in fns}
         order = list(fns.items())
         for r in range(rounds):
-            # Rotate who goes first: whoever runs right after onnxruntime shares the cores with its
-            # still-spinning pool threads, and that must not always be the same contender.
+            # Rotate who goes first, so that no contender always runs first after a cooldown.
             for name, fn in order[r % len(order) :] + order[: r % len(order)]:
+                # After its last call OpenBLAS keeps a worker spinning for ~0.1 s and onnxruntime its
+                # pool for ~0.05 s (measured: a full core of CPU time while the caller sleeps); without
+                # this pause that spin is charged to whichever contender comes next.
+                time.sleep(cooldown)
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
@@ -432,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--sample", type=float, default=0.3, help="seconds per contender per round (default 0.3)")
     p.add_argument("--variant", action="append", default=[], help="extra column LABEL=EXECUTOR[,key=value...]")
+    p.add_argument(
+        "--cooldown",
+        type=float,
+        default=0.15,
+        help="idle seconds before each sample, so the contender before has stopped spinning (default 0.15)",
+    )
     p.add_argument("--no-ort", action="store_true", help="leave out onnxruntime")
     p.add_argument("--json", help="write the samples here")
     args = p.parse_args(argv)
@@ -453,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {case}", flush=True)
             continue
         t0 = time.perf_counter()
-        res = time_case(case, variants, rounds=args.rounds, sample=args.sample, with_ort=not args.no_ort)
+        res = time_case(
+            case, variants, rounds=args.rounds, sample=args.sample, with_ort=not args.no_ort, cooldown=args.cooldown
+        )
         results.append(res)
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"{case.label}: {res.loops} runs/sample, {time.perf_counter() - t0:.0f} s, load {load}", flush=True)
