@@ -11,6 +11,9 @@ laid out for OpenBLAS and for numpy's per-call overheads:
   tiny GEMMs over im2col columns.
 * ``depthwise`` (other depthwise convs, e.g. NHWC): a multiply-add per kernel tap over whole
   padded slices, vectorized across batch, channels and pixels.
+* ``shifted`` (stride-1 2-D NCHW, one group, maps wide enough): ``kw`` shifted copies of the
+  input and ``kh`` accumulating CBLAS GEMMs over them (:mod:`asyncnet.ops._conv_shifted`),
+  where numpy's BLAS exports CBLAS; otherwise:
 * ``im2col``: one copy of the strided window view into contiguous columns, then one batched
   ``matmul`` over every image and group, again written directly into the NCHW output.
 
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.ops import _buffers
+from asyncnet.ops import _buffers, _cblas, _conv_shifted
 from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._conv_util import Window, _full_tail, conv_forward, spatial_axes, tap_slices, taps, window_view
 from asyncnet.ops._flat import FlatDepthwise
@@ -59,6 +62,7 @@ class ConvPlan:
         self.out_shape = (self.n, self.m, *win.out) if order == "NCHW" else (self.n, *win.out, self.m)
         nd = len(win.kernel)
         self.flat: FlatDepthwise | None = None
+        self.shifted: _conv_shifted.ShiftedConv | None = None
         if win.is_pointwise:
             self.kind = "pointwise"
         elif self.cg == 1 and self.mg == 1 and order == "NCHW" and nd == 2:
@@ -68,6 +72,10 @@ class ConvPlan:
             self.kind = "depthwise"
         elif order == "NCHW":
             self.kind = "im2col"
+            gemm = _cblas.gemm_for(dtype) if _conv_shifted.applicable(x_shape, w_shape, win, group) else None
+            if gemm is not None:
+                self.kind = "shifted"
+                self.shifted = _conv_shifted.ShiftedConv(x_shape, w_shape, win, gemm)
         else:
             self.kind = "reference"
         # Padding buffer: heads and the tails every window reaches; border zeroed once, kept.
@@ -109,6 +117,9 @@ class ConvPlan:
         if self.kind == "reference" or x.dtype != self.dtype or w.dtype != self.dtype:
             return conv_forward(x, w, b, self.win, self.order, self.group)
         y = out.take(self.out_shape, self.dtype) if out is not None else np.empty(self.out_shape, self.dtype)
+        if self.shifted is not None:
+            self.shifted.run(x, w, b, y)  # adds the bias itself
+            return y
         if self.kind == "pointwise":
             self._pointwise(x, w, y)
         elif self.flat is not None:
