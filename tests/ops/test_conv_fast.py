@@ -185,19 +185,31 @@ def test_each_plan_path_is_taken_and_exact(
         ref = naive_conv(xn, wn, b, [stride] * nd, [1] * nd, [pad] * nd, list(out), group)
 
 
-def test_flat_depthwise_both_tap_sums_agree() -> None:
-    """Large maps sum tap by tap, small ones through columns and matmul; both are exact."""
+@pytest.mark.parametrize("stride,dilation", [((2, 2), (2, 2)), ((1, 1), (2, 1)), ((1, 1), (1, 1))])
+def test_flat_depthwise_every_tap_sum_agrees(stride: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """Tap by tap, columns + matmul, and (stride 1) shifted row copies + matmuls: all exact."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 50, 47)).astype(np.float32)
     w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
-    out = [(50 + 2 - 5) // 2 + 1, (47 + 3 - 5) // 2 + 1]
-    win = Window((3, 3), (2, 2), (2, 2), (1, 2), (1, 1), tuple(out))
+    heads, tails = (1, 2), (1, 1)
+    out = [(s + h + t - (d * 2 + 1)) // st + 1 for s, h, t, d, st in zip((50, 47), heads, tails, dilation, stride)]
+    win = Window((3, 3), stride, dilation, heads, tails, tuple(out))
     plan = ConvPlan(x.shape, w.shape, np.dtype(np.float32), win, "NCHW", 3)
     assert plan.flat is not None
-    ref = naive_conv(x, w, None, [2, 2], [2, 2], [1, 2], out, 3)
-    for tapwise in (True, False):
-        plan.flat.tapwise = tapwise
+    ref = naive_conv(x, w, None, list(stride), list(dilation), list(heads), out, 3)
+    modes = [(True, False), (False, False)] + ([(False, True)] if stride == (1, 1) else [])
+    for tapwise, shifted in modes:
+        plan.flat.tapwise, plan.flat.shifted = tapwise, shifted
         np.testing.assert_allclose(plan.run(x, w, None, None), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_flat_depthwise_picks_shifted_rows_for_small_stride_one_maps() -> None:
+    small = Window((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (14, 14))
+    plan = ConvPlan((1, 8, 14, 14), (8, 1, 3, 3), np.dtype(np.float32), small, "NCHW", 8)
+    assert plan.flat is not None and plan.flat.shifted and not plan.flat.tapwise
+    large = Window((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (56, 56))
+    plan = ConvPlan((1, 8, 56, 56), (8, 1, 3, 3), np.dtype(np.float32), large, "NCHW", 8)
+    assert plan.flat is not None and plan.flat.tapwise and not plan.flat.shifted
 
 
 def test_conv_kernel_shapes_change_between_runs() -> None:
