@@ -82,8 +82,14 @@ class Timing:
         return {"iters": len(self.samples), **ms, "samples": [s * 1e3 for s in self.samples]}
 
 
+# Idle time before a contender's runs: OpenBLAS keeps a worker spinning ~0.1 s after its last call
+# and onnxruntime its pool ~0.05 s (measured as CPU time while the caller slept), which would
+# otherwise be charged to the next contender's first runs.
+COOLDOWN_S = 0.15
+
+
 def time_iterations(step: Callable[[], object], *, warmup: int, iters: int, progress: Progress | None = None) -> Timing:
-    """Call ``step`` ``warmup`` times untimed, then ``iters`` times timed one by one.
+    """After :data:`COOLDOWN_S` idle, call ``step`` ``warmup`` times untimed, then ``iters`` times timed.
 
     Raises:
         ArgumentError: ``iters`` < 1 or ``warmup`` < 0.
@@ -92,6 +98,7 @@ def time_iterations(step: Callable[[], object], *, warmup: int, iters: int, prog
         raise ArgumentError(f"iterations must be at least 1, got {iters}")
     if warmup < 0:
         raise ArgumentError(f"warmup iterations must be 0 or more, got {warmup}")
+    time.sleep(COOLDOWN_S)
     for _ in range(warmup):
         step()
         if progress is not None:
