@@ -82,14 +82,26 @@ class Timing:
         return {"iters": len(self.samples), **ms, "samples": [s * 1e3 for s in self.samples]}
 
 
-# Idle time before a contender's runs: OpenBLAS keeps a worker spinning ~0.1 s after its last call
+# Pause before a contender's runs: OpenBLAS keeps a worker spinning ~0.1 s after its last call
 # and onnxruntime its pool ~0.05 s (measured as CPU time while the caller slept), which would
-# otherwise be charged to the next contender's first runs.
+# otherwise be charged to the next contender (onnxruntime right after numpy contenders ran up
+# to 1.5x slower than with the pause).
 COOLDOWN_S = 0.15
 
 
+def pause(seconds: float) -> None:
+    """Wait ``seconds`` busy, so that other threads' spinning runs out while this vCPU stays awake.
+
+    Sleeping instead made the next runs slower on the 2-vCPU machine (CHAIN's bare numpy loop
+    1.27x right after 0.15 s asleep), a cost that would fall on whoever runs first.
+    """
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def time_iterations(step: Callable[[], object], *, warmup: int, iters: int, progress: Progress | None = None) -> Timing:
-    """After :data:`COOLDOWN_S` idle, call ``step`` ``warmup`` times untimed, then ``iters`` times timed.
+    """After a :func:`pause`, call ``step`` ``warmup`` times untimed, then ``iters`` times timed.
 
     Raises:
         ArgumentError: ``iters`` < 1 or ``warmup`` < 0.
@@ -98,7 +110,7 @@ def time_iterations(step: Callable[[], object], *, warmup: int, iters: int, prog
         raise ArgumentError(f"iterations must be at least 1, got {iters}")
     if warmup < 0:
         raise ArgumentError(f"warmup iterations must be 0 or more, got {warmup}")
-    time.sleep(COOLDOWN_S)
+    pause(COOLDOWN_S)
     for _ in range(warmup):
         step()
         if progress is not None:

@@ -17,11 +17,11 @@ Run (from the repository root):
 
 Every contender of a net is timed in the same process, in interleaved rounds (each round times each
 contender for about --sample seconds, starting with a different contender each round), so load from
-other processes hits all of them alike. Each sample starts after --cooldown idle seconds: OpenBLAS
+other processes hits all of them alike. Each sample starts after a --cooldown busy pause: OpenBLAS
 keeps a worker spinning ~0.1 s after its last call and onnxruntime its pool ~0.05 s, which would
-otherwise slow whichever contender comes next (measured: offloaded nets 1.10-1.15x onnxruntime right
-after numpy contenders, 1.01x with nothing before them). The
-table gives medians over rounds, and the ratios are medians of the per-round ratios with their
+otherwise slow whichever contender comes next (measured: onnxruntime up to 1.5x slower right after
+the numpy contenders; offloaded nets 1.10-1.15x onnxruntime there, 1.01x with nothing before them).
+The table gives medians over rounds, and the ratios are medians of the per-round ratios with their
 spread (interquartile range) so that the noise is visible. All contenders start from the same
 blobs and their outputs are compared with simple's before timing.
 
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from asyncnet.benchmark import settle_blas_policy
+from asyncnet.benchmark import pause, settle_blas_policy
 from asyncnet.executors import ExecutorOptions
 from asyncnet.net import Net, net_inputs
 from asyncnet.proto import caffe2_pb2 as pb
@@ -376,10 +376,8 @@ def time_case(
         for r in range(rounds):
             # Rotate who goes first, so that no contender always runs first after a cooldown.
             for name, fn in order[r % len(order) :] + order[: r % len(order)]:
-                # After its last call OpenBLAS keeps a worker spinning for ~0.1 s and onnxruntime its
-                # pool for ~0.05 s (measured: a full core of CPU time while the caller sleeps); without
-                # this pause that spin is charged to whichever contender comes next.
-                time.sleep(cooldown)
+                # The contender before leaves spinning threads (asyncnet.benchmark.pause says how long).
+                pause(cooldown)
                 t0 = time.perf_counter()
                 for _ in range(loops):
                     fn()
@@ -444,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cooldown",
         type=float,
         default=0.15,
-        help="idle seconds before each sample, so the contender before has stopped spinning (default 0.15)",
+        help="seconds of busy pause before each sample, so the contender before has stopped spinning (default 0.15)",
     )
     p.add_argument("--no-ort", action="store_true", help="leave out onnxruntime")
     p.add_argument("--json", help="write the samples here")
