@@ -38,6 +38,10 @@ from asyncnet.ops._buffers import OutputBuffer
 from asyncnet.ops._conv_util import Window, _full_tail, conv_forward, spatial_axes, tap_slices, taps, window_view
 from asyncnet.ops._flat import FlatDepthwise
 
+# Up to this many (image, group) GEMMs per call take the bias-first CBLAS form; more (many groups or
+# a large batch) stay one batched numpy matmul plus a bias pass (a ctypes call costs a few us).
+MAX_BIAS_GEMMS = 8
+
 
 class ConvPlan:
     """The forward computation of one Conv for one (X shape, filter shape, dtype)."""
@@ -63,6 +67,7 @@ class ConvPlan:
         nd = len(win.kernel)
         self.flat: FlatDepthwise | None = None
         self.shifted: _conv_shifted.ShiftedConv | None = None
+        self._gemm = _cblas.gemm_for(dtype) if order == "NCHW" else None
         if win.is_pointwise:
             self.kind = "pointwise"
         elif self.cg == 1 and self.mg == 1 and order == "NCHW" and nd == 2:
@@ -120,8 +125,9 @@ class ConvPlan:
         if self.shifted is not None:
             self.shifted.run(x, w, b, y)  # adds the bias itself
             return y
+        biased = False
         if self.kind == "pointwise":
-            self._pointwise(x, w, y)
+            biased = self._pointwise(x, w, y, b)
         elif self.flat is not None:
             self.flat.run(x, w, y)
         else:
@@ -132,27 +138,27 @@ class ConvPlan:
                 if self.kind == "depthwise":
                     self._depthwise(xp, w, y)
                 else:
-                    self._im2col(xp, w, y, locked)
+                    biased = self._im2col(xp, w, y, locked, b)
             finally:
                 if locked:
                     self._pad_lock.release()
-        if b is not None:
+        if b is not None and not biased:
             y += b.reshape(self.bias_shape).astype(self.dtype, copy=False)
         return y
 
     # -- paths ---------------------------------------------------------------------------
 
-    def _pointwise(self, x: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
+    def _pointwise(self, x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None) -> bool:
         n, g, cg, mg, p = self.n, self.group, self.cg, self.mg, self.p
         if self.order == "NCHW":
-            self._channels_first_matmul(w, x, y, cg)
-            return
+            return self._channels_first_matmul(w, x, y, cg, b)
         if g == 1:
             np.matmul(x.reshape(n * p, cg), w.reshape(mg, cg).T, out=y.reshape(n * p, mg))
         else:
             xg = x.reshape(n * p, g, cg).transpose(1, 0, 2)
             yg = np.matmul(xg, w.reshape(g, mg, cg).transpose(0, 2, 1))  # (G, N*P, M/G)
             y.reshape(n * p, g, mg)[...] = yg.transpose(1, 0, 2)
+        return False
 
     def _depthwise(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray) -> None:
         """Channels-last (or not 2-D) depthwise: a multiply-add per tap; channels are the long inner loop."""
@@ -172,7 +178,7 @@ class ConvPlan:
             np.multiply(sl, wt, out=tmp)
             y += tmp
 
-    def _im2col(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray, locked: bool) -> None:
+    def _im2col(self, xp: np.ndarray, w: np.ndarray, y: np.ndarray, locked: bool, b: np.ndarray | None) -> bool:
         k = self.cg * self.kk
         view = window_view(xp, self.win, "NCHW", kernel_first=True)  # (N, C, *k, *out)
         cols = self._cols if locked else None
@@ -182,11 +188,33 @@ class ConvPlan:
             if locked and cols.nbytes >= _buffers.MIN_BYTES and _buffers.ENABLED:
                 self._cols = cols
         np.copyto(cols, view)
-        self._channels_first_matmul(w, cols, y, k)
+        return self._channels_first_matmul(w, cols, y, k, b)
 
-    def _channels_first_matmul(self, w: np.ndarray, cols: np.ndarray, y: np.ndarray, k: int) -> None:
-        """y[n, group, m/group, P] = w[group, m/group, k] @ cols[n, group, k, P], one matmul per call."""
+    def _channels_first_matmul(
+        self, w: np.ndarray, cols: np.ndarray, y: np.ndarray, k: int, b: np.ndarray | None = None
+    ) -> bool:
+        """y[n, group, m/group, P] = w[group, m/group, k] @ cols[n, group, k, P]; True when ``b`` was added too.
+
+        With a bias and CBLAS at hand, y starts as the bias and the GEMMs accumulate onto it (one
+        pass over the output fewer than adding it afterwards); otherwise one numpy matmul per call.
+        """
         n, g, mg, p = self.n, self.group, self.mg, self.p
+        gemm = self._gemm
+        if (
+            gemm is not None
+            and b is not None
+            and n * g <= MAX_BIAS_GEMMS
+            and w.flags.c_contiguous
+            and cols.flags.c_contiguous
+            and y.flags.c_contiguous
+        ):
+            yv = y.reshape(n, g, mg, p)
+            np.copyto(yv, b.reshape(1, g, mg, 1))
+            wv, cv = w.reshape(g, mg, k), cols.reshape(n, g, k, p)
+            for i in range(n):
+                for gi in range(g):
+                    gemm(mg, p, k, wv[gi].ctypes.data, k, cv[i, gi].ctypes.data, p, 1.0, yv[i, gi].ctypes.data, p)
+            return True
         if g == 1:
             wm = w.reshape(mg, k)
             if n == 1:
@@ -195,3 +223,4 @@ class ConvPlan:
                 np.matmul(wm, cols.reshape(n, k, p), out=y.reshape(n, mg, p))
         else:
             np.matmul(w.reshape(g, mg, k), cols.reshape(n, g, k, p), out=y.reshape(n, g, mg, p))
+        return False

@@ -226,3 +226,38 @@ def test_conv_kernel_shapes_change_between_runs() -> None:
             ref = naive_conv(x, w, None, [1, 1], [1, 1], [1, 1], [hw, hw], 2)
             np.testing.assert_allclose(ws.fetch("y"), ref, rtol=1e-4, atol=1e-4)
         net.close()
+
+
+@pytest.mark.parametrize("limit", [0, 8])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,stride,pad,group",
+    [
+        ((2, 6, 5, 5), (4, 3, 1, 1), 1, 0, 2),
+        ((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 2),
+        ((1, 4, 6, 6), (5, 4, 3, 3), 1, 0, 1),
+    ],
+)
+def test_bias_first_gemms_and_bias_pass_agree(
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: int,
+    pad: int,
+    group: int,
+) -> None:
+    """The bias as the GEMMs' starting value (CBLAS, beta = 1) and as a pass afterwards: both exact."""
+    from asyncnet.ops import _conv_fast
+
+    monkeypatch.setattr(_conv_fast, "MAX_BIAS_GEMMS", limit)
+    out = tuple((s + 2 * pad - k) // stride + 1 for s, k in zip(x_shape[2:], w_shape[2:]))
+    win = Window(tuple(w_shape[2:]), (stride, stride), (1, 1), (pad, pad), (pad, pad), out)
+    plan = ConvPlan(x_shape, w_shape, np.dtype(np.float32), win, "NCHW", group)
+    assert plan.kind in ("pointwise", "im2col")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float64)  # another dtype than X: cast on the way in
+    ref = naive_conv(x, w, b, [stride] * 2, [1, 1], [pad] * 2, list(out), group)
+    for _ in range(2):
+        np.testing.assert_allclose(plan.run(x, w, b, None), ref, rtol=1e-4, atol=1e-4)
