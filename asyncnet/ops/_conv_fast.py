@@ -204,6 +204,7 @@ class ConvPlan:
             gemm is not None
             and b is not None
             and n * g <= MAX_BIAS_GEMMS
+            and min(mg, k, p) > 0  # BLAS rejects a zero leading dimension
             and w.flags.c_contiguous
             and cols.flags.c_contiguous
             and y.flags.c_contiguous

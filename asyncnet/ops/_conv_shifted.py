@@ -52,6 +52,7 @@ def applicable(x_shape: tuple[int, ...], w_shape: tuple[int, ...], win: Window, 
         and all(p >= 0 for p in (*win.pad_head, *win.pad_tail))
         and all(o > 0 for o in win.out)
         and all(d > 0 for d in x_shape)
+        and w_shape[0] > 0
         and waste(win) <= MAX_WASTE
         and waste(win) * w_shape[0] <= MAX_EXTRA_MACS
     )

@@ -261,3 +261,12 @@ def test_bias_first_gemms_and_bias_pass_agree(
     ref = naive_conv(x, w, b, [stride] * 2, [1, 1], [pad] * 2, list(out), group)
     for _ in range(2):
         np.testing.assert_allclose(plan.run(x, w, b, None), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_bias_first_with_zero_input_channels() -> None:
+    """Zero input channels: the output is the bias (the CBLAS form is skipped for empty dimensions)."""
+    win = Window((1, 1), (1, 1), (1, 1), (0, 0), (0, 0), (3, 3))
+    b = np.arange(4, dtype=np.float32)
+    plan = ConvPlan((1, 0, 3, 3), (4, 0, 1, 1), np.dtype(np.float32), win, "NCHW", 1)
+    y = plan.run(np.zeros((1, 0, 3, 3), np.float32), np.zeros((4, 0, 1, 1), np.float32), b, None)
+    np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 4, 1, 1), (1, 4, 3, 3)))
