@@ -149,9 +149,28 @@ def _make_pool(
         win = cache.get(sp)
         if win is None:
             win = cache[sp] = win_args.resolve(sp)
+        if _covers_whole_input(win, sp):
+            # One window over the whole map (ResNet's 7x7 pool5): a plain reduction, as global pooling.
+            axes = tuple(spatial_axes(x.ndim, order))
+            if global_fn == "max":
+                return (x.max(axis=axes, keepdims=True),)
+            mean = x.mean(axis=axes, keepdims=True, dtype=None if np.issubdtype(x.dtype, np.inexact) else np.float64)
+            return (mean.astype(x.dtype, copy=False),)
         return (reduce(x, win, order, buffer),)
 
     return run
+
+
+def _covers_whole_input(win: Window, sp: tuple[int, ...]) -> bool:
+    """One output per map whose window is exactly the (non-empty) input: no padding, kernel = size."""
+    return (
+        all(o == 1 for o in win.out)
+        and tuple(win.kernel) == sp
+        and all(d == 1 for d in win.dilation)
+        and not any(win.pad_head)
+        and not any(win.pad_tail)
+        and all(sp)
+    )
 
 
 def _empty_global(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

@@ -101,6 +101,22 @@ def test_global_pooling(op: str, onnx_op: str, shape: tuple[int, ...]) -> None:
     np.testing.assert_allclose(from_nhwc(y), ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("op,onnx_op", [("MaxPool", "MaxPool"), ("AveragePool", "AveragePool")])
+@pytest.mark.parametrize("shape,stride", [((2, 3, 7, 7), 1), ((1, 4, 5, 3), 2), ((1, 2, 6), 1)])
+def test_a_window_over_the_whole_map_matches_onnxruntime(
+    op: str, onnx_op: str, shape: tuple[int, ...], stride: int
+) -> None:
+    """ResNet's 7x7 pool5 on a 7x7 map: one window per channel, computed as a plain reduction."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    kernel = list(shape[2:])
+    ref = ort_run(onnx_op, [x], kernel_shape=kernel, strides=[stride] * len(kernel))[0]
+    got = run_op(op, [x], kernels=kernel, strides=[stride] * len(kernel))[0]
+    assert got.shape == ref.shape == (*shape[:2], *([1] * len(kernel)))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    y = run_op(op, [to_nhwc(x)], kernels=kernel, strides=[stride] * len(kernel), order="NHWC")[0]
+    np.testing.assert_allclose(from_nhwc(y), ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 @pytest.mark.parametrize("size,k,s,pad", [(6, 3, 2, 0), (7, 3, 2, 1), (5, 2, 2, 1), (14, 3, 2, 0), (6, 2, 3, 1)])
 def test_caffe_legacy_pooling_rounds_up(op: str, size: int, k: int, s: int, pad: int) -> None:
