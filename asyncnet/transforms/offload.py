@@ -172,10 +172,16 @@ def offload_to_onnxruntime(
         return infos
 
     nested = nested_names(predict_net)  # branch nets read parent blobs without declaring them
+    # A net that declares no external outputs (hand-built ones often do not) is read through the
+    # blobs nothing in it reads: those leave the subgraphs, or offloading would drop every result.
+    sinks: set[str] = set()
+    if not predict_net.external_output:
+        read = {n for op in predict_net.op for n in (*op.input, *op.control_input)}
+        sinks = {o for op in predict_net.op for o in op.output if o not in read}
 
     def outputs_of(a: int, b: int) -> list[str]:
         later = {n for op in predict_net.op[b:] for n in (*op.input, *op.control_input)}
-        later |= set(predict_net.external_output) | nested
+        later |= set(predict_net.external_output) | nested | sinks
         written = dict.fromkeys(o for op in predict_net.op[a:b] for o in op.output)
         return [n for n in written if n in later]
 

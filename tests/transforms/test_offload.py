@@ -65,6 +65,20 @@ def test_whole_net_offload_matches_numpy(executor: str, no_thread_leak: None) ->
 
 
 @pytest.mark.timeout(120)
+def test_a_net_without_declared_outputs_keeps_the_blobs_nothing_reads() -> None:
+    """Hand-built nets often declare no external outputs: their sinks come out of the Onnxifi op."""
+    net, params, feeds = _small_cnn()
+    del net.external_output[:]
+    with Workspace() as ws:
+        for k, v in {**params, **feeds}.items():
+            ws.feed(k, v)
+        res = offload_to_onnxruntime(net, workspace=ws, data_inputs=["x"])
+    assert [op.type for op in res.predict_net.op] == ["Onnxifi"]
+    assert list(res.predict_net.op[0].output) == ["prob"]
+    assert_close(_run(res.predict_net, {**params, **feeds}), _run(net, {**params, **feeds}), "prob")
+
+
+@pytest.mark.timeout(120)
 def test_partial_offload_splits_around_an_unexportable_op(monkeypatch: pytest.MonkeyPatch) -> None:
     from asyncnet.onnx.export_ops import EXPORTERS
 
