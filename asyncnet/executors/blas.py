@@ -84,28 +84,37 @@ _OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]
 _OPENBLAS_NAMES = ("libopenblas", "libscipy_openblas", "openblas")
 
 
-def _openblas(path: str) -> BlasLibrary | None:
-    """Bind the get/set thread-count calls of the OpenBLAS at ``path`` (None if it has none)."""
+def openblas_symbols(path: str) -> tuple[ctypes.CDLL, str, str] | None:
+    """The OpenBLAS already loaded from ``path`` and its symbol affixes (``scipy_``, ``64_``, ...),
+    or None when it is not an OpenBLAS. Binds the loaded copy (RTLD_NOLOAD): loading a second one
+    would govern nothing."""
     try:
-        # Bind to the copy already loaded (RTLD_NOLOAD): loading a second one would govern nothing.
         lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
     except OSError:
         return None
     for prefix, suffix in _OPENBLAS_AFFIXES:
-        getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-        setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-        if getter is None or setter is None:
-            continue
-        parallel = getattr(lib, f"{prefix}openblas_get_parallel{suffix}", None)
-        # 2 means the OpenMP threading layer: its limit is per thread, not what this module manages.
-        if parallel is not None and parallel() != 1:
-            return None
-        getter.restype = ctypes.c_int
-        getter.argtypes = []
-        setter.restype = None
-        setter.argtypes = [ctypes.c_int]
-        return BlasLibrary(path, getter, setter)
+        if all(hasattr(lib, f"{prefix}openblas_{f}_num_threads{suffix}") for f in ("get", "set")):
+            return lib, prefix, suffix
     return None
+
+
+def _openblas(path: str) -> BlasLibrary | None:
+    """Bind the get/set thread-count calls of the OpenBLAS at ``path`` (None if it has none)."""
+    found = openblas_symbols(path)
+    if found is None:
+        return None
+    lib, prefix, suffix = found
+    getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+    setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+    parallel = getattr(lib, f"{prefix}openblas_get_parallel{suffix}", None)
+    # 2 means the OpenMP threading layer: its limit is per thread, not what this module manages.
+    if parallel is not None and parallel() != 1:
+        return None
+    getter.restype = ctypes.c_int
+    getter.argtypes = []
+    setter.restype = None
+    setter.argtypes = [ctypes.c_int]
+    return BlasLibrary(path, getter, setter)
 
 
 def _paths_from_threadpoolctl() -> list[str] | None:

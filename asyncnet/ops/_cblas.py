@@ -6,8 +6,8 @@ padded image would need a copy of every shifted view (im2col) or a pass per part
 The same OpenBLAS that numpy uses takes both: this module binds its CBLAS GEMMs, for the
 kernels that are measured faster with them (see :mod:`asyncnet.ops._conv_fast`).
 
-The library is the one :mod:`asyncnet.executors.blas` governs (found through threadpoolctl
-or ``/proc/self/maps``, opened with ``RTLD_NOLOAD`` so no second copy is loaded), so its
+The library is the one :mod:`asyncnet.executors.blas` governs (found and opened
+by :func:`asyncnet.executors.blas.openblas_symbols`, never a second copy), so its
 thread count follows the executor's BLAS policy. ctypes releases the GIL for the call.
 Without a pthreads OpenBLAS exporting CBLAS (MKL, Accelerate, a numpy built otherwise),
 :func:`gemm_for` returns None and kernels keep their numpy paths.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from typing import Any
 
@@ -50,46 +49,45 @@ _bound: dict[str, Gemm | None] | None = None
 
 
 def _bind() -> dict[str, Gemm | None]:
-    from asyncnet.executors.blas import _OPENBLAS_AFFIXES, find_blas_libraries
+    from asyncnet.executors.blas import find_blas_libraries, openblas_symbols
 
     found: dict[str, Gemm | None] = {"f": None, "d": None}
     for blas in find_blas_libraries():
-        try:
-            lib = ctypes.CDLL(blas.path, mode=getattr(os, "RTLD_NOLOAD", 0))
-        except OSError:
+        symbols = openblas_symbols(blas.path)
+        if symbols is None:
             continue
-        for prefix, suffix in _OPENBLAS_AFFIXES:
-            sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
-            dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
-            config = getattr(lib, f"{prefix}openblas_get_config{suffix}", None)
-            if sgemm is None or dgemm is None or config is None:
-                continue
-            config.restype = ctypes.c_char_p
-            config.argtypes = []
-            # ILP64 builds (numpy's wheels: scipy_openblas64_) take 64-bit integers; the enums stay int.
-            ilp64 = b"USE64BITINT" in (config() or b"")
-            blasint = ctypes.c_int64 if ilp64 else ctypes.c_int
-            for fn, real, code in ((sgemm, ctypes.c_float, "f"), (dgemm, ctypes.c_double, "d")):
-                fn.restype = None
-                fn.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_int,
-                    ctypes.c_int,
-                    blasint,
-                    blasint,
-                    blasint,
-                    real,
-                    ctypes.c_void_p,
-                    blasint,
-                    ctypes.c_void_p,
-                    blasint,
-                    real,
-                    ctypes.c_void_p,
-                    blasint,
-                ]
-                found[code] = Gemm(fn, np.dtype(np.float32 if code == "f" else np.float64))
-            log.debug("CBLAS GEMMs bound from %s (%s)", blas.path, "ILP64" if ilp64 else "LP64")
-            return found
+        lib, prefix, suffix = symbols
+        sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+        dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
+        config = getattr(lib, f"{prefix}openblas_get_config{suffix}", None)
+        if sgemm is None or dgemm is None or config is None:
+            continue
+        config.restype = ctypes.c_char_p
+        config.argtypes = []
+        # ILP64 builds (numpy's wheels: scipy_openblas64_) take 64-bit integers; the enums stay int.
+        ilp64 = b"USE64BITINT" in (config() or b"")
+        blasint = ctypes.c_int64 if ilp64 else ctypes.c_int
+        for fn, real, code in ((sgemm, ctypes.c_float, "f"), (dgemm, ctypes.c_double, "d")):
+            fn.restype = None
+            fn.argtypes = [
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                blasint,
+                blasint,
+                blasint,
+                real,
+                ctypes.c_void_p,
+                blasint,
+                ctypes.c_void_p,
+                blasint,
+                real,
+                ctypes.c_void_p,
+                blasint,
+            ]
+            found[code] = Gemm(fn, np.dtype(np.float32 if code == "f" else np.float64))
+        log.debug("CBLAS GEMMs bound from %s (%s)", blas.path, "ILP64" if ilp64 else "LP64")
+        return found
     log.debug("no OpenBLAS with CBLAS GEMMs found; kernels keep their numpy paths")
     return found
 

@@ -77,10 +77,9 @@ class ConvPlan:
             self.kind = "depthwise"
         elif order == "NCHW":
             self.kind = "im2col"
-            gemm = _cblas.gemm_for(dtype) if _conv_shifted.applicable(x_shape, w_shape, win, group) else None
-            if gemm is not None:
+            if self._gemm is not None and _conv_shifted.applicable(x_shape, w_shape, win, group):
                 self.kind = "shifted"
-                self.shifted = _conv_shifted.ShiftedConv(x_shape, w_shape, win, gemm)
+                self.shifted = _conv_shifted.ShiftedConv(x_shape, w_shape, win, self._gemm)
         else:
             self.kind = "reference"
         # Padding buffer: heads and the tails every window reaches; border zeroed once, kept.

@@ -71,6 +71,13 @@ class ShiftedConv:
         self.ws = ow + (kw - 1) * dw
         self.hs = oh + (kh - 1) * dh
         self.length = oh * self.ws
+        # GEMM geometry, fixed by the plan: K rows (j, c) of the copies, each Hs * Ws apart; kernel row
+        # i's weights start i * row_bytes into the reordered filter and its taps i * dh * Ws values
+        # into the copies.
+        item = gemm.dtype.itemsize
+        self.k, self.plane = kw * c, self.hs * self.ws
+        self.row_bytes = m * kw * c * item
+        self.tap_bytes = dh * self.ws * item
         # Per shifted copy j: where the input lands, clipped to the copy (rows past Hs and columns
         # past Ws are never read; columns shifted out on the left are dropped).
         r0, r1 = ph, min(self.hs, ph + h)
@@ -115,26 +122,20 @@ class ShiftedConv:
     ) -> None:
         for j, dst, src in self.copies:
             cols[j, :, dst[0], dst[1]] = x[:, src[0], src[1]]
-        plane = self.hs * self.ws
-        k = self.kw * self.c
-        item = self.dtype.itemsize
         beta = 0.0
         if bias is not None:
             np.copyto(acc, bias)
             beta = 1.0
-        base = cols.ctypes.data
-        row_bytes = self.m * k * item
         for i in range(self.kh):
-            # Rows (j, c) of the copies, from offset i * dh * Ws: stride Hs * Ws, in bounds because
-            # i * dh * Ws + OH * Ws <= Hs * Ws.
+            # In bounds: i * dh * Ws + OH * Ws <= Hs * Ws.
             self.gemm(
                 self.m,
                 self.length,
-                k,
-                rows.ctypes.data + i * row_bytes,
-                k,
-                base + i * self.dh * self.ws * item,
-                plane,
+                self.k,
+                rows.ctypes.data + i * self.row_bytes,
+                self.k,
+                cols.ctypes.data + i * self.tap_bytes,
+                self.plane,
                 beta,
                 acc.ctypes.data,
                 self.length,

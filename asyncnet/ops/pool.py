@@ -138,34 +138,29 @@ def _make_pool(
     def run(x: np.ndarray) -> tuple[np.ndarray]:
         if x.ndim < 3:
             raise ArgumentError(f"X {x.shape} must have rank 3 or more (batch, channels, spatial dims)")
+        axes = tuple(spatial_axes(x.ndim, order))
         if win_args.global_pooling:
-            axes = tuple(spatial_axes(x.ndim, order))
-            if global_fn == "max":
-                full = all(x.shape[a] for a in axes)
-                return (x.max(axis=axes, keepdims=True) if full else _empty_global(x, axes),)
-            y = x.mean(axis=axes, keepdims=True, dtype=None if np.issubdtype(x.dtype, np.inexact) else np.float64)
-            return (y.astype(x.dtype, copy=False),)
-        sp = tuple(x.shape[a] for a in spatial_axes(x.ndim, order))
+            return (_whole_map(x, axes, global_fn),)
+        sp = tuple(x.shape[a] for a in axes)
         win = cache.get(sp)
         if win is None:
             win = cache[sp] = win_args.resolve(sp)
         if _covers_whole_input(win, sp):
-            # One window over the whole map (ResNet's 7x7 pool5): a plain reduction, as global pooling.
-            axes = tuple(spatial_axes(x.ndim, order))
-            if global_fn == "max":
-                return (x.max(axis=axes, keepdims=True),)
-            return (_whole_map_mean(x, axes),)
+            # One window over the whole map (ResNet's 7x7 pool5) is global pooling.
+            return (_whole_map(x, axes, global_fn),)
         return (reduce(x, win, order, buffer),)
 
     return run
 
 
-def _whole_map_mean(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Mean over the spatial ``axes``; NCHW float maps as one GEMV (numpy's reduction over 49-value rows
-    of a 7x7 map took 0.15 ms for ResNet's 2048 channels, the GEMV ~0.01 ms)."""
+def _whole_map(x: np.ndarray, axes: tuple[int, ...], fn: str) -> np.ndarray:
+    """Max or mean over the spatial ``axes``; NCHW float means as one GEMV (numpy's reduction over
+    49-value rows of a 7x7 map took 0.15 ms for ResNet's 2048 channels, the GEMV ~0.01 ms)."""
+    if fn == "max":
+        return x.max(axis=axes, keepdims=True) if all(x.shape[a] for a in axes) else _empty_global(x, axes)
     shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
-    if x.dtype in (np.float32, np.float64) and axes == tuple(range(2, x.ndim)) and x.flags.c_contiguous:
-        k = int(np.prod([x.shape[a] for a in axes]))
+    k = int(np.prod([x.shape[a] for a in axes]))
+    if x.dtype in (np.float32, np.float64) and axes == tuple(range(2, x.ndim)) and x.flags.c_contiguous and k:
         ones = np.full(k, 1.0 / k, dtype=x.dtype)
         sums: np.ndarray = np.matmul(x.reshape(-1, k), ones)
         return sums.reshape(shape)
